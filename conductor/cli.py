@@ -1,0 +1,312 @@
+"""The `conductor` command line (typer + rich). Every command maps ConductorError to exit code 1."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from conductor.errors import ConductorError, DefinitionError
+
+app = typer.Typer(help="Conductor: the release conductor robot.", no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+LIGHTS = {"pass": "[green]●[/]", "fail": "[red]●[/]", "inconclusive": "[yellow]●[/]", "no_data": "[bright_black]●[/]"}
+
+AsOpt = Annotated[Optional[str], typer.Option("--as", help="Who is acting (default: the OS user).")]
+RoleOpt = Annotated[str, typer.Option("--role", help="Role recorded with the action.")]
+
+
+def _actor(name: str | None, role: str = "release_manager"):
+    from conductor.service import Actor
+
+    return Actor(name or getpass.getuser(), role)
+
+
+def _conductor():
+    from conductor.config import get_settings
+    from conductor.domain.loader import DefinitionCatalog
+    from conductor.logging import configure_logging
+    from conductor.service import Conductor
+    from conductor.store.db import Database, upgrade
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.database_url.startswith("sqlite"):
+        upgrade(settings.database_url)  # embedded mode: the file is ours, keep it at head
+    return Conductor(Database(settings.database_url), DefinitionCatalog(settings.definitions_dir))
+
+
+def _fmt_time(dt: datetime | None) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
+
+
+@app.command()
+def validate(paths: Annotated[list[Path], typer.Argument(help="Definition files or directories.")]) -> None:
+    """Validate pipeline definitions; every problem is listed with file, line and field."""
+    from conductor.domain.loader import validate_paths
+
+    pipelines, problems = validate_paths(paths)
+    for p in problems:
+        err.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
+    for p in pipelines:
+        out.print(f"[green]ok[/] {p.name}: {len(p.stages)} stages, {len(p.transitions)} transitions, {len(p.gates)} gates")
+    if problems:
+        err.print(f"{len(problems)} problem(s)")
+        raise typer.Exit(1)
+    if not pipelines:
+        err.print("no definition files found")
+        raise typer.Exit(1)
+
+
+@app.command()
+def diagram(path: Path, fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or md")] = "mermaid") -> None:
+    """Print the state diagram of a definition (python-statemachine's renderer)."""
+    from statemachine.contrib.diagram import formatter
+
+    from conductor.domain.loader import load_pipeline
+    from conductor.machines import machine_for
+
+    class _Model:
+        stage = None
+        halted_from = None
+
+    pipeline = load_pipeline(path)
+    typer.echo(formatter.render(machine_for(pipeline, _Model()), fmt))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations to CONDUCTOR_DATABASE_URL."""
+    from conductor.config import get_settings
+    from conductor.store.db import upgrade
+
+    url = get_settings().database_url
+    upgrade(url, revision)
+    out.print(f"database at {revision}: {url.split('@')[-1]}")
+
+
+@app.command()
+def start(
+    track: str,
+    version: str,
+    definition: Annotated[Optional[str], typer.Option(help="Pipeline for a new track.")] = None,
+    repository: Annotated[Optional[str], typer.Option(help="owner/name of the track's repository.")] = None,
+    as_: AsOpt = None,
+) -> None:
+    """Start a release of TRACK at VERSION (creating the track when --definition is given)."""
+    c = _conductor()
+    if definition:
+        c.ensure_track(track, definition, repository=repository)
+    rid = c.start_release(track, version, _actor(as_))
+    snap = c.snapshot(rid)
+    out.print(f"started release {rid} {snap.release.key} in stage {snap.release.stage}")
+
+
+@app.command()
+def status(track: Annotated[Optional[str], typer.Option(help="Only this track.")] = None) -> None:
+    """A table of releases: stage, gate lights and what each waits for."""
+    c = _conductor()
+    table = Table(title="Releases")
+    for col in ("id", "release", "stage", "status", "gates", "waiting for", "in stage since"):
+        table.add_column(col)
+    for rid in c.release_ids():
+        snap = c.snapshot(rid)
+        if track and snap.release.track_id != track:
+            continue
+        lights = " ".join(f"{LIGHTS.get(o, '?')}{g}" for g, o in snap.gate_lights())
+        table.add_row(str(rid), snap.release.key, snap.release.stage, snap.status, lights, snap.waiting_for, _fmt_time(snap.release.entered_stage_at))
+    out.print(table)
+
+
+def print_decision(console: Console, evaluation) -> None:
+    """The decision card: each gate's value, thresholds, samples, source, age and the fingerprint."""
+    ev = evaluation.evidence
+    table = Table(title=f"Decision {evaluation.id}: {ev['transition']} -> {ev['verdict']}", caption=f"fingerprint {evaluation.fingerprint}")
+    for col in ("gate", "outcome", "value", "thresholds", "samples", "source", "age", "why"):
+        table.add_column(col)
+    for g in ev["gates"]:
+        inp = g["inputs"]
+        thr = ", ".join(f"{k}={inp[k]}" for k in ("better", "pass", "fail", "min_samples", "max", "min") if inp.get(k) is not None)
+        age = next(iter(g.get("ages_s", {}).values()), None)
+        value = inp.get("value", "")
+        if "teams" in inp:
+            value = ", ".join(f"{t}:{'✓' if s and s['approved'] else ('✗' if s else '…')}" for t, s in inp["teams"].items())
+        table.add_row(
+            g["gate"],
+            f"{LIGHTS.get(g['outcome'], '')} {g['outcome']}",
+            str(value),
+            thr,
+            str(inp.get("samples") or ""),
+            str(inp.get("source") or ""),
+            f"{age / 3600:.1f}h" if age is not None else "",
+            g["detail"],
+        )
+    console.print(table)
+    console.print(f"summary: {ev['summary']}")
+
+
+@app.command()
+def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Timeline, gates and evidence of one RELEASE (id or TRACK/VERSION)."""
+    c = _conductor()
+    snap = c.snapshot(release)
+    r = snap.release
+    if as_json:
+        typer.echo(json.dumps({
+            "id": r.id, "release": r.key, "stage": r.stage, "status": snap.status, "waiting_for": snap.waiting_for,
+            "pending_decision": snap.pending.id if snap.pending else None,
+            "fingerprint": snap.pending.fingerprint if snap.pending else None,
+            "audit": [{"kind": a.kind, "actor": a.actor, "from": a.from_stage, "to": a.to_stage, "reason": a.reason} for a in snap.audit],
+        }, indent=2))
+        return
+    out.print(f"[bold]{r.key}[/] (id {r.id}) stage [bold]{r.stage}[/] — {snap.status}; definition {snap.pipeline.name}@{r.definition_hash[:12]}")
+    if snap.waiting_for:
+        out.print(f"waiting for: {snap.waiting_for}")
+    if snap.pending is not None:
+        print_decision(out, snap.pending)
+    elif snap.latest is not None:
+        print_decision(out, snap.latest)
+    print_timeline(out, snap)
+    if snap.outbox:
+        t = Table(title="Actions")
+        for col in ("action", "params", "status"):
+            t.add_column(col)
+        for a in snap.outbox:
+            t.add_row(a.action, json.dumps({k: v for k, v in a.params.items() if k != "release"}), a.status)
+        out.print(t)
+
+
+def print_timeline(console: Console, snap) -> None:
+    t = Table(title=f"Timeline of {snap.release.key}")
+    for col in ("at", "what", "from", "to", "actor", "reason"):
+        t.add_column(col)
+    for a in snap.audit:
+        t.add_row(_fmt_time(a.at), a.kind, a.from_stage or "", a.to_stage or "", a.actor, a.reason)
+    console.print(t)
+
+
+@app.command()
+def signal(
+    release: str,
+    name: str,
+    value: str,
+    samples: Annotated[Optional[int], typer.Option(help="Sample size behind the value.")] = None,
+    source: str = "cli",
+    sha: Annotated[Optional[str], typer.Option(help="Commit the value was measured on.")] = None,
+) -> None:
+    """Record a signal value for RELEASE and re-evaluate it."""
+    verdict = _conductor().record_signal(release, name, value, samples=samples, source=source, sha=sha)
+    out.print(f"recorded {name}={value}; verdict: {verdict or '-'}")
+
+
+@app.command()
+def signoff(release: str, team: str, as_: AsOpt = None, refuse: bool = False, reason: str = "") -> None:
+    """TEAM signs off RELEASE (or refuses with --refuse)."""
+    verdict = _conductor().sign_off(release, team, _actor(as_), approved=not refuse, reason=reason)
+    out.print(f"{team} {'refused' if refuse else 'signed off'}; verdict: {verdict or '-'}")
+
+
+@app.command()
+def approve(
+    release: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
+    decision: Annotated[Optional[int], typer.Option(help="Decision id being approved.")] = None,
+    fingerprint: Annotated[Optional[str], typer.Option(help="Evidence fingerprint being approved.")] = None,
+    as_: AsOpt = None,
+    role: RoleOpt = "release_manager",
+) -> None:
+    """Approve the paused decision of RELEASE."""
+    stage = _conductor().approve(release, _actor(as_, role), reason, evaluation_id=decision, fingerprint=fingerprint)
+    out.print(f"approved; release is now in {stage}")
+
+
+@app.command()
+def reject(
+    release: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
+    decision: Annotated[Optional[int], typer.Option()] = None,
+    as_: AsOpt = None,
+    role: RoleOpt = "release_manager",
+) -> None:
+    """Reject the paused decision of RELEASE (hold, or halt in a rollout stage)."""
+    stage = _conductor().reject(release, _actor(as_, role), reason, evaluation_id=decision)
+    out.print(f"rejected; release is in {stage}")
+
+
+@app.command()
+def pause(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None) -> None:
+    """Stop the robot from advancing RELEASE."""
+    changed = _conductor().pause(release, _actor(as_), reason)
+    out.print("paused" if changed else "already paused")
+
+
+@app.command()
+def resume(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None, role: RoleOpt = "release_manager") -> None:
+    """Lift a pause, or resume a halted rollout."""
+    stage = _conductor().resume(release, _actor(as_, role), reason)
+    out.print(f"resumed; release is in {stage}")
+
+
+@app.command()
+def cancel(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None) -> None:
+    """Abandon RELEASE."""
+    _conductor().cancel(release, _actor(as_), reason)
+    out.print("cancelled")
+
+
+@app.command()
+def tick() -> None:
+    """Fire every timer that is due now (soak ends, branch day, approval deadlines)."""
+    n = _conductor().tick()
+    out.print(f"fired {n} timer(s)")
+
+
+@app.command()
+def demo(
+    speed: Annotated[float, typer.Option(help="Simulated hours per real second.")] = 60.0,
+    seed: int = 7,
+) -> None:
+    """Walk two weekly releases through the pipeline on a compressed clock (embedded SQLite)."""
+    from conductor.demo import run_demo
+
+    raise typer.Exit(run_demo(out, speed=speed, seed=seed))
+
+
+def main() -> None:
+    """Console entry point: a ConductorError is one red line and exit code 1, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except DefinitionError as exc:
+        for p in exc.problems:
+            err.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ConductorError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Settings from the environment (prefix CONDUCTOR_), read when asked for, never at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DEFINITIONS = Path(__file__).resolve().parent.parent / "state_definitions"
+
+
+def _default_database_url() -> str:
+    data = Path(user_data_dir("conductor", appauthor=False))
+    return f"sqlite:///{data / 'conductor.db'}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONDUCTOR_", env_file=None, extra="ignore")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    broker_url: str | None = None
+    definitions_dir: Path = PACKAGE_DEFINITIONS
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = "INFO"
+    github_secret: str | None = None
+    gitlab_token: str | None = None
+    webhook_secret: str | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

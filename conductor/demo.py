@@ -1,0 +1,163 @@
+"""`conductor demo`: two weekly releases of music-android on a compressed clock, embedded SQLite.
+
+Release A walks every stage; at beta its crash-free rate lands in the grey zone, the robot
+pauses, prints the decision card, and a scripted release manager approves it. Release B halts
+by itself at rollout_1 on a bad crash-free rate. Signals come from `SimulatedSources`, the demo's
+stand-in for CI, the crash reporter and the bug tracker; everything else is the real engine.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from conductor.clock import ManualClock
+from conductor.config import PACKAGE_DEFINITIONS
+from conductor.domain.loader import DefinitionCatalog
+from conductor.service import Actor, Conductor
+from conductor.store.db import Database, upgrade
+
+TRACK = "music-android"
+RELEASE_MANAGER = Actor("maria.rm", "release_manager")
+STEP = timedelta(hours=1)
+MAX_SIM = timedelta(days=21)
+
+
+@dataclass
+class Profile:
+    """How a simulated release behaves in each ring: crash-free % per stage."""
+
+    crash_free: dict[str, float]
+    anr: float = 0.21
+    sha: str = "a1b2c3d4e5f6"
+    reported: set[str] = field(default_factory=set)
+
+
+class SimulatedSources:
+    """The demo's CI, crash reporter, bug tracker and team sign-offs, reporting once per hour."""
+
+    def __init__(self, conductor: Conductor, clock: ManualClock, seed: int):
+        self.c, self.clock, self.rng = conductor, clock, random.Random(seed)
+        self.users: dict[int, int] = {}
+
+    def report(self, rid: int, stage: str, entered: datetime, profile: Profile) -> None:
+        hours_in = (self.clock.now - entered).total_seconds() / 3600
+        c = self.c
+        if stage in ("branch", "nightly", "alpha", "beta") and f"ci:{stage}" not in profile.reported and hours_in >= 1:
+            profile.reported.add(f"ci:{stage}")
+            c.record_signal(rid, "build_green", True, source="github-actions", sha=profile.sha, evaluate=False)
+            c.record_signal(rid, "tests_pass_rate", 1.0, samples=1843, source="junit", sha=profile.sha, evaluate=False)
+            c.record_signal(rid, "tests_failed", 0, source="junit", sha=profile.sha, evaluate=False)
+        if stage not in ("trunk", "branch") and int(hours_in) % 6 == 1:
+            c.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)
+        if stage in profile.crash_free and hours_in >= 3:
+            self.users[rid] = self.users.get(rid, 0) + self.rng.randint(600, 900)
+            base = profile.crash_free[stage]
+            value = round(base + self.rng.uniform(-0.02, 0.02), 2)
+            c.record_signal(rid, "crash_free_sessions", value, samples=self.users[rid] * 3, source="crashlytics", evaluate=False)
+            c.record_signal(rid, "anr_rate", profile.anr, samples=self.users[rid] * 3, source="play-vitals", evaluate=False)
+            c.record_signal(rid, "active_users", self.users[rid], source="analytics", evaluate=False)
+        if stage == "beta":
+            for i, team in enumerate(("playback", "search", "payments", "growth")):
+                if hours_in >= 4 + 6 * i and f"so:{team}" not in profile.reported:
+                    profile.reported.add(f"so:{team}")
+                    c.sign_off(rid, team, Actor(f"{team}-lead", "team"), reason="regression suite done")
+
+
+def _stage_bar(order: list[str], stage: str, halted: bool) -> Text:
+    t = Text()
+    reached = order.index(stage) if stage in order else -1
+    for i, s in enumerate(order):
+        style = "bold green" if i < reached else ("bold reverse yellow" if i == reached else "bright_black")
+        t.append(f" {s} ", style=style)
+    if halted:
+        t.append(" HALTED ", style="bold reverse red")
+    return t
+
+
+def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path | None = None) -> int:
+    """Run the scenario; returns the exit code (0 when both releases end where the script expects)."""
+    from conductor.cli import print_decision, print_timeline
+    from conductor.logging import configure_logging
+
+    started = time.monotonic()
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="conductor-demo-"))
+    log_path = tmp / "conductor.log"
+    configure_logging("json", "INFO", stream=log_path.open("a"))
+    url = f"sqlite:///{tmp / 'demo.db'}"
+    upgrade(url)
+    # Monday 23 Nov 2026, 08:00 UTC; branch day is Friday 10:00 Europe/Stockholm.
+    clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+    c = Conductor(Database(url), DefinitionCatalog(PACKAGE_DEFINITIONS), clock)
+    c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
+    a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
+    b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)
+    profiles = {
+        a: Profile({"alpha": 99.71, "beta": 99.31, "rollout_1": 99.78, "rollout_100": 99.81}, sha="9f8e7d6c5b4a"),
+        b: Profile({"alpha": 99.62, "beta": 99.66, "rollout_1": 98.20, "rollout_100": 99.7}, sha="1234abcd5678"),
+    }
+    sources = SimulatedSources(c, clock, seed)
+    console.print(f"[bold]Conductor demo[/]: database {url}, logs {log_path}")
+    console.print("Release A = music-android/8.9.0 (grey zone at beta), release B = music-android/8.8.1 (bad crash rate at 1%)\n")
+    order = c.snapshot(a).pipeline.stage_order()
+    seen_audit: dict[int, int] = {a: 0, b: 0}
+    end = clock.now + MAX_SIM
+
+    def board() -> Group:
+        t = Table(title=f"simulated time {clock.now:%a %d %b %H:%M} UTC")
+        for col in ("release", "stages", "status", "waiting for"):
+            t.add_column(col)
+        for rid in (a, b):
+            snap = c.snapshot(rid)
+            t.add_row(snap.release.key, _stage_bar(order, snap.release.halted_from or snap.release.stage, snap.status == "halted"), snap.status, snap.waiting_for[:70])
+        return Group(t)
+
+    with Live(board(), console=console, refresh_per_second=8, transient=False) as live:
+        while clock.now < end:
+            snaps = {rid: c.snapshot(rid) for rid in (a, b)}
+            if all(s.status in ("released", "halted", "cancelled") for s in snaps.values()):
+                break
+            clock.advance(STEP)
+            for rid, snap in snaps.items():
+                if snap.status in ("released", "halted", "cancelled"):
+                    continue
+                sources.report(rid, snap.release.stage, snap.release.entered_stage_at, profiles[rid])
+                c.evaluate(rid, trigger="demo_poll")
+            c.tick()
+            for rid in (a, b):
+                snap = c.snapshot(rid)
+                for entry in snap.audit[seen_audit[rid]:]:
+                    if entry.kind in ("transitioned", "halted", "approval_requested", "approved", "resumed"):
+                        arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
+                        live.console.print(f"{clock.now:%a %H:%M}  {snap.release.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}")
+                seen_audit[rid] = len(snap.audit)
+                if snap.pending is not None and rid == a:
+                    live.console.print("\n[bold yellow]Release A paused for approval[/]; the decision card:")
+                    print_decision(live.console, snap.pending)
+                    reason = "99.3% crash-free at beta is within noise of 8.8's 99.4%; the crash cluster is a known OEM issue"
+                    live.console.print(f"[bold]{RELEASE_MANAGER.name}[/] approves decision {snap.pending.id}: {reason}\n")
+                    c.approve(rid, RELEASE_MANAGER, reason, evaluation_id=snap.pending.id, fingerprint=snap.pending.fingerprint)
+            live.update(board())
+            if speed > 0:
+                time.sleep(1.0 / speed)
+
+    final = {rid: c.snapshot(rid) for rid in (a, b)}
+    console.print()
+    for rid in (a, b):
+        print_timeline(console, final[rid])
+    ok = final[a].release.stage == "released" and final[b].release.stage == "halted"
+    elapsed = time.monotonic() - started
+    console.print(
+        f"\nA: {final[a].release.stage}, B: {final[b].release.stage} (halted from {final[b].release.halted_from}); "
+        f"{'as scripted' if ok else 'NOT as scripted'}; {elapsed:.1f}s real time"
+    )
+    return 0 if ok else 1

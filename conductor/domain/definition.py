@@ -1,0 +1,305 @@
+"""Pipeline definitions: the pydantic schema of state_definitions/*.yaml and its cross-checks.
+
+Pure: parsing text into a `Pipeline` does no I/O; `conductor.domain.loader` reads files and maps
+every problem to its line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'90m', '12h', '2d', '1d12h' or a number of seconds -> timedelta; ValueError otherwise.
+
+    Hand-written because pydantic's timedelta accepts ISO 8601 ('PT12H') but not the short form
+    release engineers write in YAML; both are accepted here.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30m, 12h or 2d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        if value.strip().upper().startswith("P"):
+            from pydantic import TypeAdapter
+
+            return TypeAdapter(timedelta).validate_python(value.strip())
+        m = _DURATION.match(value)
+        if m and any(m.groups()):
+            d, h, mi, s = (int(x or 0) for x in m.groups())
+            return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    raise ValueError(f"{value!r} is not a duration; write e.g. 30m, 12h, 2d or 1d12h")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(td: timedelta) -> str:
+    secs = int(td.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if secs >= size:
+            parts.append(f"{secs // size}{unit}")
+            secs %= size
+    return "".join(parts) or "0s"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+SignalType = Literal["number", "count", "ratio", "percent", "boolean"]
+
+
+class SignalSpec(_Strict):
+    type: SignalType
+    description: str = ""
+
+
+class ThresholdGate(_Strict):
+    """Pass band, fail band and the grey zone between them over one numeric signal."""
+
+    kind: Literal["threshold"]
+    signal: str
+    better: Literal["higher", "lower"]
+    pass_at: float = Field(alias="pass")
+    fail_at: float = Field(alias="fail")
+    min_samples: int = Field(default=0, ge=0)
+    max_age: Duration | None = None
+    fresh_in_stage: bool = False
+    head_sha: bool = False
+
+    @model_validator(mode="after")
+    def _bands_do_not_overlap(self) -> "ThresholdGate":
+        if self.better == "higher" and not self.fail_at < self.pass_at:
+            raise ValueError(
+                f"bad threshold band: with better=higher, fail ({self.fail_at}) must be below pass ({self.pass_at})"
+            )
+        if self.better == "lower" and not self.pass_at < self.fail_at:
+            raise ValueError(
+                f"bad threshold band: with better=lower, pass ({self.pass_at}) must be below fail ({self.fail_at})"
+            )
+        return self
+
+
+class CountGate(_Strict):
+    """A count with an upper bound (fail above it) and/or a lower bound (wait below it)."""
+
+    kind: Literal["count"]
+    signal: str
+    max: int | None = Field(default=None, ge=0)
+    min: int | None = Field(default=None, ge=0)
+    max_age: Duration | None = None
+    fresh_in_stage: bool = False
+    head_sha: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> "CountGate":
+        if self.max is None and self.min is None:
+            raise ValueError("bad threshold band: a count gate needs max, min or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"bad threshold band: min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class SignoffGate(_Strict):
+    """Every listed team has signed off its regression testing."""
+
+    kind: Literal["signoff"]
+    teams: list[str] = Field(min_length=1)
+
+
+Gate = Annotated[ThresholdGate | CountGate | SignoffGate, Field(discriminator="kind")]
+
+StageKind = Literal["stage", "rollout", "final", "halted", "cancelled"]
+
+
+class Stage(_Strict):
+    description: str = ""
+    kind: StageKind = "stage"
+
+
+class Action(BaseModel):
+    """An action run after entering the target stage; extra keys are the action's parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    action: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Transition(_Strict):
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    gates: list[str] = []
+    min_soak: Duration = timedelta(0)
+    # After the soak, how long to keep waiting for signals that are not in yet before asking a human.
+    max_wait: Duration | None = None
+    schedule: str | None = None
+    on_fail: Literal["hold", "halt"] = "hold"
+    actions: list[Action] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+class ApprovalPolicy(_Strict):
+    deadline: Duration = timedelta(hours=12)
+    on_timeout: Literal["hold", "cancel"] = "hold"
+
+
+def _valid_cron(expr: str) -> str:
+    if not isinstance(expr, str) or not croniter.is_valid(expr):
+        raise ValueError(f"{expr!r} is not a valid cron expression (e.g. '0 10 * * FRI')")
+    return expr
+
+
+CronExpr = Annotated[str, BeforeValidator(_valid_cron)]
+
+
+class Pipeline(_Strict):
+    """A release pipeline: stages, the gated transitions between them, signals and schedules."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str = ""
+    timezone: str = "UTC"
+    schedules: dict[str, CronExpr] = {}
+    approval: ApprovalPolicy = ApprovalPolicy()
+    signals: dict[str, SignalSpec] = {}
+    gates: dict[str, Gate] = {}
+    stages: dict[str, Stage] = Field(min_length=2)
+    transitions: list[Transition] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/Stockholm)") from None
+        return v
+
+    # --- derived views, used by the machine builder, the engine and the CLI ---
+
+    @property
+    def initial_stage(self) -> str:
+        return next(iter(self.stages))
+
+    @property
+    def halt_stage(self) -> str | None:
+        return next((s for s, st in self.stages.items() if st.kind == "halted"), None)
+
+    @property
+    def cancel_stage(self) -> str | None:
+        return next((s for s, st in self.stages.items() if st.kind == "cancelled"), None)
+
+    def advance_from(self, stage: str) -> Transition | None:
+        return next((t for t in self.transitions if t.source == stage), None)
+
+    def is_terminal(self, stage: str) -> bool:
+        return self.stages[stage].kind in ("final", "cancelled")
+
+    def stage_order(self) -> list[str]:
+        """The main line from the initial stage following advance transitions."""
+        order, cur = [], self.initial_stage
+        while cur is not None and cur not in order:
+            order.append(cur)
+            t = self.advance_from(cur)
+            cur = t.target if t else None
+        return order
+
+    def content_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# Gate signal requirements: which signal types a gate kind may read.
+_NUMERIC = {"number", "count", "ratio", "percent", "boolean"}
+
+
+def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks across sections (references, reachability), run on the raw mapping.
+
+    Runs even when pydantic found field errors, so one `validate` run reports every problem.
+    Returns (path, message) pairs; an empty list means the references hold together.
+    """
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    if not isinstance(raw, dict):
+        return problems
+    stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+    gates = raw.get("gates") if isinstance(raw.get("gates"), dict) else {}
+    signals = raw.get("signals") if isinstance(raw.get("signals"), dict) else {}
+    schedules = raw.get("schedules") if isinstance(raw.get("schedules"), dict) else {}
+    transitions = raw.get("transitions") if isinstance(raw.get("transitions"), list) else []
+
+    def kind_of(stage: str) -> str:
+        body = stages.get(stage)
+        return body.get("kind", "stage") if isinstance(body, dict) else "stage"
+
+    for name, gate in gates.items():
+        if isinstance(gate, dict) and "signal" in gate and gate["signal"] not in signals:
+            problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
+
+    sources_seen: set[str] = set()
+    edges: dict[str, list[str]] = {}
+    for i, t in enumerate(transitions):
+        if not isinstance(t, dict):
+            continue
+        for end in ("from", "to"):
+            if end in t and t[end] not in stages:
+                problems.append((("transitions", i, end), f"unknown stage {t[end]!r} in transition"))
+        src, dst = t.get("from"), t.get("to")
+        if src in stages:
+            if src in sources_seen:
+                problems.append((("transitions", i, "from"), f"stage {src!r} already has an outgoing transition"))
+            sources_seen.add(src)
+            if kind_of(src) in ("final", "cancelled", "halted"):
+                problems.append((("transitions", i, "from"), f"stage {src!r} is {kind_of(src)} and cannot advance"))
+        if src in stages and dst in stages:
+            edges.setdefault(src, []).append(dst)
+        for j, g in enumerate(t.get("gates") or []):
+            if isinstance(g, str) and g not in gates:
+                problems.append((("transitions", i, "gates", j), f"unknown gate {g!r}; declare it under gates"))
+        sched = t.get("schedule")
+        if sched is not None and sched not in schedules:
+            problems.append((("transitions", i, "schedule"), f"unknown schedule {sched!r}; declare it under schedules"))
+        if t.get("on_fail") == "halt":
+            if src in stages and kind_of(src) != "rollout":
+                problems.append((("transitions", i, "on_fail"), f"halt is only for rollout stages; {src!r} is not one"))
+            if not any(kind_of(s) == "halted" for s in stages):
+                problems.append((("transitions", i, "on_fail"), "on_fail: halt needs a stage of kind halted"))
+
+    if stages:
+        initial = next(iter(stages))
+        reachable, todo = {initial}, [initial]
+        while todo:
+            for nxt in edges.get(todo.pop(), []):
+                if nxt not in reachable:
+                    reachable.add(nxt)
+                    todo.append(nxt)
+        has_rollout = any(kind_of(s) == "rollout" for s in stages)
+        for stage in stages:
+            k = kind_of(stage)
+            implicit = k == "cancelled" or (k == "halted" and has_rollout)
+            if stage not in reachable and not implicit:
+                problems.append((("stages", stage), f"stage {stage!r} is unreachable from {initial!r}"))
+            if k in ("stage", "rollout") and stage not in sources_seen:
+                problems.append((("stages", stage), f"stage {stage!r} has no outgoing transition and is not final"))
+    return problems

@@ -1,0 +1,204 @@
+"""Gate evaluation: pure functions from stored signals to pass / fail / inconclusive.
+
+Missing, stale, too-small or out-of-stage data is never a pass: each of those paths returns
+INCONCLUSIVE with a reason, and only a value inside the pass band with enough fresh samples passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from conductor.domain.definition import CountGate, Gate, SignoffGate, ThresholdGate
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class Reason(StrEnum):
+    IN_PASS_BAND = "in_pass_band"
+    IN_FAIL_BAND = "in_fail_band"
+    GREY_ZONE = "grey_zone"
+    MISSING = "missing"
+    TOO_FEW_SAMPLES = "too_few_samples"
+    STALE = "stale"
+    NOT_IN_STAGE = "not_in_stage"  # older than the current stage: it measured another ring
+    OTHER_COMMIT = "other_commit"  # measured a commit that is no longer the branch head
+    SOURCE_ERROR = "source_error"
+    ABOVE_MAX = "above_max"
+    BELOW_MIN = "below_min"
+    WITHIN_BOUNDS = "within_bounds"
+    SIGNED = "signed"
+    NOT_SIGNED = "not_signed"
+    SIGNOFF_REJECTED = "signoff_rejected"
+    UNAPPROVED_CHANGE = "unapproved_change"
+
+
+# Reasons that mean "the data is not in yet": the robot waits for them (up to max_wait) rather
+# than asking a human straight away.
+WAITING_REASONS = frozenset(
+    {Reason.MISSING, Reason.TOO_FEW_SAMPLES, Reason.NOT_IN_STAGE, Reason.OTHER_COMMIT, Reason.BELOW_MIN, Reason.NOT_SIGNED}
+)
+
+
+@dataclass(frozen=True)
+class SignalValue:
+    """The latest stored value of one signal for one release."""
+
+    name: str
+    value: float | None  # None: the source reported an error instead of a value
+    observed_at: datetime
+    source: str = "unknown"
+    samples: int | None = None
+    sha: str | None = None
+    signal_id: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Signoff:
+    team: str
+    approved: bool
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class GateContext:
+    now: datetime
+    stage_entered_at: datetime
+    head_sha: str | None = None
+    signals: dict[str, SignalValue] = field(default_factory=dict)
+    signoffs: dict[str, Signoff] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    outcome: Outcome
+    reason: Reason
+    detail: str
+    inputs: dict[str, Any] = field(default_factory=dict)  # what the fingerprint covers
+    ages_s: dict[str, float] = field(default_factory=dict)  # shown, not fingerprinted (time moves)
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "outcome": self.outcome.value,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "inputs": self.inputs,
+            "ages_s": self.ages_s,
+        }
+
+
+def _signal_inputs(sig: SignalValue) -> dict[str, Any]:
+    return {
+        "signal": sig.name,
+        "value": sig.value,
+        "samples": sig.samples,
+        "source": sig.source,
+        "observed_at": sig.observed_at.isoformat(),
+        "sha": sig.sha,
+        "signal_id": sig.signal_id,
+    }
+
+
+def _usable(
+    name: str, gate: ThresholdGate | CountGate, ctx: GateContext, thresholds: dict[str, Any]
+) -> tuple[SignalValue | None, GateResult | None]:
+    """The signal if it may be judged, else the INCONCLUSIVE result that says why not."""
+    sig = ctx.signals.get(gate.signal)
+
+    def inconclusive(reason: Reason, detail: str, inputs: dict[str, Any], ages: dict[str, float]) -> GateResult:
+        return GateResult(name, Outcome.INCONCLUSIVE, reason, detail, {**thresholds, **inputs}, ages)
+
+    if sig is None:
+        return None, inconclusive(Reason.MISSING, f"no {gate.signal} signal yet", {"signal": gate.signal}, {})
+    inputs = _signal_inputs(sig)
+    age = (ctx.now - sig.observed_at).total_seconds()
+    ages = {gate.signal: age}
+    if sig.error is not None or sig.value is None:
+        return None, inconclusive(Reason.SOURCE_ERROR, f"{sig.source} reported an error: {sig.error}", inputs, ages)
+    if gate.fresh_in_stage and sig.observed_at < ctx.stage_entered_at:
+        return None, inconclusive(Reason.NOT_IN_STAGE, f"{gate.signal} predates this stage", inputs, ages)
+    if gate.head_sha and ctx.head_sha and sig.sha and sig.sha != ctx.head_sha:
+        return None, inconclusive(
+            Reason.OTHER_COMMIT, f"{gate.signal} is for {sig.sha[:10]}, the branch head is {ctx.head_sha[:10]}", inputs, ages
+        )
+    if gate.max_age is not None and age > gate.max_age.total_seconds():
+        return None, inconclusive(
+            Reason.STALE, f"{gate.signal} is {age / 3600:.1f}h old (max {gate.max_age.total_seconds() / 3600:.1f}h)", inputs, ages
+        )
+    if age < 0:
+        # A timestamp from the future is a clock problem at the source; do not trust it.
+        return None, inconclusive(Reason.SOURCE_ERROR, f"{gate.signal} is dated in the future", inputs, ages)
+    return sig, None
+
+
+def evaluate_threshold(name: str, gate: ThresholdGate, ctx: GateContext) -> GateResult:
+    thresholds = {"better": gate.better, "pass": gate.pass_at, "fail": gate.fail_at, "min_samples": gate.min_samples}
+    sig, early = _usable(name, gate, ctx, thresholds)
+    if early:
+        return early
+    assert sig is not None and sig.value is not None
+    inputs = {**thresholds, **_signal_inputs(sig)}
+    ages = {gate.signal: (ctx.now - sig.observed_at).total_seconds()}
+    v = sig.value
+    if gate.min_samples and (sig.samples is None or sig.samples < gate.min_samples):
+        return GateResult(
+            name, Outcome.INCONCLUSIVE, Reason.TOO_FEW_SAMPLES, f"{sig.samples or 0} of {gate.min_samples} samples", inputs, ages
+        )
+    higher = gate.better == "higher"
+    if (v >= gate.pass_at) if higher else (v <= gate.pass_at):
+        return GateResult(name, Outcome.PASS, Reason.IN_PASS_BAND, f"{v:g} {'≥' if higher else '≤'} {gate.pass_at:g}", inputs, ages)
+    if (v <= gate.fail_at) if higher else (v >= gate.fail_at):
+        return GateResult(name, Outcome.FAIL, Reason.IN_FAIL_BAND, f"{v:g} {'≤' if higher else '≥'} {gate.fail_at:g}", inputs, ages)
+    lo, hi = sorted((gate.pass_at, gate.fail_at))
+    return GateResult(name, Outcome.INCONCLUSIVE, Reason.GREY_ZONE, f"{v:g} is between {lo:g} and {hi:g}", inputs, ages)
+
+
+def evaluate_count(name: str, gate: CountGate, ctx: GateContext) -> GateResult:
+    thresholds = {"max": gate.max, "min": gate.min}
+    sig, early = _usable(name, gate, ctx, thresholds)
+    if early:
+        return early
+    assert sig is not None and sig.value is not None
+    inputs = {**thresholds, **_signal_inputs(sig)}
+    ages = {gate.signal: (ctx.now - sig.observed_at).total_seconds()}
+    v = sig.value
+    if gate.max is not None and v > gate.max:
+        return GateResult(name, Outcome.FAIL, Reason.ABOVE_MAX, f"{v:g} > {gate.max}", inputs, ages)
+    if gate.min is not None and v < gate.min:
+        return GateResult(name, Outcome.INCONCLUSIVE, Reason.BELOW_MIN, f"{v:g} < {gate.min} needed", inputs, ages)
+    return GateResult(name, Outcome.PASS, Reason.WITHIN_BOUNDS, f"{v:g} within bounds", inputs, ages)
+
+
+def evaluate_signoff(name: str, gate: SignoffGate, ctx: GateContext) -> GateResult:
+    got = {t: ctx.signoffs.get(t) for t in gate.teams}
+    inputs = {
+        "teams": {
+            t: (None if s is None else {"approved": s.approved, "actor": s.actor, "at": s.at.isoformat()}) for t, s in got.items()
+        }
+    }
+    rejected = [t for t, s in got.items() if s is not None and not s.approved]
+    missing = [t for t, s in got.items() if s is None]
+    if rejected:
+        return GateResult(name, Outcome.FAIL, Reason.SIGNOFF_REJECTED, f"rejected by {', '.join(rejected)}", inputs)
+    if missing:
+        return GateResult(name, Outcome.INCONCLUSIVE, Reason.NOT_SIGNED, f"waiting for {', '.join(missing)}", inputs)
+    return GateResult(name, Outcome.PASS, Reason.SIGNED, f"all {len(gate.teams)} teams signed off", inputs)
+
+
+def evaluate_gate(name: str, gate: Gate, ctx: GateContext) -> GateResult:
+    """Evaluate one gate; never raises for bad data, which is an INCONCLUSIVE result instead."""
+    if isinstance(gate, ThresholdGate):
+        return evaluate_threshold(name, gate, ctx)
+    if isinstance(gate, CountGate):
+        return evaluate_count(name, gate, ctx)
+    return evaluate_signoff(name, gate, ctx)

@@ -1,0 +1,165 @@
+"""Read pipeline YAML into `Pipeline` objects, reporting every problem with file, line and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from conductor.domain.definition import Pipeline, cross_check
+from conductor.errors import DefinitionError
+
+
+@dataclass(frozen=True)
+class DefinitionProblem:
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}"
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path of a composed YAML document to its 1-based line.
+
+    Hand-written because PyYAML keeps positions only on nodes and pydantic knows only paths;
+    this walk joins the two so an error at ('transitions', 2, 'to') points at its line.
+    """
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[path + (k,)] = key.start_mark.line + 1
+            _line_index(value, path + (k,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _line_index(item, path + (i,), out)
+    return out
+
+
+def _line_for(index: dict[tuple, int], path: tuple) -> int | None:
+    # pydantic's loc may hold alias names or union tags the YAML does not; fall back to the
+    # longest prefix that does exist.
+    for end in range(len(path), -1, -1):
+        if path[:end] in index:
+            return index[path[:end]]
+    return None
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # Discriminated unions add the tag ('threshold') to the loc; it is not a YAML key.
+    return tuple(p for p in loc if p not in ("threshold", "count", "signoff"))
+
+
+def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
+    """Parse and validate one definition; DefinitionError lists every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError([DefinitionProblem(filename, line, "<yaml>", f"YAML syntax error: {problem}")]) from None
+    if node is None or not isinstance(raw, dict):
+        raise DefinitionError([DefinitionProblem(filename, 1, "<root>", "expected a mapping with name, stages and transitions")])
+    index = _line_index(node)
+    problems: list[DefinitionProblem] = []
+    pipeline: Pipeline | None = None
+    try:
+        pipeline = Pipeline.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(DefinitionProblem(filename, _line_for(index, loc), ".".join(map(str, loc)) or "<root>", msg))
+    for loc, msg in cross_check(raw):
+        problems.append(DefinitionProblem(filename, _line_for(index, loc), ".".join(map(str, loc)), msg))
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.field))
+        raise DefinitionError(problems)
+    assert pipeline is not None
+    return pipeline
+
+
+def load_pipeline(path: Path | str) -> Pipeline:
+    """Read a definition file; DefinitionError if it cannot be read or is invalid."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError([DefinitionProblem(str(path), None, "<file>", f"cannot read: {exc.strerror}")]) from None
+    return parse_pipeline(text, str(path))
+
+
+def definition_files(paths: list[Path]) -> list[Path]:
+    """Expand directories to the *.yaml / *.yml files inside them, sorted."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yaml"), *p.glob("*.yml")]))
+        else:
+            files.append(p)
+    return files
+
+
+def validate_paths(paths: list[Path]) -> tuple[list[Pipeline], list[DefinitionProblem]]:
+    """Validate every file; returns the valid pipelines and all problems of all files."""
+    pipelines: list[Pipeline] = []
+    problems: list[DefinitionProblem] = []
+    names: dict[str, str] = {}
+    for f in definition_files(paths):
+        try:
+            p = load_pipeline(f)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+            continue
+        if p.name in names:
+            problems.append(DefinitionProblem(str(f), 1, "name", f"pipeline name {p.name!r} is also used by {names[p.name]}"))
+            continue
+        names[p.name] = str(f)
+        pipelines.append(p)
+    return pipelines, problems
+
+
+class DefinitionCatalog:
+    """The definitions of a directory, by name; read on demand and cached by file mtime."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._cache: dict[Path, tuple[float, Pipeline]] = {}
+
+    def get(self, name: str) -> Pipeline:
+        from conductor.errors import NotFound
+
+        for f in definition_files([self.directory]):
+            mtime = f.stat().st_mtime
+            cached = self._cache.get(f)
+            if cached is None or cached[0] != mtime:
+                cached = (mtime, load_pipeline(f))
+                self._cache[f] = cached
+            if cached[1].name == name:
+                return cached[1]
+        raise NotFound(f"no pipeline definition named {name!r} in {self.directory}")
+
+    def names(self) -> list[str]:
+        out = []
+        for f in definition_files([self.directory]):
+            try:
+                out.append(load_pipeline(f).name)
+            except DefinitionError:
+                continue
+        return out
+
+
+def pipeline_from_json(data: dict[str, Any]) -> Pipeline:
+    """Rebuild a pinned definition stored as JSON (by alias) in the database."""
+    return Pipeline.model_validate(data)

@@ -1,0 +1,81 @@
+"""Build a python-statemachine class per pipeline with the library's class factory.
+
+Events: `advance` (each declared transition), `halt` (rollout stages to the halted stage),
+`resume` (halted back to the rollout stage it halted from, guarded on the release's
+`halted_from`), and `cancel` (any live stage to the cancelled stage). The machine is rebuilt
+around the release row for every step; it holds no state of its own and does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from statemachine import StateChart
+from statemachine.io.class_factory import create_machine_class_from_definition
+
+from conductor.domain.definition import Pipeline
+
+
+def _halted_from(stage: str):
+    def guard(model: Any) -> bool:
+        return getattr(model, "halted_from", None) == stage
+
+    guard.__name__ = f"halted_from_{stage}"
+    return guard
+
+
+def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    states: dict[str, dict[str, Any]] = {}
+    halt, cancel = pipeline.halt_stage, pipeline.cancel_stage
+    for i, (name, stage) in enumerate(pipeline.stages.items()):
+        on: dict[str, list[dict[str, Any]]] = {}
+        t = pipeline.advance_from(name)
+        if t is not None:
+            on["advance"] = [{"target": t.target}]
+        if stage.kind == "rollout" and halt:
+            on["halt"] = [{"target": halt}]
+        if stage.kind == "halted":
+            on["resume"] = [
+                {"target": s, "cond": _halted_from(s)} for s, st in pipeline.stages.items() if st.kind == "rollout"
+            ]
+        if cancel and stage.kind not in ("final", "cancelled"):
+            on["cancel"] = [{"target": cancel}]
+        body: dict[str, Any] = {"name": name.replace("_", " ")}
+        if i == 0:
+            body["initial"] = True
+        if stage.kind in ("final", "cancelled"):
+            body["final"] = True
+        if on:
+            body["on"] = on
+        states[name] = body
+    return states
+
+
+_classes: dict[str, type[StateChart]] = {}
+
+
+def machine_class(pipeline: Pipeline) -> type[StateChart]:
+    """The machine class for a pipeline, built once per content hash."""
+    key = pipeline.content_hash()
+    cls = _classes.get(key)
+    if cls is None:
+        cls_name = "".join(part.capitalize() for part in pipeline.name.replace("-", "_").split("_")) + "Release"
+        cls = create_machine_class_from_definition(
+            cls_name,
+            states=_states(pipeline),
+            # The class factory builds a StateChart, which ignores unknown events and swallows
+            # callback errors; a release engine must refuse an illegal edge loudly instead.
+            allow_event_without_transition=False,
+            catch_errors_as_events=False,
+            atomic_configuration_update=True,
+            # halted is entered only by `halt`; our own validator checks reachability with
+            # that in mind, the library's would reject valid pipelines.
+            validate_final_reachability=False,
+        )
+        _classes[key] = cls
+    return cls
+
+
+def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage") -> StateChart:
+    """A machine bound to `model`, starting from the stage the model already holds."""
+    return machine_class(pipeline)(model=model, state_field=state_field)

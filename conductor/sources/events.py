@@ -1,0 +1,78 @@
+"""The normalized output of the inbound layer: every source is turned into an ``InboundEvent``.
+
+Signal conventions (the names gates refer to):
+
+- ``build_green``: 1.0 when a build / pipeline / workflow / check finished with success, 0.0 when it
+  failed. Cancelled, skipped and neutral outcomes give no signal (they say nothing about quality).
+- ``tests_total``, ``tests_failed``, ``tests_errors``, ``tests_skipped``: counts from a test report.
+- ``tests_pass_rate``: passed / (total - skipped), in 0..1, ``samples`` = executed test count;
+  absent when nothing was executed.
+- ``tests_flaky``: cases that failed and then passed on a retry; only present when the report makes
+  retries visible.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Source = Literal["github", "gitlab", "cloudevents", "generic"]
+Kind = Literal[
+    "build_finished",
+    "tests_finished",
+    "pipeline_finished",
+    "branch_created",
+    "branch_push",
+    "artifact_published",
+    "signal",  # generic "signal" events: only carry measured values
+    "ping",
+    "ignored",
+]
+OutcomeName = Literal["success", "failure", "cancelled", "skipped", "neutral"]
+
+
+class SignalIn(BaseModel):
+    """A measured value carried by an event (validation refuses NaN and infinities)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: str = Field(min_length=1)
+    value: float
+    samples: int | None = Field(default=None, ge=0)
+
+
+class CommitInfo(BaseModel):
+    """One commit of a push; ``author`` is the username when the source gives one, else the email."""
+
+    sha: str
+    message: str
+    author: str | None = None
+
+
+class InboundEvent(BaseModel):
+    """One authenticated delivery, normalized. ``delivery_id`` is the dedupe key."""
+
+    source: Source
+    delivery_id: str
+    kind: Kind
+    raw_type: str
+    repository: str | None = None
+    branch: str | None = None
+    sha: str | None = None
+    outcome: OutcomeName | None = None
+    signals: list[SignalIn] = Field(default_factory=list)
+    commits: list[CommitInfo] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    occurred_at: datetime | None = None
+
+
+def outcome_signals(outcome: OutcomeName | None) -> list[SignalIn]:
+    """``[build_green=1.0]`` on success, ``[build_green=0.0]`` on failure, else nothing."""
+    if outcome == "success":
+        return [SignalIn(name="build_green", value=1.0)]
+    if outcome == "failure":
+        return [SignalIn(name="build_green", value=0.0)]
+    return []

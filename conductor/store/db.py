@@ -1,0 +1,87 @@
+"""Engines, sessions and migrations. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and one writer at a time."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _):
+            dbapi_conn.isolation_level = None  # let BEGIN below control transactions
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # BEGIN IMMEDIATE takes the write lock up front: SQLite's stand-in for SELECT ... FOR
+            # UPDATE. Read-only sessions use a deferred BEGIN so they never wait for a writer (WAL).
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision` (Alembic)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+class Database:
+    """An engine and its session factory; `transaction()` is the unit of work."""
+
+    def __init__(self, url: str, engine: Engine | None = None):
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.engine.execution_options(readonly=True), expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back everything on any exception."""
+        with self.sessions() as session:
+            with session.begin():
+                yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only; on SQLite it does not take the write lock."""
+        with self.read_sessions() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

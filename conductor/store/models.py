@@ -1,0 +1,227 @@
+"""SQLAlchemy 2 tables: the database is the source of truth for every release.
+
+Schema changes go through Alembic (conductor/store/migrations); never create_all in production.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite drops the zone, so store naive UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class DefinitionRow(Base):
+    """A pipeline definition as it was when a release pinned it (by content hash)."""
+
+    __tablename__ = "definitions"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Track(Base):
+    """An app x platform (music-android) with its pipeline and where its events come from."""
+
+    __tablename__ = "tracks"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    definition_name: Mapped[str] = mapped_column(String(100))
+    repository: Mapped[str | None] = mapped_column(String(200))
+    branch_pattern: Mapped[str] = mapped_column(String(200), default="release/{version}")
+    critical_fix_marker: Mapped[str] = mapped_column(String(200), default="Release-Fix: critical")
+    four_eyes: Mapped[bool] = mapped_column(Boolean, default=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class Release(Base):
+    """One release of a track; also the model python-statemachine reads and writes `stage` on."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("track_id", "version"), Index("ix_releases_stage", "stage"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.id"))
+    version: Mapped[str] = mapped_column(String(50))
+    stage: Mapped[str] = mapped_column(String(50))
+    definition_hash: Mapped[str] = mapped_column(ForeignKey("definitions.hash"))
+    entered_stage_at: Mapped[datetime]
+    branch: Mapped[str | None] = mapped_column(String(200))
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    pending_evaluation_id: Mapped[int | None] = mapped_column(Integer)
+    rejected_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    halted_from: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # Optimistic lock: every UPDATE checks and bumps it, so a lost update raises instead.
+    version_id: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    __mapper_args__ = {"version_id_col": version_id}
+
+    @property
+    def key(self) -> str:
+        return f"{self.track_id}/{self.version}"
+
+
+class SignalRow(Base):
+    """A measured value (or a source error) for one release, as reported at one time."""
+
+    __tablename__ = "signals"
+    __table_args__ = (Index("ix_signals_release_name", "release_id", "name", "observed_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Float)
+    samples: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(100))
+    sha: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    observed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+
+
+class Evaluation(Base):
+    """One judgement of a release's outgoing transition, with the evidence it was made on."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_release", "release_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    stage: Mapped[str] = mapped_column(String(50))
+    transition: Mapped[str] = mapped_column(String(120))
+    verdict: Mapped[str] = mapped_column(String(20))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    evidence: Mapped[dict[str, Any]]
+    trigger: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
+class Approval(Base):
+    """A release manager's answer to a paused decision (or to a halt)."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    evaluation_id: Mapped[int | None] = mapped_column(ForeignKey("evaluations.id"))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """Append-only: every transition, approval, pause, halt, with actor and reason."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_release", "release_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(50))
+    from_stage: Mapped[str | None] = mapped_column(String(50))
+    to_stage: Mapped[str | None] = mapped_column(String(50))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evaluation_id: Mapped[int | None] = mapped_column(Integer)
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class InboxEvent(Base):
+    """An inbound event, stored before any work; (source, delivery_id) makes redelivery a no-op."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("source", "delivery_id"), Index("ix_inbox_status", "status", "received_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(50))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    release_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+
+
+class OutboxAction(Base):
+    """An action to run after the transition that caused it committed; idempotency_key is unique."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+    action: Mapped[str] = mapped_column(String(100))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class Timer(Base):
+    """A wait with a due time (soak end, branch day, approval deadline); fired by tick."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "fired_at", "due_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    due_at: Mapped[datetime]
+    fired_at: Mapped[datetime | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)

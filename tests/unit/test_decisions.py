@@ -1,0 +1,110 @@
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conductor.domain.decisions import Verdict, decide, next_schedule_time
+from conductor.domain.gates import GateContext, SignalValue, Signoff
+from conductor.domain.loader import load_pipeline
+
+MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "state_definitions" / "mobile_weekly.yaml")
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)  # a Monday
+
+
+def good(now, sha="h1", **overrides):
+    base = {
+        "build_green": SignalValue("build_green", 1.0, now - timedelta(minutes=5), "ci", sha=sha),
+        "tests_pass_rate": SignalValue("tests_pass_rate", 1.0, now - timedelta(minutes=5), "junit", 900, sha=sha),
+        "open_blockers": SignalValue("open_blockers", 0, now - timedelta(minutes=5), "jira"),
+        "crash_free_sessions": SignalValue("crash_free_sessions", 99.8, now - timedelta(minutes=5), "crashlytics", 50000),
+        "anr_rate": SignalValue("anr_rate", 0.2, now - timedelta(minutes=5), "vitals", 50000),
+        "active_users": SignalValue("active_users", 20000, now - timedelta(minutes=5), "analytics"),
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+SIGNED = {t: Signoff(t, True, "lead", T0) for t in ("playback", "search", "payments", "growth")}
+
+
+def test_branch_day_follows_the_pipeline_time_zone():
+    # Friday 10:00 in Stockholm is 09:00 UTC in winter and 08:00 UTC in summer.
+    assert next_schedule_time(MOBILE, "branch_cut", T0) == datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+    assert next_schedule_time(MOBILE, "branch_cut", datetime(2026, 6, 1, tzinfo=timezone.utc)) == datetime(2026, 6, 5, 8, 0, tzinfo=timezone.utc)
+
+
+def test_trunk_waits_for_branch_day_then_advances():
+    d = decide(MOBILE, "trunk", GateContext(T0, T0))
+    assert d.verdict is Verdict.WAIT and d.wait_until == datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+    later = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+    assert decide(MOBILE, "trunk", GateContext(later, T0)).verdict is Verdict.ADVANCE
+
+
+def test_soak_is_honoured():
+    entered = T0
+    now = entered + timedelta(hours=11)
+    d = decide(MOBILE, "nightly", GateContext(now, entered, "h1", good(now)))
+    assert d.verdict is Verdict.WAIT and d.wait_until == entered + timedelta(hours=12)
+    now = entered + timedelta(hours=12)
+    assert decide(MOBILE, "nightly", GateContext(now, entered, "h1", good(now))).verdict is Verdict.ADVANCE
+
+
+def test_failure_during_soak_halts_at_once_in_rollout():
+    now = T0 + timedelta(hours=2)
+    sigs = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 97.0, now, "crashlytics", 50000))
+    d = decide(MOBILE, "rollout_1", GateContext(now, T0, "h1", sigs))
+    assert d.verdict is Verdict.HALT and "crash_free" in d.summary
+
+
+def test_failure_before_store_holds():
+    now = T0 + timedelta(days=3)
+    sigs = good(now, open_blockers=SignalValue("open_blockers", 2, now, "jira"))
+    assert decide(MOBILE, "beta", GateContext(now, T0, "h1", sigs, SIGNED)).verdict is Verdict.HOLD
+
+
+def test_grey_zone_asks():
+    now = T0 + timedelta(days=3)
+    sigs = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.3, now, "crashlytics", 50000))
+    d = decide(MOBILE, "beta", GateContext(now, T0, "h1", sigs, SIGNED))
+    assert d.verdict is Verdict.ASK and "grey" not in d.summary and "between" in d.summary
+
+
+def test_missing_signoffs_wait_until_max_wait_then_ask():
+    now = T0 + timedelta(days=2, hours=1)
+    d = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now)))
+    assert d.verdict is Verdict.WAIT and d.wait_until == T0 + timedelta(days=3)
+    now = T0 + timedelta(days=3)
+    d = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now)))
+    assert d.verdict is Verdict.ASK and "still waiting" in d.summary
+
+
+def test_stale_signal_asks_not_waits():
+    now = T0 + timedelta(days=3)
+    sigs = good(now, open_blockers=SignalValue("open_blockers", 0, now - timedelta(days=2), "jira"))
+    assert decide(MOBILE, "beta", GateContext(now, T0, "h1", sigs, SIGNED)).verdict is Verdict.ASK
+
+
+def test_terminal_stages_have_no_decision():
+    for stage in ("released", "halted", "cancelled"):
+        assert decide(MOBILE, stage, GateContext(T0, T0)) is None
+
+
+def test_fingerprint_ignores_time_but_not_values():
+    now = T0 + timedelta(days=3)
+    a = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now), SIGNED))
+    later = now + timedelta(hours=1)
+    b = decide(MOBILE, "beta", GateContext(later, T0, "h1", good(now), SIGNED))
+    assert a.fingerprint == b.fingerprint  # same evidence, only older
+    moved = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.7, now, "crashlytics", 50000))
+    c = decide(MOBILE, "beta", GateContext(now, T0, "h1", moved, SIGNED))
+    assert c.fingerprint != a.fingerprint
+
+
+def test_evidence_records_inputs_thresholds_sources_and_ages():
+    now = T0 + timedelta(days=3)
+    ev = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now), SIGNED)).evidence()
+    crash = next(g for g in ev["gates"] if g["gate"] == "crash_free")
+    assert crash["inputs"]["pass"] == 99.5 and crash["inputs"]["fail"] == 99.0
+    assert crash["inputs"]["source"] == "crashlytics" and crash["inputs"]["samples"] == 50000
+    assert crash["ages_s"]["crash_free_sessions"] == pytest.approx(300)
+    assert ev["verdict"] == "advance"
