@@ -287,7 +287,9 @@ def demo(
 def main() -> None:
     """Console entry point: a ConductorError is one red line and exit code 1, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False hands exceptions to us; click then *returns* Exit codes.
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except DefinitionError as exc:
         for p in exc.problems:
             err.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)

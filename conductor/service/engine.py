@@ -437,6 +437,8 @@ class Conductor:
                     self._audit(s, release, "held", ROBOT, d.summary, evaluation_id=ev.id, from_stage=release.stage)
                     self._outbox(s, release, f"hold:{ev.id}", "notify", {"event": "held", "summary": d.summary})
             elif d.verdict is Verdict.HALT:
+                if release.rejected_fingerprint == ev.fingerprint:
+                    return d  # a human resumed over exactly this evidence; only new evidence halts again
                 self._halt(s, release, pipeline, ROBOT, d.summary, ev.id)
             return d
         return last
@@ -543,7 +545,10 @@ class Conductor:
                 s.add(Approval(release_id=release.id, evaluation_id=None, fingerprint=None, verdict="resume", actor=actor.name, role=actor.role, reason=reason, created_at=self.now()))
                 before, after = self._send(pipeline, release, "resume")
                 release.halted_from = None
-                release.rejected_fingerprint = None
+                # The human has ruled on the evidence that halted it: do not halt again on exactly that.
+                release.rejected_fingerprint = s.scalar(
+                    select(Evaluation.fingerprint).where(Evaluation.release_id == release.id).order_by(Evaluation.id.desc()).limit(1)
+                )
                 self._audit(s, release, "resumed", actor.name, reason, from_stage=before, to_stage=after)
                 self._outbox(s, release, f"resume:{release.updated_at.isoformat()}", "resume_rollout", {"stage": after})
             elif release.paused:

@@ -96,6 +96,8 @@ class Release(Base):
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_reason: Mapped[str | None] = mapped_column(Text)
     pending_evaluation_id: Mapped[int | None] = mapped_column(Integer)
+    # Evidence a human already ruled on (rejected, timed out, or resumed over): the robot neither
+    # asks nor halts again on exactly this fingerprint; new evidence is judged afresh.
     rejected_fingerprint: Mapped[str | None] = mapped_column(String(64))
     halted_from: Mapped[str | None] = mapped_column(String(50))
     created_at: Mapped[datetime]

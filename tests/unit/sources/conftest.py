@@ -23,7 +23,10 @@ def _fixtures_root() -> Path:
 def fixtures_dir() -> Path:
     root = _fixtures_root()
     if not root.is_dir():
-        pytest.skip(f"shared fixtures not found at {root} (set CONDUCTOR_FIXTURES_DIR)")
+        msg = f"shared fixtures not found at {root} (set CONDUCTOR_FIXTURES_DIR)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {msg}", pytrace=False)
+        pytest.skip(msg)
     return root
 
 

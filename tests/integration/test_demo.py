@@ -1,0 +1,14 @@
+from io import StringIO
+
+from rich.console import Console
+
+
+def test_demo_walks_a_to_released_and_halts_b(tmp_path):
+    from conductor.demo import run_demo
+
+    buf = StringIO()
+    code = run_demo(Console(file=buf, width=160), speed=0, workdir=tmp_path)
+    text = buf.getvalue()
+    assert code == 0, text[-3000:]
+    assert "Release A paused for approval" in text and "fingerprint" in text
+    assert "A: released, B: halted (halted from rollout_1)" in text
