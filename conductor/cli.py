@@ -273,6 +273,43 @@ def tick() -> None:
     out.print(f"fired {n} timer(s)")
 
 
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
+    role: Annotated[str, typer.Option("--role", help="viewer, release_manager or admin.")],
+) -> None:
+    """Create an API token; it is printed once and only its hash is kept."""
+    from conductor.service.tokens import create_token
+
+    typer.echo(create_token(_conductor(), name, role))
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke the token NAME."""
+    from conductor.service.tokens import revoke_token
+
+    revoke_token(_conductor(), name)
+    out.print(f"revoked {name}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (names and roles, never the tokens)."""
+    from conductor.service.tokens import list_tokens
+
+    t = Table(title="API tokens")
+    for col in ("name", "role", "created", "revoked"):
+        t.add_column(col)
+    for row in list_tokens(_conductor()):
+        t.add_row(row["name"], row["role"], _fmt_time(row["created_at"]), "yes" if row["revoked"] else "")
+    out.print(t)
+
+
 @app.command()
 def demo(
     speed: Annotated[float, typer.Option(help="Simulated hours per real second.")] = 60.0,

@@ -62,3 +62,9 @@ class AlreadyExists(ConductorError):
     """A release or track with that name already exists."""
 
     http_status = 409
+
+
+class Forbidden(ConductorError):
+    """The actor's role does not allow this, or four-eyes forbids approving one's own change."""
+
+    http_status = 403

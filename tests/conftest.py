@@ -64,7 +64,7 @@ def postgres_url() -> str:
     return url
 
 
-TABLES = ["audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
+TABLES = ["api_tokens", "audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

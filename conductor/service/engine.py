@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from statemachine.exceptions import TransitionNotAllowed
 
 from conductor.clock import Clock, system_clock
-from conductor.domain.decisions import Decision, Verdict, decide
+from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
 from conductor.domain.definition import Pipeline, SignalType
 from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.loader import DefinitionCatalog, pipeline_from_json
@@ -29,6 +30,7 @@ from conductor.errors import (
     AlreadyExists,
     ConcurrentUpdate,
     ConductorError,
+    Forbidden,
     IllegalTransition,
     InvalidSignal,
     NotFound,
@@ -52,6 +54,8 @@ from conductor.store.models import (
 log = structlog.get_logger("conductor.service")
 
 ROBOT = "conductor"
+# The inbound event being applied, so every audit row of that step names it.
+current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 # A chain of passing transitions with zero soak is followed within one step, up to this many.
 MAX_STEPS_PER_EVALUATION = 20
 
@@ -159,7 +163,7 @@ class Conductor:
                 to_stage=to_stage,
                 reason=reason,
                 evaluation_id=evaluation_id,
-                event_id=event_id,
+                event_id=event_id if event_id is not None else current_event_id.get(),
                 data=data or {},
             )
         )
@@ -305,33 +309,51 @@ class Conductor:
         with self._commit_guard() as s:
             release = self._find(s, ref, lock=True)
             pipeline = self.pipeline_of(s, release)
-            spec = pipeline.signals.get(name)
-            if spec is None:
-                raise InvalidSignal(f"unknown signal {name!r} for {release.key}; declared: {', '.join(sorted(pipeline.signals))}")
-            v = None if error is not None else _check_signal_value(name, spec.type, value)
-            if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 0):
-                raise InvalidSignal(f"samples of {name!r} must be a whole number >= 0, got {samples!r}")
-            now = self.now()
-            s.add(
-                SignalRow(
-                    release_id=release.id,
-                    name=name,
-                    value=v,
-                    samples=samples,
-                    source=source,
-                    sha=sha,
-                    error=error,
-                    actor=actor.name,
-                    event_id=event_id,
-                    observed_at=observed_at or now,
-                    recorded_at=now,
-                )
-            )
-            log.info("signal_recorded", release_id=release.id, signal=name, value=v, samples=samples, source=source)
+            self._add_signal(s, release, pipeline, name, value, samples=samples, source=source, observed_at=observed_at, sha=sha, error=error, actor=actor, event_id=event_id)
             if not evaluate:
                 return None
             d = self._evaluate_locked(s, release, pipeline, trigger=f"signal:{name}")
             return d.verdict.value if d else None
+
+    def _add_signal(
+        self,
+        s: Session,
+        release: Release,
+        pipeline: Pipeline,
+        name: str,
+        value: Any,
+        *,
+        samples: int | None = None,
+        source: str = "manual",
+        observed_at: datetime | None = None,
+        sha: str | None = None,
+        error: str | None = None,
+        actor: Actor = ROBOT_ACTOR,
+        event_id: int | None = None,
+    ) -> None:
+        spec = pipeline.signals.get(name)
+        if spec is None:
+            raise InvalidSignal(f"unknown signal {name!r} for {release.key}; declared: {', '.join(sorted(pipeline.signals))}")
+        v = None if error is not None else _check_signal_value(name, spec.type, value)
+        if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 0):
+            raise InvalidSignal(f"samples of {name!r} must be a whole number >= 0, got {samples!r}")
+        now = self.now()
+        s.add(
+            SignalRow(
+                release_id=release.id,
+                name=name,
+                value=v,
+                samples=samples,
+                source=source,
+                sha=sha,
+                error=error,
+                actor=actor.name,
+                event_id=event_id,
+                observed_at=observed_at or now,
+                recorded_at=now,
+            )
+        )
+        log.info("signal_recorded", release_id=release.id, signal=name, value=v, samples=samples, source=source, event_id=event_id)
 
     def sign_off(self, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "") -> str | None:
         """A team's sign-off (or its refusal) for the release; re-evaluates."""
@@ -407,7 +429,7 @@ class Conductor:
         for _ in range(MAX_STEPS_PER_EVALUATION):
             if release.paused or pipeline.stages[release.stage].kind in ("final", "cancelled", "halted"):
                 return last
-            d = decide(pipeline, release.stage, self._context(s, release))
+            d = decide(pipeline, release.stage, self._context(s, release), self._extra_results(s, release))
             if d is None:
                 return last
             last = d
@@ -455,6 +477,40 @@ class Conductor:
         if pipeline.is_terminal(after):
             self._outbox(s, release, f"done:{after}", "notify", {"event": "released" if after != pipeline.cancel_stage else "cancelled"})
 
+    @staticmethod
+    def _extra_results(s: Session, release: Release) -> tuple:
+        """Pseudo-gates that come from the release rather than the definition (critical-fix rule)."""
+        if not release.unreviewed_commits:
+            return ()
+        track = s.get(Track, release.track_id)
+        marker = track.critical_fix_marker if track else "Release-Fix: critical"
+        return (unapproved_change_result(list(release.unreviewed_commits), marker),)
+
+    @staticmethod
+    def _check_four_eyes(s: Session, release: Release, ev: Evaluation, actor: Actor) -> None:
+        track = s.get(Track, release.track_id)
+        if track is None or not track.four_eyes:
+            return
+        authors = {c.get("author") for c in release.unreviewed_commits} | {
+            c.get("author") for g in ev.evidence.get("gates", []) for c in g.get("inputs", {}).get("commits", []) or []
+        }
+        if actor.name in authors:
+            raise Forbidden(f"four-eyes: {actor.name} authored a change behind decision {ev.id} and cannot approve it")
+
+    def _branch_cut(self, s: Session, release: Release, pipeline: Pipeline, actor: Actor, reason: str) -> None:
+        """The release branch exists (CI saw it created): leave the initial stage whatever the schedule."""
+        transition = pipeline.advance_from(release.stage)
+        assert transition is not None
+        ev = Evaluation(
+            release_id=release.id, stage=release.stage, transition=transition.name, verdict="advance",
+            fingerprint="branch-cut", evidence={"transition": transition.name, "stage": release.stage, "target": transition.target,
+                                                "verdict": "advance", "summary": reason, "gates": []},
+            trigger="branch_created", created_at=self.now(),
+        )
+        s.add(ev)
+        s.flush()
+        self._advance(s, release, pipeline, ev, actor.name, reason)
+
     def _halt(self, s: Session, release: Release, pipeline: Pipeline, actor: str, reason: str, evaluation_id: int | None) -> None:
         stage = release.stage
         release.halted_from = stage
@@ -491,11 +547,13 @@ class Conductor:
                 ev = self._pending(s, release, evaluation_id)
                 if fingerprint is not None and fingerprint != ev.fingerprint:
                     raise StaleApproval(f"fingerprint {fingerprint[:12]} does not match decision {ev.id} ({ev.fingerprint[:12]})")
-                now_d = decide(pipeline, release.stage, self._context(s, release))
+                self._check_four_eyes(s, release, ev, actor)
+                now_d = decide(pipeline, release.stage, self._context(s, release), self._extra_results(s, release))
                 if now_d is None or now_d.fingerprint != ev.fingerprint:
                     raise StaleApproval(f"the evidence of decision {ev.id} for {release.key} changed since it was shown; review the new one")
                 s.add(Approval(release_id=release.id, evaluation_id=ev.id, fingerprint=ev.fingerprint, verdict="approve", actor=actor.name, role=actor.role, reason=reason, created_at=self.now()))
                 self._audit(s, release, "approved", actor.name, reason, evaluation_id=ev.id, from_stage=release.stage, to_stage=now_d.target)
+                release.unreviewed_commits = []  # the human has seen them in the evidence
                 self._advance(s, release, pipeline, ev, actor.name, f"approved: {reason}")
                 self._evaluate_locked(s, release, pipeline, trigger="approval")
                 return release.stage

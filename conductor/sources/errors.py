@@ -1,12 +1,13 @@
 """Errors raised by the inbound layer when a delivery is refused.
 
-This module imports nothing on purpose: ``SourceError`` will later be re-parented under
-``conductor.errors.ConductorError`` without creating an import cycle. Each subclass carries the
-HTTP status the API layer answers with (``http_status``), like the other Conductor errors.
+``SourceError`` is a ``ConductorError`` (conductor.errors imports nothing of ours, so no cycle).
+Each subclass carries the HTTP status the API layer answers with (``http_status``).
 """
 
+from conductor.errors import ConductorError
 
-class SourceError(Exception):
+
+class SourceError(ConductorError):
     """Root of everything the inbound layer refuses; the message says what and why."""
 
     http_status = 400

@@ -100,6 +100,8 @@ class Release(Base):
     # asks nor halts again on exactly this fingerprint; new evidence is judged afresh.
     rejected_fingerprint: Mapped[str | None] = mapped_column(String(64))
     halted_from: Mapped[str | None] = mapped_column(String(50))
+    # Commits pushed to the release branch without the critical-fix marker, until a human approves.
+    unreviewed_commits: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # Optimistic lock: every UPDATE checks and bumps it, so a lost update raises instead.
@@ -227,3 +229,15 @@ class Timer(Base):
     due_at: Mapped[datetime]
     fired_at: Mapped[datetime | None]
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(30))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,203 @@
+"""Inbound events: store first (inbox, unique per source and delivery id), then apply in one transaction.
+
+`store_event` is what a webhook receiver calls before it answers 202; `process_event` is what a
+worker (or the embedded runner) calls afterwards. Both are idempotent: a redelivered webhook
+finds its row, and a redelivered task finds the event already processed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from conductor.errors import ConductorError, NotFound
+from conductor.service.engine import Actor, Conductor, current_event_id
+from conductor.sources.events import InboundEvent
+from conductor.store.models import InboxEvent, Release, Track
+
+log = structlog.get_logger("conductor.inbox")
+
+# Inbox row states. pending -> processed | ignored | unmatched | failed
+PENDING, PROCESSED, IGNORED, UNMATCHED, FAILED = "pending", "processed", "ignored", "unmatched", "failed"
+
+
+@dataclass(frozen=True)
+class Stored:
+    event_id: int
+    created: bool  # False: a redelivery of an event already in the inbox
+    status: str
+
+
+@lru_cache(maxsize=256)
+def branch_regex(pattern: str) -> re.Pattern[str]:
+    """'release/{version}' -> a regex capturing the version from a branch name."""
+    parts = pattern.split("{version}")
+    if len(parts) != 2:
+        raise ConductorError(f"branch pattern {pattern!r} must contain {{version}} exactly once")
+    return re.compile(re.escape(parts[0]) + r"(?P<version>[^/\s]+?)" + re.escape(parts[1]))
+
+
+def store_event(c: Conductor, event: InboundEvent) -> Stored:
+    """Insert the event into the inbox unless (source, delivery_id) is there already."""
+    now = c.now()
+    payload = event.model_dump(mode="json")
+    for _ in range(2):
+        try:
+            with c.db.transaction() as s:
+                existing = s.execute(
+                    select(InboxEvent.id, InboxEvent.status).where(InboxEvent.source == event.source, InboxEvent.delivery_id == event.delivery_id)
+                ).first()
+                if existing is not None:
+                    log.info("event_deduplicated", event_id=existing.id, source=event.source, delivery_id=event.delivery_id)
+                    return Stored(existing.id, False, existing.status)
+                row = InboxEvent(
+                    source=event.source,
+                    delivery_id=event.delivery_id,
+                    kind=event.kind,
+                    payload=payload,
+                    status=PENDING,
+                    attempts=0,
+                    received_at=now,
+                )
+                s.add(row)
+                s.flush()
+                log.info("event_stored", event_id=row.id, source=event.source, delivery_id=event.delivery_id, kind=event.kind)
+                return Stored(row.id, True, PENDING)
+        except IntegrityError:
+            continue  # a concurrent delivery of the same id won the insert; read its row
+    raise ConductorError(f"could not store delivery {event.delivery_id!r}")
+
+
+def _match(s, event: InboundEvent) -> tuple[Release | None, str]:
+    """The release an event is about: the track's repository, its branch pattern, the version."""
+    if not event.repository:
+        return None, "event names no repository"
+    tracks = s.scalars(select(Track).where(Track.repository == event.repository)).all()
+    if not tracks:
+        return None, f"no track for repository {event.repository}"
+    if not event.branch:
+        return None, "event names no branch"
+    for track in tracks:
+        m = branch_regex(track.branch_pattern).fullmatch(event.branch)
+        if m is None:
+            continue
+        release = s.scalars(select(Release).where(Release.track_id == track.id, Release.version == m["version"])).one_or_none()
+        if release is None:
+            return None, f"branch {event.branch} is release {m['version']} of {track.id}, which was not started"
+        return release, ""
+    return None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
+
+
+def process_event(c: Conductor, event_id: int) -> str:
+    """Apply a stored event to its release and evaluate it, all in one transaction; returns the new status."""
+    token = current_event_id.set(event_id)
+    try:
+        with structlog.contextvars.bound_contextvars(event_id=event_id):
+            try:
+                return _process(c, event_id)
+            except ConductorError as exc:
+                # Bad data inside an authentic event: keep the event, say why, never drop it silently.
+                with c.db.transaction() as s:
+                    row = s.get(InboxEvent, event_id)
+                    if row is None or row.status != PENDING:
+                        return row.status if row else FAILED
+                    row.status, row.note, row.processed_at = FAILED, str(exc), c.now()
+                    row.attempts += 1
+                log.warning("event_failed", event_id=event_id, error=str(exc))
+                return FAILED
+    finally:
+        current_event_id.reset(token)
+
+
+def _process(c: Conductor, event_id: int) -> str:
+    with c._commit_guard() as s:
+        row = s.scalars(select(InboxEvent).where(InboxEvent.id == event_id).with_for_update()).one_or_none()
+        if row is None:
+            raise NotFound(f"unknown event {event_id}")
+        if row.status != PENDING:
+            return row.status  # processed before: a redelivered task changes nothing
+        row.attempts += 1
+        event = InboundEvent.model_validate(row.payload)
+
+        def finish(status: str, note: str | None = None, release_id: int | None = None) -> str:
+            row.status, row.note, row.release_id, row.processed_at = status, note, release_id, c.now()
+            log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
+            return status
+
+        if event.kind in ("ping", "ignored"):
+            return finish(IGNORED, event.reason or event.kind)
+        release, why = _match(s, event)
+        if release is None:
+            return finish(UNMATCHED, why)
+        release = c._find(s, release.id, lock=True)
+        structlog.contextvars.bind_contextvars(release_id=release.id)
+        pipeline = c.pipeline_of(s, release)
+        actor = Actor(event.source, "ci")
+        notes: list[str] = []
+        track = s.get(Track, release.track_id)
+        cut = event.kind == "branch_created" or "branch_created" in event.labels
+        if cut and release.stage == pipeline.initial_stage:
+            if event.sha:
+                release.head_sha = event.sha
+            c._branch_cut(s, release, pipeline, actor, f"release branch {event.branch} created ({event.source})")
+        elif event.kind == "branch_push":
+            if release.stage != pipeline.initial_stage:
+                _apply_push(c, s, release, track, event, notes)
+            else:
+                notes.append("push before the branch cut: nothing to re-open")
+        for sig in event.signals:
+            if sig.name not in pipeline.signals:
+                notes.append(f"{sig.name} is not a signal of {pipeline.name}")
+                continue
+            c._add_signal(
+                s, release, pipeline, sig.name, sig.value, samples=sig.samples, source=event.source,
+                observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= c.now() else None,
+                sha=event.sha, actor=actor, event_id=event_id,
+            )
+        c._evaluate_locked(s, release, pipeline, trigger=f"event:{event_id}")
+        return finish(PROCESSED, "; ".join(notes) or None, release.id)
+
+
+def _apply_push(c: Conductor, s, release: Release, track: Track | None, event: InboundEvent, notes: list[str]) -> None:
+    """A push to the release branch: new head (re-opens build/test gates) and the critical-fix rule."""
+    if event.sha and event.sha != release.head_sha:
+        release.head_sha = event.sha
+        release.updated_at = c.now()
+    marker = (track.critical_fix_marker if track else "Release-Fix: critical").strip()
+    labelled = any(marker.lower() == label.lower() for label in event.labels)
+    unmarked: list[dict[str, Any]] = [
+        {"sha": cm.sha, "message": cm.message.splitlines()[0][:200] if cm.message else "", "author": cm.author}
+        for cm in event.commits
+        if not labelled and marker.lower() not in cm.message.lower()
+    ]
+    if unmarked:
+        known = {cm["sha"] for cm in release.unreviewed_commits}
+        fresh = [cm for cm in unmarked if cm["sha"] not in known]
+        if fresh:
+            release.unreviewed_commits = [*release.unreviewed_commits, *fresh]
+            c._audit(s, release, "unreviewed_change", event.source, f"{len(fresh)} commit(s) without {marker!r}", data={"commits": fresh})
+            notes.append(f"{len(fresh)} commit(s) without the critical-fix marker")
+
+
+def inbox_status(c: Conductor, event_id: int) -> dict[str, Any]:
+    with c.db.read() as s:
+        row = s.get(InboxEvent, event_id)
+        if row is None:
+            raise NotFound(f"unknown event {event_id}")
+        return {"id": row.id, "source": row.source, "delivery_id": row.delivery_id, "kind": row.kind, "status": row.status, "note": row.note, "release_id": row.release_id}
+
+
+def pending_event_ids(c: Conductor, older_than: datetime | None = None, limit: int = 1000) -> list[int]:
+    """Events still pending (for the sweeper), oldest first."""
+    with c.db.read() as s:
+        q = select(InboxEvent.id).where(InboxEvent.status == PENDING)
+        if older_than is not None:
+            q = q.where(InboxEvent.received_at <= older_than)
+        return list(s.scalars(q.order_by(InboxEvent.id).limit(limit)))
