@@ -318,7 +318,9 @@ def demo(
     """Walk two weekly releases through the pipeline on a compressed clock (embedded SQLite)."""
     from conductor.demo import run_demo
 
-    raise typer.Exit(run_demo(out, speed=speed, seed=seed))
+    # Piped output (make demo in CI) would wrap the tables at 80 columns; give them room.
+    console = out if out.is_terminal else Console(width=150)
+    raise typer.Exit(run_demo(console, speed=speed, seed=seed))
 
 
 def main() -> None:

@@ -136,8 +136,7 @@ def test_push_without_critical_fix_marker_needs_a_human(conductor, clock, releas
     assert conductor.snapshot(release).release.unreviewed_commits == []
 
 
-def test_four_eyes_refuses_the_author(conductor, clock, database, catalog):
-    from conductor.service import Conductor
+def test_four_eyes_refuses_the_author(conductor, clock, database):
     from conductor.store.models import Track
 
     with database.transaction() as s:
