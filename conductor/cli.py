@@ -311,6 +311,70 @@ def token_list() -> None:
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (webhooks, REST, health, metrics) with uvicorn; configured by CONDUCTOR_* variables."""
+    import uvicorn
+
+    # The factory runs in each worker process: nothing is built here, so workers share no connections.
+    uvicorn.run("conductor.api:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=True, log_level="warning")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Embedded mode: the API plus an in-process worker and scheduler, no broker (SQLite by default)."""
+    import uvicorn
+
+    from conductor.api import create_app
+    from conductor.config import get_settings
+    from conductor.runner import EmbeddedRunner
+
+    settings = get_settings()
+    if settings.broker_url:
+        raise ConductorError("CONDUCTOR_BROKER_URL is set: run `conductor api`, `celery -A workers worker` and "
+                             "`celery -A workers beat` (distributed mode), or unset it for `conductor serve`")
+    c = _conductor()
+    runner = EmbeddedRunner(c, settings)
+    api_app = create_app(settings, c, runner.dispatcher, embedded_tick_seconds=0)
+    out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {c.db.engine.dialect.name})")
+    runner.start()
+    try:
+        uvicorn.run(api_app, host=host, port=port, log_level="warning")
+    finally:
+        runner.stop()
+        c.db.dispose()
+
+
+@app.command("configure-actions")
+def configure_actions_cmd(
+    track: str,
+    slack_url: Annotated[Optional[str], typer.Option(help="Slack-compatible incoming webhook URL ('' removes it).")] = None,
+    webhook_url: Annotated[Optional[str], typer.Option(help="Generic outgoing webhook URL, signed per Standard Webhooks.")] = None,
+    webhook_secret: Annotated[Optional[str], typer.Option(help="whsec_... secret the outgoing webhook is signed with.")] = None,
+    events: Annotated[Optional[str], typer.Option(help="Comma-separated notifications to send (default: all).")] = None,
+    actions_url: Annotated[Optional[str], typer.Option(help="Endpoint that performs cut_branch, distribute, set_rollout, ...")] = None,
+    actions_secret: Annotated[Optional[str], typer.Option(help="whsec_... secret action calls are signed with.")] = None,
+    as_: AsOpt = None,
+) -> None:
+    """Where TRACK's notifications and actions go (unset actions are skipped, with the reason on the release)."""
+    from conductor.service.outbox import configure_actions
+
+    changes = {k: v for k, v in (("slack_url", slack_url), ("webhook_url", webhook_url), ("webhook_secret", webhook_secret),
+                                 ("actions_url", actions_url), ("actions_secret", actions_secret)) if v is not None}
+    if events is not None:
+        changes["events"] = [e.strip() for e in events.split(",") if e.strip()]
+    shown = configure_actions(_conductor(), track, _actor(as_, "admin"), changes)
+    typer.echo(json.dumps(shown, indent=2))
+
+
+@app.command()
 def demo(
     speed: Annotated[float, typer.Option(help="Simulated hours per real second.")] = 60.0,
     seed: int = 7,

@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     github_secret: str | None = None
     gitlab_token: str | None = None
     webhook_secret: str | None = None
+    # Execution (workers/ and the embedded runner in conductor/runner.py). Redis only carries
+    # work: whatever waits longer than sweep_grace_s is enqueued again from the database.
+    tick_interval_s: float = Field(default=10.0, gt=0)
+    sweep_interval_s: float = Field(default=15.0, gt=0)
+    sweep_grace_s: float = Field(default=60.0, gt=0)
+    broker_visibility_timeout_s: int = Field(default=300, ge=30)
+    task_max_redeliveries: int = Field(default=3, ge=1)
+    action_max_attempts: int = Field(default=8, ge=1)
+    action_timeout_s: float = Field(default=10.0, gt=0)
 
 
 @lru_cache(maxsize=1)

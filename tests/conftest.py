@@ -31,7 +31,9 @@ def service_unavailable(what: str, how: str) -> None:
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    # Unique per test run and worker, so two runs on one machine never drop each other's database.
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"p{os.getpid()}")[:10]
+    return f"{run}_{os.environ.get('PYTEST_XDIST_WORKER', 'gw0')}"
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +46,7 @@ def sqlite_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url():
     """A migrated database of this xdist worker's own on the shared PostgreSQL server."""
     import sqlalchemy as sa
 
@@ -61,7 +63,11 @@ def postgres_url() -> str:
         service_unavailable("PostgreSQL", f"start it or set CONDUCTOR_TEST_POSTGRES_URL ({exc.__class__.__name__})")
     url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
-    return url
+    yield url
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 TABLES = ["api_tokens", "audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]

@@ -1,12 +1,17 @@
-"""How the service hands work to whatever runs it: one interface, two implementations.
+"""How the service hands work to whatever runs it: one interface, three ways to run it.
 
-conductor never imports workers: the Celery dispatcher sends tasks by name, so the API can
-enqueue work without loading the worker code, and the embedded runner calls the service inline.
+Work is a task name and ids (see conductor.service.jobs for what each task does). conductor
+never imports workers: the Celery dispatcher sends tasks by name, so the API can enqueue work
+without loading the worker code; the embedded runner (conductor.runner) queues the same jobs
+in process; the inline dispatcher runs them at once (tests, scripts).
+
+Every dispatcher is called only after the rows it names are committed, and must not raise for
+a broker outage: the rows are durable and the sweepers enqueue them again.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -15,36 +20,96 @@ log = structlog.get_logger("conductor.dispatch")
 TASK_PROCESS_EVENT = "workers.tasks.process_event"
 TASK_EVALUATE = "workers.tasks.evaluate_release"
 TASK_RELAY_OUTBOX = "workers.tasks.relay_outbox"
+TASK_RUN_ACTION = "workers.tasks.run_action"
+TASK_TICK = "workers.tasks.tick"
+TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
+
+QUEUE = "conductor"
+DEAD_LETTER_QUEUE = "conductor.dead"
 
 
 class Dispatcher(Protocol):
+    def submit(self, task: str, *args: Any) -> None:
+        """Run `task` with `args` (ids) soon; never raises for an unreachable broker."""
+
     def event_stored(self, event_id: int) -> None:
         """Called after the inbox row committed; must not raise for a broker outage (sweepers recover)."""
 
 
-class InlineDispatcher:
-    """Embedded mode and tests: process the event right away in this process."""
+def celery_config(broker_url: str, *, visibility_timeout_s: int = 300) -> dict[str, Any]:
+    """The Celery settings both sides share: the API's dispatcher and the workers (workers.celery).
 
-    def __init__(self, conductor):
-        self.conductor = conductor
+    - JSON only, so a message is data, never code.
+    - One queue on the anonymous exchange: routing needs no binding table in Redis, so a
+      flushed or restarted Redis keeps routing (the sweepers refill what it lost).
+    - Visibility timeout: a message fetched by a worker that then vanished is handed out again
+      after this long. Set explicitly and kept short because nothing here waits long inside
+      Celery (no ETA/countdown beyond a minute); it must exceed the longest task plus countdown.
+    - Publishing retries briefly, then gives up: the row is in the database and a sweeper resends.
+    """
+    from kombu import Exchange, Queue
 
-    def event_stored(self, event_id: int) -> None:
-        from conductor.service.inbox import process_event
-
-        process_event(self.conductor, event_id)
+    return {
+        "broker_url": broker_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_queues": (Queue(QUEUE, Exchange("", type="direct"), routing_key=QUEUE),),
+        "task_default_queue": QUEUE,
+        "task_default_exchange": "",
+        "task_default_routing_key": QUEUE,
+        "task_ignore_result": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s,
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 3,
+        },
+        "broker_connection_retry_on_startup": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5},
+    }
 
 
 class CeleryDispatcher:
-    """Distributed mode: enqueue by task name on the broker; a lost message is re-sent by the sweeper."""
+    """Distributed mode: enqueue by task name on the broker; a lost message is re-sent by a sweeper."""
 
-    def __init__(self, broker_url: str):
-        from celery import Celery
+    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300):
+        if app is None:
+            from celery import Celery
 
-        self.app = Celery("conductor-dispatch", broker=broker_url)
-        self.app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=False)
+            if not broker_url:
+                raise ValueError("CeleryDispatcher needs a broker_url or a Celery app")
+            app = Celery("conductor-dispatch", set_as_current=False)
+            app.conf.update(celery_config(broker_url, visibility_timeout_s=visibility_timeout_s))
+        self.app = app
+
+    def submit(self, task: str, *args: Any) -> None:
+        try:
+            self.app.send_task(task, args=list(args))
+        except Exception as exc:  # the row is durable; a sweeper will enqueue it again
+            log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
 
     def event_stored(self, event_id: int) -> None:
-        try:
-            self.app.send_task(TASK_PROCESS_EVENT, args=[event_id])
-        except Exception as exc:  # the row is durable; the pending-event sweeper will enqueue it again
-            log.warning("enqueue_failed", event_id=event_id, error=str(exc))
+        self.submit(TASK_PROCESS_EVENT, event_id)
+
+
+class InlineDispatcher:
+    """Tests and scripts: run each job at once in this process, through the same job functions."""
+
+    def __init__(self, conductor, adapters=None):
+        from conductor.service.jobs import Runtime
+
+        self.runtime = Runtime.build(conductor, self, adapters=adapters)
+
+    @property
+    def conductor(self):
+        return self.runtime.conductor
+
+    def submit(self, task: str, *args: Any) -> None:
+        from conductor.service.jobs import run_job
+
+        run_job(self.runtime, task, *args)
+
+    def event_stored(self, event_id: int) -> None:
+        self.submit(TASK_PROCESS_EVENT, event_id)

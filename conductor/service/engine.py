@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.exc import StaleDataError
 from statemachine.exceptions import TransitionNotAllowed
 
@@ -56,8 +56,42 @@ log = structlog.get_logger("conductor.service")
 ROBOT = "conductor"
 # The inbound event being applied, so every audit row of that step names it.
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
+# The release version (version_id) a client last saw (HTTP If-Match); a locked write on a newer row is refused.
+expected_version: ContextVar[int | None] = ContextVar("expected_version", default=None)
+# Keys of the outbox actions the current step queued, collected for whoever relays them after commit.
+queued_actions: ContextVar[list[str] | None] = ContextVar("queued_actions", default=None)
 # A chain of passing transitions with zero soak is followed within one step, up to this many.
 MAX_STEPS_PER_EVALUATION = 20
+
+
+def _latest_signals():
+    """Only the latest value of each signal counts, so only those rows are loaded: the cost of a
+    step stays flat however many values a release has collected (ix_signals_release_name).
+    Plain columns, no ORM objects; built once, like the other hot-path statements below, because
+    building a statement costs more than running it."""
+    latest = (
+        select(
+            SignalRow.id,
+            func.row_number()
+            .over(partition_by=SignalRow.name, order_by=(SignalRow.observed_at.desc(), SignalRow.id.desc()))
+            .label("rank"),
+        )
+        .where(SignalRow.release_id == bindparam("release_id"))
+        .subquery()
+    )
+    return (
+        select(SignalRow.name, SignalRow.value, SignalRow.observed_at, SignalRow.source, SignalRow.samples, SignalRow.sha,
+               SignalRow.id, SignalRow.error, SignalRow.actor)
+        .join(latest, SignalRow.id == latest.c.id).where(latest.c.rank == 1).order_by(SignalRow.observed_at, SignalRow.id)
+    )
+
+
+_LATEST_SIGNALS = _latest_signals()
+# The evidence JSON is only read when shown, not to compare fingerprints.
+_LAST_EVALUATION = (
+    select(Evaluation).where(Evaluation.release_id == bindparam("release_id")).order_by(Evaluation.id.desc()).limit(1)
+    .options(defer(Evaluation.evidence))
+)
 
 
 @dataclass(frozen=True)
@@ -133,10 +167,15 @@ class Conductor:
         else:
             raise NotFound(f"unknown release {ref!r}; use its id or TRACK/VERSION")
         if lock:
-            q = q.with_for_update()
+            # populate_existing: a row this session read before taking the lock is refreshed, so
+            # the write sees what the lock holder committed (not a stale version -> lost event).
+            q = q.with_for_update().execution_options(populate_existing=True)
         release = session.scalars(q).one_or_none()
         if release is None:
             raise NotFound(f"unknown release {ref!r}")
+        want = expected_version.get()
+        if lock and want is not None and release.version_id != want:
+            raise ConcurrentUpdate(f"release {release.key} is at version {release.version_id}, not {want}; reload it and retry")
         return release
 
     def _audit(
@@ -185,6 +224,9 @@ class Conductor:
                 next_attempt_at=now,
             )
         )
+        queued = queued_actions.get()
+        if queued is not None:
+            queued.append(idem)
 
     def _timer(self, session: Session, release: Release, kind: str, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
         """A durable wait; the key (release, stage, kind, due, tag) makes re-arming it a no-op."""
@@ -380,9 +422,7 @@ class Conductor:
             return d.verdict.value if d else None
 
     def _context(self, s: Session, release: Release) -> GateContext:
-        rows = s.scalars(
-            select(SignalRow).where(SignalRow.release_id == release.id).order_by(SignalRow.observed_at, SignalRow.id)
-        ).all()
+        rows = s.execute(_LATEST_SIGNALS, {"release_id": release.id}).all()
         signals: dict[str, SignalValue] = {}
         signoffs: dict[str, Signoff] = {}
         for r in rows:
@@ -403,9 +443,7 @@ class Conductor:
 
     def _store_evaluation(self, s: Session, release: Release, d: Decision, trigger: str) -> tuple[Evaluation, bool]:
         """The stored evaluation for this evidence: the latest one if nothing changed, else a new row."""
-        last = s.scalars(
-            select(Evaluation).where(Evaluation.release_id == release.id).order_by(Evaluation.id.desc()).limit(1)
-        ).first()
+        last = s.scalars(_LAST_EVALUATION, {"release_id": release.id}).first()
         fp = d.fingerprint
         if last is not None and last.fingerprint == fp and last.stage == release.stage:
             return last, False
@@ -472,10 +510,16 @@ class Conductor:
         release.pending_evaluation_id = None
         release.rejected_fingerprint = None
         self._audit(s, release, "transitioned", actor, reason, from_stage=before, to_stage=after, evaluation_id=ev.id)
+        final_event = "released" if after != pipeline.cancel_stage else "cancelled"
+        declared_notify = False
         for i, action in enumerate(transition.actions):
-            self._outbox(s, release, f"{before}->{after}:{ev.id}:{i}", action.action, {"stage": after, **action.params})
-        if pipeline.is_terminal(after):
-            self._outbox(s, release, f"done:{after}", "notify", {"event": "released" if after != pipeline.cancel_stage else "cancelled"})
+            params = {"stage": after, **action.params}
+            if action.action == "notify" and pipeline.is_terminal(after):
+                params.setdefault("event", final_event)  # the definition's own notify is the release notice
+                declared_notify = True
+            self._outbox(s, release, f"{before}->{after}:{ev.id}:{i}", action.action, params)
+        if pipeline.is_terminal(after) and not declared_notify:
+            self._outbox(s, release, f"done:{after}", "notify", {"event": final_event})
 
     @staticmethod
     def _extra_results(s: Session, release: Release) -> tuple:

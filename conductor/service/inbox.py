@@ -14,10 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from conductor.errors import ConductorError, NotFound
+from conductor.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.service.engine import Actor, Conductor, current_event_id
 from conductor.sources.events import InboundEvent
 from conductor.store.models import InboxEvent, Release, Track
@@ -26,6 +26,17 @@ log = structlog.get_logger("conductor.inbox")
 
 # Inbox row states. pending -> processed | ignored | unmatched | failed
 PENDING, PROCESSED, IGNORED, UNMATCHED, FAILED = "pending", "processed", "ignored", "unmatched", "failed"
+
+
+# The per-event statements, built once (building a statement costs more than running it).
+_LOCK_EVENT = select(InboxEvent).where(InboxEvent.id == bindparam("event_id")).with_for_update()
+_TRACKS_OF_REPOSITORY = select(Track).where(Track.repository == bindparam("repository"))
+# populate_existing: a row this session read before taking the lock is refreshed, so the write
+# sees what the previous lock holder committed.
+_LOCK_RELEASE = (
+    select(Release).where(Release.track_id == bindparam("track_id"), Release.version == bindparam("version"))
+    .with_for_update().execution_options(populate_existing=True)
+)
 
 
 @dataclass(frozen=True)
@@ -75,24 +86,25 @@ def store_event(c: Conductor, event: InboundEvent) -> Stored:
     raise ConductorError(f"could not store delivery {event.delivery_id!r}")
 
 
-def _match(s, event: InboundEvent) -> tuple[Release | None, str]:
-    """The release an event is about: the track's repository, its branch pattern, the version."""
+def _match(s, event: InboundEvent) -> tuple[Release | None, Track | None, str]:
+    """The release an event is about (row-locked until commit) and its track: the track's repository,
+    its branch pattern, the version."""
     if not event.repository:
-        return None, "event names no repository"
-    tracks = s.scalars(select(Track).where(Track.repository == event.repository)).all()
+        return None, None, "event names no repository"
+    tracks = s.scalars(_TRACKS_OF_REPOSITORY, {"repository": event.repository}).all()
     if not tracks:
-        return None, f"no track for repository {event.repository}"
+        return None, None, f"no track for repository {event.repository}"
     if not event.branch:
-        return None, "event names no branch"
+        return None, None, "event names no branch"
     for track in tracks:
         m = branch_regex(track.branch_pattern).fullmatch(event.branch)
         if m is None:
             continue
-        release = s.scalars(select(Release).where(Release.track_id == track.id, Release.version == m["version"])).one_or_none()
+        release = s.scalars(_LOCK_RELEASE, {"track_id": track.id, "version": m["version"]}).one_or_none()
         if release is None:
-            return None, f"branch {event.branch} is release {m['version']} of {track.id}, which was not started"
-        return release, ""
-    return None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
+            return None, None, f"branch {event.branch} is release {m['version']} of {track.id}, which was not started"
+        return release, track, ""
+    return None, None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
 
 
 def process_event(c: Conductor, event_id: int) -> str:
@@ -102,6 +114,8 @@ def process_event(c: Conductor, event_id: int) -> str:
         with structlog.contextvars.bound_contextvars(event_id=event_id):
             try:
                 return _process(c, event_id)
+            except ConcurrentUpdate:
+                raise  # nothing was written: the caller retries (the worker task does, with backoff)
             except ConductorError as exc:
                 # Bad data inside an authentic event: keep the event, say why, never drop it silently.
                 with c.db.transaction() as s:
@@ -118,30 +132,29 @@ def process_event(c: Conductor, event_id: int) -> str:
 
 def _process(c: Conductor, event_id: int) -> str:
     with c._commit_guard() as s:
-        row = s.scalars(select(InboxEvent).where(InboxEvent.id == event_id).with_for_update()).one_or_none()
+        row = s.scalars(_LOCK_EVENT, {"event_id": event_id}).one_or_none()
         if row is None:
             raise NotFound(f"unknown event {event_id}")
         if row.status != PENDING:
             return row.status  # processed before: a redelivered task changes nothing
-        row.attempts += 1
         event = InboundEvent.model_validate(row.payload)
 
         def finish(status: str, note: str | None = None, release_id: int | None = None) -> str:
+            # attempts is bumped here, with the outcome: one UPDATE of the inbox row per event.
+            row.attempts += 1
             row.status, row.note, row.release_id, row.processed_at = status, note, release_id, c.now()
             log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
             return status
 
         if event.kind in ("ping", "ignored"):
             return finish(IGNORED, event.reason or event.kind)
-        release, why = _match(s, event)
+        release, track, why = _match(s, event)  # the release row is locked from here to commit
         if release is None:
             return finish(UNMATCHED, why)
-        release = c._find(s, release.id, lock=True)
         structlog.contextvars.bind_contextvars(release_id=release.id)
         pipeline = c.pipeline_of(s, release)
         actor = Actor(event.source, "ci")
         notes: list[str] = []
-        track = s.get(Track, release.track_id)
         cut = event.kind == "branch_created" or "branch_created" in event.labels
         if cut and release.stage == pipeline.initial_stage:
             if event.sha:

@@ -197,6 +197,8 @@ class InboxEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+    # Last time the sweeper re-enqueued it (None: only the receiver did); keeps a backlog from snowballing.
+    enqueued_at: Mapped[datetime | None]
 
 
 class OutboxAction(Base):
@@ -213,8 +215,12 @@ class OutboxAction(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # When the relay should (re)send it: now for a new row, a lease while it is queued or running,
+    # the backoff after a failure. A row whose time has come and is not done is sent again.
     next_attempt_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+    # What the adapter reported (response, channels delivered so far, skip reason).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Timer(Base):

@@ -1,0 +1,245 @@
+"""Latency from a signed webhook POST to the transition it causes being committed.
+
+The stack is the distributed one: `conductor api` (uvicorn) -> PostgreSQL inbox -> Redis ->
+one `celery -A workers worker` -> the transition committed in PostgreSQL. (`--via direct`, or
+automatically when the API cannot be measured, stores the event and enqueues it the way the
+webhook endpoint does, without HTTP; the output says which was measured.) Each of EVENTS
+releases gets one signed generic webhook that cuts its release branch (trunk -> branch); the
+client sends them one at a time and polls the release row until the transition is visible, so
+the figure is what a CI system would observe.
+
+In the same run, the raw floor on this machine: one PostgreSQL INSERT+COMMIT, one Redis push and
+pop, one bare HTTP POST to a minimal endpoint on the same HTTP server (uvicorn). ratio =
+median latency / (sum of the three floor medians).
+
+    python bench/latency.py [--events 1000] [--via api|direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import httpx
+
+from harness import (
+    REPO,
+    ROOT,
+    TRACK,
+    Worker,
+    bench_database,
+    conductor_for,
+    free_port,
+    load_note,
+    quiet_logs,
+    summary,
+    percentile,
+    throwaway_redis,
+    worker_env,
+)
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# Installed in the benchmark's own database only, so the client learns of a commit without polling.
+NOTIFY_ON_STAGE_CHANGE = """
+CREATE OR REPLACE FUNCTION bench_notify_stage() RETURNS trigger AS $$
+BEGIN
+  IF NEW.stage IS DISTINCT FROM OLD.stage THEN PERFORM pg_notify('conductor_stage', NEW.id::text); END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS bench_notify_stage ON releases;
+CREATE TRIGGER bench_notify_stage AFTER UPDATE ON releases FOR EACH ROW EXECUTE FUNCTION bench_notify_stage();
+"""
+
+MINIMAL_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 202, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"ok":true}'})
+"""
+
+
+def serve(cmd: list[str], env: dict[str, str], port: int, path: str = "/healthz") -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab"), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start")
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def signed(body: dict) -> tuple[bytes, dict[str, str]]:
+    from conductor.actions.http import standard_webhook_headers
+
+    raw = json.dumps(body)
+    return raw.encode(), {"content-type": "application/json", **standard_webhook_headers(SECRET, body["id"], raw, datetime.now(timezone.utc))}
+
+
+def floor_postgres(db_url: str, n: int) -> list[float]:
+    import psycopg
+    import sqlalchemy as sa
+
+    dsn = sa.engine.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    out = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TEMP TABLE floor_probe (id serial primary key, at timestamptz, body text)")
+        conn.commit()
+        for _ in range(n):
+            t = time.perf_counter()
+            conn.execute("INSERT INTO floor_probe (at, body) VALUES (now(), %s)", ("x" * 200,))
+            conn.commit()
+            out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def floor_redis(broker_url: str, n: int) -> list[float]:
+    import redis
+
+    r = redis.Redis.from_url(broker_url)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r.lpush("floor_probe", "x" * 200)
+        r.brpop("floor_probe", timeout=1)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def floor_http(n: int) -> list[float]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "minimal_app.py"), "w") as f:
+            f.write(MINIMAL_APP)
+        env = {**os.environ, "PYTHONPATH": d}
+        proc = serve([sys.executable, "-m", "uvicorn", "minimal_app:app", "--port", str(port), "--log-level", "warning"], env, port, "/")
+        try:
+            out = []
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+                body, headers = signed({"id": "floor", "type": "signal"})
+                for _ in range(n):
+                    t = time.perf_counter()
+                    client.post("/webhooks/generic", content=body, headers=headers)
+                    out.append((time.perf_counter() - t) * 1000)
+            return out
+        finally:
+            stop(proc)
+
+
+def measure(args, db_url: str, broker_url: str, via: str) -> tuple[list[float], list[float]]:
+    """Latencies (ms) from sending each event to seeing its transition, and to its receipt (202 / stored)."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from conductor.service.dispatch import CeleryDispatcher
+    from conductor.service.inbox import store_event
+    from conductor.sources.generic import parse_generic
+
+    total = args.events + args.warmup
+    c = conductor_for(db_url)
+    c.ensure_track(TRACK, "mobile_weekly", repository=REPO)
+    versions = [f"6.{i}.0" for i in range(total)]
+    release_ids = [c.start_release(TRACK, v) for v in versions]
+    env = worker_env(db_url, broker_url, CONDUCTOR_WEBHOOK_SECRET=SECRET)
+    api = None
+    if via == "api":
+        port = free_port()
+        api = serve([sys.executable, "-c", "from conductor.cli import main; main()", "api", "--port", str(port)], env, port)
+    dispatcher = CeleryDispatcher(broker_url) if via == "direct" else None
+    worker = Worker("latency", env, concurrency=1)
+    dsn = sa.engine.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    latencies: list[float] = []
+    received: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as admin:  # benchmark-only: announce each stage change
+        admin.execute(NOTIFY_ON_STAGE_CHANGE)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}" if api else "http://unused", timeout=10) as client, \
+                psycopg.connect(dsn, autocommit=True) as poll:
+            poll.execute("LISTEN conductor_stage")
+            for i, (version, rid) in enumerate(zip(versions, release_ids)):
+                body, headers = signed({"type": "build.finished", "id": f"lat-{i}", "repository": REPO, "branch": f"release/{version}",
+                                        "sha": f"{i:07x}", "outcome": "success", "labels": ["branch_created"]})
+                t = time.perf_counter()
+                if api is not None:
+                    r = client.post("/webhooks/generic", content=body, headers=headers)
+                    if r.status_code != 202:
+                        raise RuntimeError(f"the API answered {r.status_code}: {r.text[:300]}")
+                else:  # what the webhook endpoint does after verifying: store, commit, enqueue
+                    dispatcher.event_stored(store_event(c, parse_generic(headers, body)).event_id)
+                t_received = time.perf_counter()
+                # PostgreSQL delivers the trigger's NOTIFY when the transition commits: no polling.
+                if not any(n.payload == str(rid) for n in poll.notifies(timeout=30, stop_after=1)):
+                    raise RuntimeError(f"release {rid} did not move within 30 s")
+                if i >= args.warmup:
+                    latencies.append((time.perf_counter() - t) * 1000)
+                    received.append((t_received - t) * 1000)
+    finally:
+        worker.stop()
+        if api is not None:
+            stop(api)
+        c.db.dispose()
+    return latencies, received
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--via", choices=["api", "direct"], default="api",
+                        help="api: signed POSTs to `conductor api`; direct: store_event + the Celery dispatcher (no HTTP)")
+    args = parser.parse_args()
+    quiet_logs()
+    via = args.via
+    with bench_database() as db_url, throwaway_redis() as broker_url:
+        try:
+            latencies, received = measure(args, db_url, broker_url, via)
+        except RuntimeError as exc:
+            if via != "api":
+                raise
+            print(f"the API could not be measured ({exc}); driving store_event + the Celery dispatcher instead (no HTTP)")
+            via = "direct"
+            from harness import truncate
+
+            truncate(conductor_for(db_url).db)
+            latencies, received = measure(args, db_url, broker_url, via)
+        n_floor = max(200, args.events)
+        pg, rd = floor_postgres(db_url, n_floor), floor_redis(broker_url, n_floor)
+        http = floor_http(n_floor) if via == "api" else []
+    what = "webhook POST" if via == "api" else "store_event + enqueue (no HTTP)"
+    print(f"{what} -> transition committed (1 worker + PostgreSQL + Redis{' + API' if via == 'api' else ''}): {summary(latencies)}")
+    print(f"  of which {'POST answered 202' if via == 'api' else 'stored and enqueued'}: {summary(received)}")
+    print(f"floor: PostgreSQL INSERT+COMMIT {summary(pg)}")
+    print(f"floor: Redis push+pop           {summary(rd)}")
+    if http:
+        print(f"floor: bare HTTP POST (uvicorn) {summary(http)}")
+    print(load_note())
+    floor = statistics.median(pg) + statistics.median(rd) + (statistics.median(http) if http else 0.0)
+    median = statistics.median(latencies)
+    print(f"median_ms={median:.2f} p99_ms={percentile(latencies, 0.99):.2f} floor_ms={floor:.2f} ratio={median / floor:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Which adapter performs an action for a track, or why nothing does (then the action is skipped).
+
+`notify` goes to the track's notification channels; every other action goes to the track's
+`actions_url`. Nothing configured means "skipped" with the reason on the release, never a
+pretend success. Tests and embedders may register their own adapters by action name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from conductor.actions.base import ActionAdapter, ActionFailed, ActionOutcome, ActionRequest
+from conductor.actions.endpoint import EndpointAdapter
+from conductor.actions.notify import Notifier
+from conductor.actions.settings import parse_action_settings
+from conductor.errors import ConductorError
+
+
+class ActionAdapters:
+    """Resolves and runs adapters; holds the one HTTP client they share."""
+
+    def __init__(self, client: httpx.Client, overrides: Mapping[str, ActionAdapter] | None = None):
+        self.client = client
+        self.overrides = dict(overrides or {})
+
+    def resolve(self, action: str, track_id: str, settings: dict[str, Any] | None) -> ActionAdapter | str:
+        """The adapter for `action` on this track, or the reason there is none."""
+        if action in self.overrides:
+            return self.overrides[action]
+        cfg = parse_action_settings(track_id, settings)
+        if action == "notify":
+            return Notifier(self.client, cfg.notify, track_id)
+        if not cfg.actions_url:
+            return f"track {track_id} has no actions_url configured (settings.actions_url)"
+        secret = cfg.signing_secret
+        if not secret:
+            return f"track {track_id} has an actions_url but no actions_secret to sign with"
+        return EndpointAdapter(self.client, cfg.actions_url, secret)
+
+    def run(self, request: ActionRequest, track_id: str, settings: dict[str, Any] | None) -> ActionOutcome:
+        """Run one attempt; ActionFailed when it did not happen (a settings error is not retryable)."""
+        try:
+            adapter = self.resolve(request.action, track_id, settings)
+        except ConductorError as exc:  # invalid settings: a human must fix them
+            raise ActionFailed(str(exc), retryable=False) from None
+        if isinstance(adapter, str):
+            return ActionOutcome("skipped", adapter)
+        return adapter.run(request)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,329 @@
+"""Request and response models of the HTTP API, separate from the tables.
+
+Request models forbid unknown fields, so a body cannot set what the server owns (stage, status,
+actor, timestamps, version). Every string is bounded and free of NUL characters, so nothing a
+client sends can fail in the database instead of in validation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from conductor.service.engine import ReleaseSnapshot
+from conductor.store.models import AuditEntry, Evaluation, OutboxAction, Timer, Track
+
+MAX_INT = 2**31 - 1
+# Identifiers: letters, digits and . _ - (no slash: "track/version" is how releases are named).
+TrackId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+DefinitionName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+ReleaseVersion = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
+StageName = Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")]
+Repository = Annotated[str, StringConstraints(min_length=3, max_length=200, pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")]
+SignalName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+TeamName = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")]
+Sha = Annotated[str, StringConstraints(min_length=4, max_length=64, pattern=r"^[0-9a-fA-F]+$")]
+Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
+# Free text: anything printable but NUL (PostgreSQL refuses NUL in text), at least one visible character.
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")]
+OptionalText = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+BranchPattern = Annotated[str, StringConstraints(min_length=9, max_length=140, pattern=r"^[^\x00\s{}]*\{version\}[^\x00\s{}]*$")]
+Marker = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\x00\s][^\x00]*$")]
+Secret = Annotated[str, StringConstraints(max_length=500, pattern=r"^[\x21-\x7e]*$")]
+Version = Annotated[int, Field(ge=1, le=MAX_INT, description="The release's `version` you last read; 409 if it changed since")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ------------------------------------------------------------------ tracks
+
+
+class TrackSecrets(Request):
+    """Webhook secrets for this track's repository; tried after the global ones. null or "" removes one."""
+
+    github_secret: Secret | None = Field(default=None, description="X-Hub-Signature-256 HMAC secret")
+    gitlab_token: Secret | None = Field(default=None, description="X-Gitlab-Token shared token")
+    webhook_secret: Secret | None = Field(default=None, description="Standard Webhooks secret, whsec_ + base64")
+
+
+class TrackCreate(Request):
+    id: TrackId
+    definition: DefinitionName = Field(description="Name of a pipeline definition")
+    repository: Repository | None = Field(default=None, description="owner/name; webhooks are matched by it")
+    branch_pattern: BranchPattern = "release/{version}"
+    critical_fix_marker: Marker = "Release-Fix: critical"
+    four_eyes: bool = False
+    secrets: TrackSecrets | None = None
+
+
+class TrackUpdate(Request):
+    """Only the fields sent change; `repository: null` detaches the track from webhooks."""
+
+    repository: Repository | None = None
+    branch_pattern: BranchPattern = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
+    critical_fix_marker: Marker = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
+    four_eyes: bool = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
+    secrets: TrackSecrets | None = None
+
+
+class TrackOut(BaseModel):
+    id: str
+    definition: str
+    repository: str | None
+    branch_pattern: str
+    critical_fix_marker: str
+    four_eyes: bool
+    secrets: list[str] = Field(description="Which per-track secrets are set (never their values)")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, t: Track) -> "TrackOut":
+        return cls(
+            id=t.id, definition=t.definition_name, repository=t.repository, branch_pattern=t.branch_pattern,
+            critical_fix_marker=t.critical_fix_marker, four_eyes=bool(t.four_eyes),
+            secrets=sorted(k for k, v in (t.settings or {}).items() if k.endswith(("_secret", "_token")) and v),
+            created_at=t.created_at,
+        )
+
+
+# ------------------------------------------------------------------ releases
+
+
+class ReleaseCreate(Request):
+    track: TrackId
+    release_version: ReleaseVersion = Field(description='The app version, e.g. "9.1.0"')
+
+
+class GateOut(BaseModel):
+    gate: str
+    outcome: str = Field(description="pass, fail, inconclusive or no_data")
+    reason: str | None = None
+    detail: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    ages_s: dict[str, float] = Field(default_factory=dict)
+
+
+class DecisionOut(BaseModel):
+    id: int
+    release_id: int
+    stage: str
+    transition: str
+    target: str | None
+    verdict: str = Field(description="advance, wait, ask, hold or halt")
+    summary: str
+    fingerprint: str = Field(description="Send it back with an approval to approve exactly this evidence")
+    trigger: str
+    pending: bool = Field(description="True while this decision waits for a release manager")
+    created_at: datetime
+    gates: list[GateOut]
+    evidence: dict[str, Any]
+
+    @classmethod
+    def of(cls, ev: Evaluation, pending: bool) -> "DecisionOut":
+        e = ev.evidence or {}
+        return cls(
+            id=ev.id, release_id=ev.release_id, stage=ev.stage, transition=ev.transition, target=e.get("target"),
+            verdict=ev.verdict, summary=e.get("summary", ""), fingerprint=ev.fingerprint, trigger=ev.trigger,
+            pending=pending, created_at=ev.created_at, gates=[GateOut(**_gate(g)) for g in e.get("gates", [])], evidence=e,
+        )
+
+
+def _gate(g: dict[str, Any]) -> dict[str, Any]:
+    return {k: g.get(k) for k in ("gate", "outcome", "reason", "detail") } | {"inputs": g.get("inputs") or {}, "ages_s": g.get("ages_s") or {}}
+
+
+class ReleaseSummary(BaseModel):
+    id: int
+    key: str = Field(description='"track/release_version"')
+    track: str
+    release_version: str
+    stage: str
+    status: str = Field(description="waiting, held, advancing, awaiting_approval, paused, halted, released or cancelled")
+    version: int = Field(description="Optimistic-lock version; send it as expected_version or If-Match to write")
+    paused: bool
+    pending_decision_id: int | None
+    branch: str | None
+    head_sha: str | None
+    gates: list[GateOut] = Field(description="The latest outcome of each gate of the outgoing transition")
+    entered_stage_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def fields_of(cls, snap: ReleaseSnapshot) -> dict[str, Any]:
+        r = snap.release
+        lights = snap.gate_lights()
+        details = {g["gate"]: g for g in (snap.latest.evidence.get("gates", []) if snap.latest and snap.latest.stage == r.stage else [])}
+        return dict(
+            id=r.id, key=r.key, track=r.track_id, release_version=r.version, stage=r.stage, status=snap.status,
+            version=r.version_id, paused=bool(r.paused), pending_decision_id=r.pending_evaluation_id, branch=r.branch,
+            head_sha=r.head_sha,
+            gates=[GateOut(**_gate(details[g])) if g in details else GateOut(gate=g, outcome=o) for g, o in lights],
+            entered_stage_at=r.entered_stage_at, created_at=r.created_at, updated_at=r.updated_at,
+        )
+
+    @classmethod
+    def of(cls, snap: ReleaseSnapshot) -> "ReleaseSummary":
+        return cls(**cls.fields_of(snap))
+
+
+class TimelineEntry(BaseModel):
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    from_stage: str | None
+    to_stage: str | None
+    reason: str
+    decision_id: int | None
+    event_id: int | None
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, a: AuditEntry) -> "TimelineEntry":
+        return cls(id=a.id, at=a.at, kind=a.kind, actor=a.actor, from_stage=a.from_stage, to_stage=a.to_stage,
+                   reason=a.reason or "", decision_id=a.evaluation_id, event_id=a.event_id, data=a.data or {})
+
+
+class ActionOut(BaseModel):
+    id: int
+    action: str
+    params: dict[str, Any]
+    status: str
+    attempts: int
+    created_at: datetime
+    done_at: datetime | None
+
+    @classmethod
+    def of(cls, o: OutboxAction) -> "ActionOut":
+        return cls(id=o.id, action=o.action, params=o.params or {}, status=o.status, attempts=o.attempts or 0,
+                   created_at=o.created_at, done_at=o.done_at)
+
+
+class TimerOut(BaseModel):
+    kind: str
+    due_at: datetime
+
+    @classmethod
+    def of(cls, t: Timer) -> "TimerOut":
+        return cls(kind=t.kind, due_at=t.due_at)
+
+
+class ReleaseDetail(ReleaseSummary):
+    waiting_for: str
+    pause_reason: str | None
+    definition: dict[str, str] = Field(description="The pinned pipeline: name and content hash")
+    unreviewed_commits: list[dict[str, Any]] = Field(description="Commits on the release branch without the critical-fix marker")
+    latest_decision: DecisionOut | None
+    pending_decision: DecisionOut | None = Field(description="The decision waiting for approval, with its evidence")
+    timeline: list[TimelineEntry]
+    actions: list[ActionOut]
+    timers: list[TimerOut]
+
+    @classmethod
+    def of(cls, snap: ReleaseSnapshot) -> "ReleaseDetail":
+        r = snap.release
+        return cls(
+            **cls.fields_of(snap),
+            waiting_for=snap.waiting_for, pause_reason=r.pause_reason,
+            definition={"name": snap.pipeline.name, "hash": r.definition_hash},
+            unreviewed_commits=list(r.unreviewed_commits or []),
+            latest_decision=DecisionOut.of(snap.latest, snap.pending is not None and snap.pending.id == snap.latest.id) if snap.latest else None,
+            pending_decision=DecisionOut.of(snap.pending, True) if snap.pending else None,
+            timeline=[TimelineEntry.of(a) for a in snap.audit],
+            actions=[ActionOut.of(o) for o in snap.outbox],
+            timers=[TimerOut.of(t) for t in snap.timers],
+        )
+
+
+class ReleasePage(BaseModel):
+    items: list[ReleaseSummary]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null on the last page")
+
+
+# ------------------------------------------------------------------ writes on a release
+
+
+class SignalPoint(Request):
+    name: SignalName = Field(description="A signal the release's pipeline declares")
+    value: bool | float = Field(description="A finite number, or true/false for boolean signals")
+    samples: int | None = Field(default=None, ge=0, le=MAX_INT, description="Sample size behind the value")
+
+
+class SignalsIn(Request):
+    signals: list[SignalPoint] = Field(min_length=1, max_length=100)
+    source: SourceName = "api"
+    sha: Sha | None = Field(default=None, description="Commit the values were measured on")
+    expected_version: Version | None = None
+
+
+class SignoffIn(Request):
+    team: TeamName
+    approved: bool = True
+    reason: OptionalText = ""
+    expected_version: Version | None = None
+
+
+class ReasonIn(Request):
+    reason: Reason
+    expected_version: Version | None = None
+
+
+class ApproveIn(ReasonIn):
+    fingerprint: Fingerprint | None = Field(default=None, description="The evidence fingerprint you reviewed")
+
+
+class WriteResult(BaseModel):
+    release: ReleaseSummary
+    outcome: str = Field(description="What happened, e.g. the verdict, the new stage, paused / already_paused")
+
+
+class SignalsResult(BaseModel):
+    release: ReleaseSummary
+    recorded: list[str]
+    ignored: list[str] = Field(description="Signals the release's pipeline does not declare (not stored)")
+    verdict: str | None
+
+
+class TestReportSummaryOut(BaseModel):
+    __test__ = False
+    total: int
+    failed: int
+    errors: int
+    skipped: int
+    passed: int
+    pass_rate: float | None
+    flaky: int | None
+
+
+class TestReportResult(SignalsResult):
+    __test__ = False
+    summary: TestReportSummaryOut
+
+
+# ------------------------------------------------------------------ webhooks and health
+
+
+class WebhookAccepted(BaseModel):
+    event_id: int
+    source: str
+    delivery_id: str
+    kind: str = Field(description="The normalized event kind, e.g. build_finished, branch_push, ignored")
+    duplicate: bool = Field(description="True when this delivery id was stored before (nothing new stored)")
+    status: Literal["accepted", "duplicate", "ignored", "unmatched"]
+    release_id: int | None = Field(description="The release the event applies to, when one matches")
+    reason: str | None = Field(description="Why the event is ignored or matches no release")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="database and broker: ok, embedded, or the error")

@@ -1,0 +1,273 @@
+"""Webhook receivers: authenticate the raw body, store it in the inbox, answer 202, work afterwards.
+
+Order, for every source: bounded read of the raw bytes (413 past the limit, counted while reading)
+-> signature / token check on those exact bytes (401, nothing stored) -> parse (422 naming the
+field; unknown event types are not errors, they are stored as ``ignored``) -> insert into the inbox,
+unique per (source, delivery id), committed (503 if that fails: never a 2xx without a durable
+write) -> 202 with the event id -> the dispatcher processes the event after the response.
+
+Secrets: the global one from the environment is tried first (CONDUCTOR_GITHUB_SECRET,
+CONDUCTOR_GITLAB_TOKEN, CONDUCTOR_WEBHOOK_SECRET; the last may list several, space- or
+comma-separated, for rotation). If it is not set or does not match, the secrets in the settings of
+the tracks whose repository the payload names are tried (github_secret, gitlab_token,
+webhook_secret). The payload is parsed for that lookup only; nothing from it is trusted or stored
+unless one of those secrets verifies the body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from conductor.api.deps import ApiState, State, no_unknown_query
+from conductor.api.errors import ServiceUnavailable, error_responses
+from conductor.api.schemas import WebhookAccepted
+from conductor.errors import ConductorError
+from conductor.service.inbox import store_event
+from conductor.service.queries import match_release, track_secrets
+from conductor.sources import (
+    PayloadInvalid,
+    PayloadTooLarge,
+    SignatureInvalid,
+    SourceError,
+    parse_cloudevent,
+    parse_generic,
+    parse_github,
+    parse_gitlab,
+    verify_github,
+    verify_gitlab,
+    verify_standard_webhook,
+)
+from conductor.sources.events import InboundEvent
+
+log = structlog.get_logger("conductor.webhooks")
+
+Parser = Callable[[Mapping[str, str], bytes], InboundEvent]
+Verifier = Callable[[list[str]], None]
+
+
+def split_secrets(value: str | None) -> list[str]:
+    """'whsec_a whsec_b' or 'whsec_a,whsec_b' -> both (rotation); None -> []."""
+    return [s for s in (value or "").replace(",", " ").split() if s]
+
+
+def global_secrets(state: ApiState, source: str) -> list[str]:
+    s = state.settings
+    if source == "github":
+        return [s.github_secret] if s.github_secret else []
+    if source == "gitlab":
+        return [s.gitlab_token] if s.gitlab_token else []
+    return split_secrets(s.webhook_secret)
+
+
+def _any_of(check: Callable[[str], None]) -> Verifier:
+    """Try each secret in turn; the last SignatureInvalid if none matches."""
+
+    def verify(secrets: list[str]) -> None:
+        error: SignatureInvalid | None = None
+        for secret in secrets:
+            try:
+                check(secret)
+                return
+            except SignatureInvalid as exc:
+                error = exc
+        raise error or SignatureInvalid("no secret to check against")
+
+    return verify
+
+
+def authenticate_delivery(state: ApiState, source: str, secret_kind: str, verify: Verifier, parse: Callable[[], InboundEvent]) -> None:
+    """Global secret first, then the secrets of the tracks of the payload's repository; SignatureInvalid if none verifies."""
+    error: SignatureInvalid | None = None
+    secrets = global_secrets(state, source)
+    if secrets:
+        try:
+            verify(secrets)
+            return
+        except SignatureInvalid as exc:
+            error = exc
+    per_track = track_secrets(state.conductor, secret_kind)
+    if per_track:
+        try:
+            repository = parse().repository  # only to pick the candidate secrets
+        except SourceError:
+            repository = None
+        if repository and repository in per_track:
+            try:
+                verify(per_track[repository])
+                return
+            except SignatureInvalid as exc:
+                error = error or exc
+            except ValueError as exc:  # a malformed per-track secret: a configuration problem, not the sender's
+                log.warning("track_secret_invalid", source=source, repository=repository, error=str(exc))
+    if error is None:
+        error = SignatureInvalid(f"no {source} webhook secret is configured for this delivery")
+    raise error
+
+
+_REJECT_REASONS = {SignatureInvalid: "signature", PayloadTooLarge: "too_large", PayloadInvalid: "payload"}
+
+
+async def receive(
+    request: Request,
+    state: ApiState,
+    background: BackgroundTasks,
+    source: str,
+    secret_kind: str,
+    verifier: Callable[[bytes, dict[str, str]], Verifier],
+    parser: Parser,
+) -> JSONResponse:
+    metrics = state.metrics
+    try:
+        body = await request.body()  # BodyLimit stops the read past the limit (413, counted there)
+        if len(body) > state.webhook_max_bytes:  # belt and braces: never parse past the limit
+            raise PayloadTooLarge(len(body), state.webhook_max_bytes)
+        headers = dict(request.headers)
+        await run_in_threadpool(authenticate_delivery, state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
+        event = parser(headers, body)
+    except SourceError as exc:
+        metrics.rejected.labels(source, next((r for t, r in _REJECT_REASONS.items() if isinstance(exc, t)), "bad_request")).inc()
+        log.info("webhook_rejected", source=source, error=type(exc).__name__, detail=str(exc))
+        raise
+    structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
+    try:
+        stored = await run_in_threadpool(store_event, state.conductor, event)
+    except (SQLAlchemyError, ConductorError) as exc:
+        metrics.rejected.labels(source, "store_unavailable").inc()
+        log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
+        raise ServiceUnavailable("the event could not be stored; nothing was accepted, send it again") from None
+    structlog.contextvars.bind_contextvars(event_id=stored.event_id)
+    metrics.received.labels(source).inc()
+    if not stored.created:
+        metrics.deduplicated.labels(source).inc()
+    try:
+        release_id, why = await run_in_threadpool(match_release, state.conductor, event)
+    except Exception as exc:  # the event is stored; the preview is only a courtesy
+        release_id, why = None, None
+        log.warning("event_match_preview_failed", error=str(exc).splitlines()[0][:200])
+    if event.kind in ("ping", "ignored"):
+        log.info("event_ignored", source=source, event_id=stored.event_id, raw_type=event.raw_type, reason=why)
+    if stored.created or stored.status == "pending":
+        background.add_task(_dispatch, state, stored.event_id)
+    if not stored.created:
+        status = "duplicate"
+    elif event.kind in ("ping", "ignored"):
+        status = "ignored"
+    elif release_id is None:
+        status = "unmatched"
+    else:
+        status = "accepted"
+    out = WebhookAccepted(
+        event_id=stored.event_id, source=source, delivery_id=event.delivery_id, kind=event.kind,
+        duplicate=not stored.created, status=status, release_id=release_id, reason=why or None,
+    )
+    return JSONResponse(out.model_dump(mode="json"), status_code=202)
+
+
+def _dispatch(state: ApiState, event_id: int) -> None:
+    """After the response: hand the stored event to the worker; a failure here is recovered by the sweeper."""
+    with structlog.contextvars.bound_contextvars(event_id=event_id):
+        try:
+            state.dispatcher.event_stored(event_id)
+        except Exception as exc:
+            log.error("event_dispatch_failed", event_id=event_id, error=str(exc).splitlines()[0][:300])
+
+
+def _raw_body(content: dict[str, Any], headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """OpenAPI for a route that reads its body itself (it must see the exact bytes the sender signed)."""
+    return {
+        "requestBody": {"required": True, "content": content},
+        "parameters": [
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": doc}
+            for name, doc in headers
+        ],
+    }
+
+
+_SIGNED_JSON = {"application/json": {"schema": {"type": "object"}}}
+_STANDARD_WEBHOOK_HEADERS = [
+    ("webhook-id", "Standard Webhooks message id; the dedupe key"),
+    ("webhook-timestamp", "Unix seconds; at most 5 minutes off the server's clock"),
+    ("webhook-signature", "One or more space-separated v1,<base64 HMAC-SHA256> signatures"),
+]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": WebhookAccepted, "description": "Stored (or already stored); processed after the response"},
+    **error_responses(401, 413, 422, 503),
+}
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(no_unknown_query)])
+
+    @router.post(
+        "/github", status_code=202, responses=RESPONSES, response_model=None,
+        summary="GitHub webhook",
+        description="workflow_run, workflow_job, check_suite, check_run (completed), push, create, ping. "
+        "X-Hub-Signature-256 is checked in constant time; X-GitHub-Delivery is the dedupe key.",
+        openapi_extra=_raw_body(_SIGNED_JSON, [
+            ("X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the raw body>"),
+            ("X-GitHub-Event", "Event name"),
+            ("X-GitHub-Delivery", "Delivery id; the dedupe key"),
+        ]),
+    )
+    async def github(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+            return _any_of(lambda secret: verify_github(secret, body, headers))
+
+        return await receive(request, state, background, "github", "github", verifier, parse_github)
+
+    @router.post(
+        "/gitlab", status_code=202, responses=RESPONSES, response_model=None,
+        summary="GitLab webhook",
+        description="Pipeline Hook and Job Hook. X-Gitlab-Token is compared in constant time; "
+        "Idempotency-Key (else X-Gitlab-Event-UUID) is the dedupe key. Serve over TLS: the token travels in clear.",
+        openapi_extra=_raw_body(_SIGNED_JSON, [
+            ("X-Gitlab-Token", "The shared secret token"),
+            ("X-Gitlab-Event", "Pipeline Hook or Job Hook"),
+            ("Idempotency-Key", "Dedupe key, stable across GitLab's retries"),
+            ("X-Gitlab-Event-UUID", "Dedupe key when Idempotency-Key is absent"),
+        ]),
+    )
+    async def gitlab(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+            return _any_of(lambda token: verify_gitlab(token, headers))
+
+        return await receive(request, state, background, "gitlab", "gitlab", verifier, parse_gitlab)
+
+    def standard(state: ApiState) -> Callable[[bytes, dict[str, str]], Verifier]:
+        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+            return lambda secrets: verify_standard_webhook(secrets, body, headers, now=state.conductor.now())
+
+        return verifier
+
+    @router.post(
+        "/cloudevents", status_code=202, responses=RESPONSES, response_model=None,
+        summary="CloudEvents 1.0 carrying CDEvents",
+        description="Binary mode (ce-* headers, the CDEvent as body) or structured mode "
+        "(Content-Type: application/cloudevents+json). Signed per Standard Webhooks; webhook-id is the dedupe key. "
+        "Handled: pipelinerun.finished, build.finished, testsuiterun.finished, artifact.published, branch.created.",
+        openapi_extra=_raw_body(
+            {"application/cloudevents+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}},
+            [*_STANDARD_WEBHOOK_HEADERS, ("ce-specversion", "1.0 (binary mode)"), ("ce-id", "Event id (binary mode)"),
+             ("ce-source", "Event source (binary mode)"), ("ce-type", "dev.cdevents.<subject>.<predicate>.<version> (binary mode)")],
+        ),
+    )
+    async def cloudevents(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+        return await receive(request, state, background, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
+
+    @router.post(
+        "/generic", status_code=202, responses=RESPONSES, response_model=None,
+        summary="Generic build, test and signal events",
+        description="A GenericEvent (see its schema) signed per Standard Webhooks; webhook-id (else the body's id) is the dedupe key.",
+        openapi_extra=_raw_body({"application/json": {"schema": {"$ref": "#/components/schemas/GenericEvent"}}}, _STANDARD_WEBHOOK_HEADERS),
+    )
+    async def generic(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+        return await receive(request, state, background, "generic", "standard_webhooks", standard(state), parse_generic)
+
+    return router

@@ -1,0 +1,254 @@
+"""The dashboard over HTTP without a browser: sessions, CSRF, roles, actions, live-update marks,
+vendored assets and security headers. Runs on SQLite and PostgreSQL (the `database` fixture)."""
+
+from __future__ import annotations
+
+import json
+import re
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conductor.api.dashboard.render import STATIC, TEMPLATES
+from conductor.service import Actor
+from conductor.service.tokens import create_token, revoke_token
+from tests.e2e.dashboard.conftest import drive_to_approval, make_app
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Visitor:
+    """A TestClient that signs in through the login form like a browser would."""
+
+    def __init__(self, conductor, https: bool = False):
+        self.client = TestClient(make_app(conductor), base_url="https://testserver" if https else "http://testserver")
+        self.csrf = ""
+
+    def login(self, token: str, next_path: str = "/"):
+        form = self.client.get("/login")
+        login_csrf = CSRF.search(form.text).group(1)
+        r = self.client.post("/login", data={"token": token, "csrf_token": login_csrf, "next": next_path}, follow_redirects=False)
+        page = self.client.get("/")
+        if page.status_code == 200:
+            self.csrf = CSRF.search(page.text).group(1)
+        return r
+
+    def post(self, path: str, **data):
+        return self.client.post(path, data=data, follow_redirects=False)
+
+
+@pytest.fixture
+def role_tokens(quick):
+    return {"rm": create_token(quick, "rita", "release_manager"), "viewer": create_token(quick, "vic", "viewer")}
+
+
+@pytest.fixture
+def rm(quick, role_tokens):
+    v = Visitor(quick)
+    assert v.login(role_tokens["rm"]).status_code == 303
+    return v
+
+
+def test_pages_need_a_session(quick):
+    v = Visitor(quick)
+    for path in ("/", "/insights", "/release/1"):
+        r = v.client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+    r = v.client.get("/dashboard/pulse?scope=board", headers={"HX-Request": "true"})
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login"
+    assert v.post("/release/1/decision", decision="approve", reason="x").status_code == 401
+
+
+def test_a_link_from_another_site_is_reloaded_from_ours_to_send_the_strict_cookie(quick):
+    v = Visitor(quick)
+    r = v.client.get("/release/7?x=1", headers={"Sec-Fetch-Site": "cross-site"}, follow_redirects=False)
+    assert r.status_code == 200 and 'http-equiv="refresh" content="0;url=/release/7?x=1"' in r.text
+    r = v.client.get("/release/7", headers={"Sec-Fetch-Site": "same-origin"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_login_cookie_is_httponly_strict_and_secure_over_tls(quick, role_tokens):
+    for https in (False, True):
+        r = Visitor(quick, https=https).login(role_tokens["rm"])
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        raw = next(h for h in r.headers.get_list("set-cookie") if h.startswith("conductor_session="))
+        cookie = SimpleCookie(raw)["conductor_session"]
+        assert cookie["httponly"] and cookie["samesite"].lower() == "strict"
+        assert bool(cookie["secure"]) is https
+        assert role_tokens["rm"] not in raw  # the API token never travels back in the cookie
+
+
+def test_login_refuses_unknown_tokens_forged_forms_and_foreign_redirects(quick, role_tokens):
+    v = Visitor(quick)
+    r = v.login("cdt_not-a-token")
+    assert r.status_code == 401 and "unknown or revoked" in r.text
+    assert "conductor_session" not in v.client.cookies
+    r = v.client.post("/login", data={"token": role_tokens["rm"], "csrf_token": "guessed"}, follow_redirects=False)
+    assert r.status_code == 403 and "conductor_session" not in v.client.cookies
+    r = Visitor(quick).login(role_tokens["rm"], next_path="//evil.example/steal")
+    assert r.headers["location"] == "/"
+
+
+def test_revoking_the_token_ends_its_sessions(quick, role_tokens, rm):
+    assert rm.client.get("/").status_code == 200
+    revoke_token(quick, "rita")
+    r = rm.client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_approve_through_the_form_uses_the_service(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    pending = quick.snapshot(rid).pending
+    r = rm.post(f"/release/{rid}/decision", csrf_token=rm.csrf, decision="approve", reason="grey, but a known device",
+                evaluation_id=str(pending.id), fingerprint=pending.fingerprint)
+    assert r.status_code == 303 and r.headers["location"] == f"/release/{rid}?done=approved"
+    snap = quick.snapshot(rid)
+    assert snap.release.stage == "rollout"
+    approved = next(a for a in snap.audit if a.kind == "approved")
+    assert (approved.actor, approved.reason) == ("rita", "grey, but a known device")
+    page = rm.client.get(r.headers["location"])
+    assert "Approved." in page.text and "grey, but a known device" in page.text
+
+
+def test_htmx_action_answers_with_the_page_and_errors_in_place(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    pending = quick.snapshot(rid).pending
+    quick.record_signal(rid, "crash_free_sessions", 99.3, samples=800, source="crashlytics")  # new evidence: new question
+    hx = {"HX-Request": "true"}
+    r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "approve", "reason": "ok",
+                                                                      "evaluation_id": str(pending.id), "fingerprint": pending.fingerprint})
+    assert r.status_code == 409 and 'role="alert"' in r.text and "superseded" in r.text
+    assert quick.snapshot(rid).release.stage == "beta"
+    r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "reject", "reason": "  "})
+    assert r.status_code == 400 and "needs a reason" in r.text
+    r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "reject", "reason": "new crash cluster"})
+    assert r.status_code == 200 and 'id="main"' in r.text and "Rejected." in r.text
+    assert quick.snapshot(rid).pending is None
+
+
+def test_csrf_is_required_on_every_form(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    for path, extra in ((f"/release/{rid}/decision", {"decision": "approve"}), (f"/release/{rid}/pause", {}),
+                        (f"/release/{rid}/resume", {}), (f"/release/{rid}/cancel", {})):
+        assert rm.post(path, reason="r", **extra).status_code == 403, path
+        assert rm.post(path, reason="r", csrf_token="x" * 43, **extra).status_code == 403, path
+    assert rm.post("/logout").status_code == 403
+    snap = quick.snapshot(rid)
+    assert snap.release.stage == "beta" and snap.pending is not None and not snap.release.paused
+
+
+def test_viewer_sees_no_buttons_and_cannot_act(quick, clock, role_tokens):
+    rid = drive_to_approval(quick, clock, "1.0")
+    v = Visitor(quick)
+    v.login(role_tokens["viewer"])
+    page = v.client.get(f"/release/{rid}").text
+    assert "waiting for your approval" in page
+    for control in ('value="approve"', 'value="reject"', "pause-button", "resume-button", "cancel-button"):
+        assert control not in page
+    for path, extra in ((f"/release/{rid}/decision", {"decision": "approve"}), (f"/release/{rid}/pause", {}), (f"/release/{rid}/cancel", {})):
+        r = v.post(path, reason="forged", csrf_token=v.csrf, **extra)
+        assert r.status_code == 403 and "vic is a viewer" in r.text, path
+    snap = quick.snapshot(rid)
+    assert snap.release.stage == "beta" and snap.pending is not None and not snap.release.paused
+
+
+def test_pause_resume_cancel(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    assert rm.post(f"/release/{rid}/pause", csrf_token=rm.csrf, reason="store outage").status_code == 303
+    assert quick.snapshot(rid).release.paused
+    assert rm.post(f"/release/{rid}/resume", csrf_token=rm.csrf, reason="store back").status_code == 303
+    assert not quick.snapshot(rid).release.paused
+    assert rm.post(f"/release/{rid}/cancel", csrf_token=rm.csrf, reason="superseded by 1.1").status_code == 303
+    snap = quick.snapshot(rid)
+    assert snap.release.stage == "cancelled"
+    assert [(a.kind, a.actor, a.reason) for a in snap.audit if a.kind in ("paused", "resumed", "cancelled")] == [
+        ("paused", "rita", "store outage"), ("resumed", "rita", "store back"), ("cancelled", "rita", "superseded by 1.1"),
+    ]
+    page = rm.client.get(f"/release/{rid}").text
+    assert "nothing to control" in page and "pause-button" not in page
+
+
+def test_pulse_is_204_until_something_changes(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    page = rm.client.get(f"/release/{rid}").text
+    pulse_url = re.search(r'id="pulse" hidden hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert rm.client.get(pulse_url).status_code == 204
+    quick.pause(rid, Actor("olga"), "hold on")
+    r = rm.client.get(pulse_url)
+    assert r.status_code == 200 and 'id="pulse"' in r.text
+    events = json.loads(r.headers["HX-Trigger"])
+    assert {"cd-timeline", "cd-release"} <= set(events) and "cd-signals" not in events
+    part = rm.client.get(f"/release/{rid}/part/timeline")
+    assert part.text.lstrip().startswith('<section id="timeline"') and "hold on" in part.text
+    board = rm.client.get("/").text
+    board_pulse = re.search(r'id="pulse" hidden hx-get="([^"]+)"', board).group(1).replace("&amp;", "&")
+    assert rm.client.get(board_pulse).status_code == 204
+    quick.start_release("app", "1.1", Actor("rita"))
+    assert "cd-board" in json.loads(rm.client.get(board_pulse).headers["HX-Trigger"])
+
+
+def test_release_page_and_status_ping(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    snap = quick.snapshot(rid)
+    page = rm.client.get(f"/release/{rid}").text
+    for text in (snap.pending.fingerprint, "99.2", "min 100", "crashlytics", "pass ≥ 99.5, fail ≤ 99", "qa: signed by quinn",
+                 "class beta active", 'aria-current="step"', "Release started", "Approval requested"):
+        assert text in page, text
+    ping = rm.client.get(f"/release/{rid}/ping.txt")
+    assert ping.headers["content-type"].startswith("text/plain")
+    lines = ping.text.splitlines()
+    assert lines[0] == "app/1.0: beta (awaiting approval), 1h in stage"
+    assert lines[1] == "Gates: build pass, qa pass, crash inconclusive (99.2 is between 99 and 99.5), blockers pass"
+    assert lines[2].startswith("Waiting for: approval to move to rollout")
+    assert lines[-1] == f"http://testserver/release/{rid}"
+    assert rm.client.get("/release/999").status_code == 404
+
+
+def test_overview_and_insights_render(quick, clock, rm):
+    drive_to_approval(quick, clock, "1.0")
+    quick.start_release("app", "1.1", Actor("rita"))
+    page = rm.client.get("/")
+    assert page.status_code == 200 and "Server-Timing" in page.headers
+    assert "Pending approvals <span class=\"count\">1</span>" in page.text
+    assert page.text.count('class="card ') == 2
+    insights = rm.client.get("/insights")
+    assert insights.status_code == 200 and "Robot saved" in insights.text and "Time per stage" in insights.text
+
+
+def test_security_headers_and_vendored_assets(quick, rm):
+    page = rm.client.get("/")
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["Cache-Control"] == "no-store"
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert srcs and all(s.startswith("/") or s.startswith("#") for s in srcs), srcs
+    for rel in ("vendor/htmx.min.js", "vendor/mermaid.min.js", "dashboard.js", "dashboard.css"):
+        r = rm.client.get(f"/dashboard/static/{rel}?v=1")
+        assert r.status_code == 200 and "immutable" in r.headers["Cache-Control"], rel
+    assert rm.client.get("/dashboard/static/../routes.py").status_code == 404
+
+
+def test_templates_and_scripts_load_nothing_from_the_internet():
+    pattern = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
+    for f in [*Path(TEMPLATES).glob("*.html"), Path(STATIC) / "dashboard.js", Path(STATIC) / "dashboard.css"]:
+        assert not pattern.search(f.read_text()), f
+    assert "@import" not in (Path(STATIC) / "dashboard.css").read_text()
+
+
+def test_the_api_app_serves_the_dashboard(quick, clock, role_tokens):
+    from tests.e2e.dashboard.conftest import product_app
+
+    rid = drive_to_approval(quick, clock, "1.0")
+    client = TestClient(product_app(quick))
+    form = client.get("/login")
+    csrf = CSRF.search(form.text).group(1)
+    assert client.post("/login", data={"token": role_tokens["rm"], "csrf_token": csrf}, follow_redirects=False).status_code == 303
+    page = client.get(f"/release/{rid}")
+    assert page.status_code == 200 and "waiting for your approval" in page.text
+    csrf = CSRF.search(page.text).group(1)
+    pending = quick.snapshot(rid).pending
+    r = client.post(f"/release/{rid}/decision", data={"csrf_token": csrf, "decision": "approve", "reason": "via the API app",
+                                                      "evaluation_id": str(pending.id), "fingerprint": pending.fingerprint}, follow_redirects=False)
+    assert r.status_code == 303 and quick.snapshot(rid).release.stage == "rollout"

@@ -1,0 +1,154 @@
+"""The read side behind the dashboard (conductor.service.views): how releases are classified,
+what each one waits for, and the insights arithmetic. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conductor.service import Actor
+from conductor.service import views
+from tests.e2e.dashboard.conftest import drive_to_approval
+
+RM = Actor("rita", "release_manager")
+FRIDAY_5PM_CET = datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc)
+
+
+def card_of(board, rid):
+    return next(c for tb in board.tracks for view in ("production", "current", "upcoming", "finished") for c in getattr(tb, view) if c.id == rid)
+
+
+def release_fully(c, clock, version):
+    rid = c.start_release("app", version, RM)
+    c.record_signal(rid, "build_green", True, source="ci")
+    c.sign_off(rid, "qa", Actor("quinn"))
+    c.record_signal(rid, "open_blockers", 0, source="jira")
+    c.record_signal(rid, "crash_free_sessions", 99.9, samples=900, source="crashlytics")
+    clock.advance(timedelta(hours=1))
+    c.tick()
+    return rid
+
+
+@pytest.mark.parametrize(
+    "at,expected",
+    [
+        (datetime(2026, 11, 28, 10, 0), datetime(2026, 11, 30, 9, 0)),  # Saturday -> Monday
+        (datetime(2026, 11, 23, 8, 59), datetime(2026, 11, 23, 9, 0)),  # Monday before nine -> same morning
+        (datetime(2026, 11, 23, 9, 0), datetime(2026, 11, 23, 9, 0)),
+        (datetime(2026, 11, 23, 9, 1), datetime(2026, 11, 24, 9, 0)),
+        (datetime(2026, 11, 27, 17, 0), datetime(2026, 11, 30, 9, 0)),  # Friday evening -> Monday
+        (datetime(2026, 3, 27, 10, 0), datetime(2026, 3, 30, 9, 0)),  # across the switch to summer time
+    ],
+)
+def test_next_working_morning_is_nine_on_a_weekday_in_the_track_zone(at, expected):
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo("Europe/Stockholm")
+    got = views.next_working_morning(at.replace(tzinfo=tz).astimezone(timezone.utc), "Europe/Stockholm")
+    assert got.astimezone(tz).replace(tzinfo=None) == expected
+
+
+def test_board_classifies_every_release_and_says_what_it_waits_for(quick, clock):
+    old = release_fully(quick, clock, "0.9")
+    newest = release_fully(quick, clock, "1.0")
+    approval = drive_to_approval(quick, clock, "1.1")
+    held = quick.start_release("app", "1.3", RM)
+    quick.record_signal(held, "build_green", True, source="ci")
+    quick.record_signal(held, "open_blockers", 3, source="jira")
+    upcoming = quick.start_release("app", "1.4", RM)
+    cancelled = quick.start_release("app", "1.5", RM)
+    quick.cancel(cancelled, RM, "wrong branch")
+    halted = drive_to_approval(quick, clock, "1.6")
+    quick.approve(halted, RM, "ok")
+    quick.record_signal(halted, "crash_free_sessions", 98.0, samples=900, source="crashlytics")
+    soaking = quick.start_release("app", "1.2", RM)
+    quick.record_signal(soaking, "build_green", True, source="ci")
+
+    board = views.board(quick)
+    (tb,) = board.tracks
+    assert [c.id for c in tb.production] == [halted, newest]  # rolling out or halted first, then the live version
+    assert {c.id for c in tb.current} == {approval, soaking, held}
+    assert [c.id for c in tb.upcoming] == [upcoming]
+    assert {c.id for c in tb.finished} == {old, cancelled}
+    assert [p.release_id for p in board.pending] == [approval]
+    assert board.counts["releases"] == 8
+
+    def waits(rid):
+        w = card_of(board, rid).waiting
+        return w.kind, w.text
+
+    assert waits(approval) == ("approval", "approval to move to rollout")
+    assert card_of(board, approval).pending.age == board.now - quick.snapshot(approval).pending.created_at
+    kind, _ = waits(soaking)
+    assert kind == "soak" and card_of(board, soaking).waiting.until == quick.snapshot(soaking).release.entered_stage_at + timedelta(hours=1)
+    assert waits(held) == ("fix", "a fix for blockers")
+    assert waits(upcoming) == ("signal", "signal: build_green (missing)")
+    assert waits(halted)[0] == "human"
+    assert waits(newest) == ("done", "nothing: released")
+    lights = {g.gate: g.outcome for g in card_of(board, approval).lights}
+    assert lights == {"build": "pass", "qa": "pass", "crash": "inconclusive", "blockers": "pass"}
+    assert {g.outcome for g in card_of(board, upcoming).lights} == {"inconclusive"}
+    assert card_of(board, halted).stage_index == card_of(board, halted).stage_order.index("rollout")
+    assert {g.gate: g.outcome for g in card_of(board, halted).lights}["crash"] == "fail"  # what halted it
+    assert card_of(board, newest).lights == []
+
+
+def test_insights_count_hours_saved_against_the_next_working_morning(quick, clock):
+    clock.now = FRIDAY_5PM_CET
+    rid = quick.start_release("app", "1.0", RM)
+    quick.record_signal(rid, "build_green", True, source="ci")  # branch -> beta at once, Friday 17:00 CET
+    clock.advance(timedelta(minutes=30))
+    quick.sign_off(rid, "qa", Actor("quinn"))
+    quick.record_signal(rid, "open_blockers", 0, source="jira")
+    quick.record_signal(rid, "crash_free_sessions", 99.9, samples=900, source="crashlytics")
+    clock.advance(timedelta(minutes=30))
+    quick.tick()  # soak over at 18:00 CET: beta -> rollout -> released
+    assert quick.snapshot(rid).release.stage == "released"
+
+    # A second release waits two hours for a human.
+    other = drive_to_approval(quick, clock, "1.1")
+    clock.advance(timedelta(hours=2))
+    quick.approve(other, RM, "known")
+
+    (t,) = views.insights(quick)
+    monday_9_cet = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    expected_saved = (monday_9_cet - FRIDAY_5PM_CET) + 2 * (monday_9_cet - (FRIDAY_5PM_CET + timedelta(hours=1)))
+    assert t.robot_transitions == 4  # three for 1.0, branch -> beta for 1.1 (its approval is a human's move)
+    saved_11 = views.next_working_morning(quick.snapshot(other).audit[1].at, "Europe/Stockholm") - quick.snapshot(other).audit[1].at
+    assert t.saved_total == expected_saved + saved_11
+    assert (t.reached_full, t.ended_short, t.in_flight, t.share_full) == (2, 0, 0, 1.0)
+    assert t.human_wait_total == timedelta(hours=2) and t.approvals_asked >= 1
+    stage = {s.stage: s for s in t.stage_times}
+    assert stage["branch"].median == timedelta(0) and stage["beta"].visits == 2
+    assert stage["beta"].median == timedelta(hours=2)  # 1h and 3h (two of them waiting for a human)
+
+
+def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
+    rid = drive_to_approval(quick, clock, "1.0")
+    quick.record_signal(rid, "crash_free_sessions", None, source="crashlytics", error="timeout", evaluate=False)
+    view = views.release_view(quick, rid)
+    assert view.decision is not None and view.decision.pending
+    crash = next(r for r in view.decision.rows if r.gate == "crash")
+    assert (crash.value, crash.samples, crash.min_samples, crash.source, crash.max_age) == (99.2, 500, 100, "crashlytics", timedelta(hours=6))
+    assert crash.thresholds == "pass ≥ 99.5, fail ≤ 99" and crash.age == timedelta(0)
+    qa = next(r for r in view.decision.rows if r.gate == "qa")
+    assert qa.teams["qa"]["actor"] == "quinn"
+    series = {s.name: s for s in view.signals}
+    assert [p.value for p in series["crash_free_sessions"].points] == [99.2, None]
+    assert ("crash pass", 99.5, "pass") in series["crash_free_sessions"].thresholds
+    assert [stage for _, stage in view.stage_marks] == ["branch", "beta"]
+
+
+def test_change_marks_move_with_the_release(quick, clock):
+    rid = drive_to_approval(quick, clock, "1.0")
+    before = views.change_marks(quick, rid)
+    board_before = views.change_marks(quick)
+    assert views.change_marks(quick, rid) == before
+    quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)
+    after = views.change_marks(quick, rid)
+    assert after["signals"] != before["signals"] and after["timeline"] == before["timeline"]
+    quick.approve(rid, RM, "fine")
+    after2 = views.change_marks(quick, rid)
+    assert after2["stage"] == "rollout" and after2["timeline"] != after["timeline"]
+    assert views.change_marks(quick) != board_before

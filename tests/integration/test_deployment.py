@@ -1,0 +1,122 @@
+"""compose.yaml and the Dockerfile name only real entry points of this package.
+
+No Docker engine is needed: the files are parsed and every command is resolved against the
+console scripts in pyproject.toml, the typer app behind `conductor`, and the Celery app behind
+`celery -A workers`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CONDUCTOR_ROLES = {"migrate", "api", "worker", "beat"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def scripts() -> dict[str, str]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def resolve_click(group, argv: list[str]):
+    """Walk subcommands; every --option must exist on the command it is given to."""
+    import click
+
+    cmd, ctx = group, click.Context(group)
+    rest = list(argv)
+    while rest:
+        token = rest.pop(0)
+        if token.startswith("-"):
+            name = token.split("=", 1)[0]
+            opts = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+            assert name in opts, f"{cmd.name} has no option {name} (has {sorted(opts)})"
+            param = next(p for p in cmd.params if name in (*p.opts, *p.secondary_opts))
+            if not getattr(param, "is_flag", False) and "=" not in token and rest:
+                rest.pop(0)
+            continue
+        if hasattr(cmd, "get_command"):  # a group (typer's groups are not click.Group subclasses)
+            sub = cmd.get_command(ctx, token)
+            assert sub is not None, f"{cmd.name or 'conductor'} has no subcommand {token!r}"
+            cmd, ctx = sub, click.Context(sub, parent=ctx)
+    assert not hasattr(cmd, "get_command"), f"{argv} stops at a command group"
+    return cmd
+
+
+def check_command(argv: list[str]) -> None:
+    program, args = argv[0], argv[1:]
+    if program == "conductor":
+        assert scripts()["conductor"] == "conductor.cli:main"
+        from conductor.cli import app
+
+        resolve_click(typer.main.get_command(app), args)
+    elif program == "celery":
+        from celery import Celery
+
+        assert args[:2] == ["-A", "workers"], argv
+        import workers
+
+        assert isinstance(workers.app, Celery)
+        assert args[2] in ("worker", "beat"), argv
+        from celery.bin.celery import celery as celery_cli
+
+        resolve_click(celery_cli, args[2:])
+    elif program == "python":
+        assert args[0] in ("-m", "-c"), argv
+        if args[0] == "-m":
+            import importlib
+
+            module = importlib.import_module(args[1])
+            assert hasattr(module, "main"), f"{args[1]} has no main()"
+    else:
+        raise AssertionError(f"{argv}: not an entry point of this package")
+
+
+def test_compose_has_the_distributed_deployment(compose):
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", *CONDUCTOR_ROLES}
+    for name, svc in services.items():
+        if name != "migrate":
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+    for role in ("api", "worker", "beat"):
+        deps = services[role]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == "service_healthy"
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale worker=N must work
+    env = services["api"]["environment"]
+    assert env["CONDUCTOR_DATABASE_URL"].startswith("postgresql+psycopg://") and env["CONDUCTOR_BROKER_URL"].startswith("redis://")
+    assert len({json.dumps(services[r].get("build")) for r in CONDUCTOR_ROLES}) == 1  # one image for every role
+
+
+@pytest.mark.parametrize("role", sorted(CONDUCTOR_ROLES))
+def test_every_service_command_is_a_real_entry_point(compose, role):
+    svc = compose["services"][role]
+    check_command(svc["command"])
+    test = svc.get("healthcheck", {}).get("test")
+    if test:
+        assert test[0] == "CMD", test
+        check_command(test[1:])
+
+
+def test_dockerfile_is_slim_non_root_and_starts_an_entry_point():
+    text = (ROOT / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert froms and all(f.endswith("-slim") for f in froms)
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    cmd = json.loads(re.findall(r"^CMD\s+(\[.*\])", text, re.M)[-1])
+    check_command(cmd)
+    for path in re.findall(r"^COPY\s+(?:--\S+\s+)*(\S+)\s", text, re.M):
+        assert (ROOT / path).exists(), f"Dockerfile copies {path}, which does not exist"

@@ -1,0 +1,73 @@
+"""The Celery side's reliability settings and log context, without a broker."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    from conductor.config import get_settings
+
+    monkeypatch.setenv("CONDUCTOR_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("CONDUCTOR_TICK_INTERVAL_S", "7")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_reliability_settings(settings_env):
+    from conductor.service.dispatch import QUEUE, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
+    from workers.celery import build_config
+
+    conf = build_config()
+    assert conf["task_serializer"] == "json" and conf["accept_content"] == ["json"] and conf["result_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["broker_transport_options"]["visibility_timeout"] == 300
+    assert conf["task_time_limit"] < conf["broker_transport_options"]["visibility_timeout"]
+    assert [q.name for q in conf["task_queues"]] == [QUEUE]
+    schedule = {entry["task"]: entry["schedule"] for entry in conf["beat_schedule"].values()}
+    assert schedule[TASK_TICK] == 7 and {TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX} <= set(schedule)
+
+
+def test_no_broker_is_a_clear_error(monkeypatch):
+    from conductor.config import get_settings
+    from workers.celery import require_broker
+
+    monkeypatch.delenv("CONDUCTOR_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit, match="conductor serve"):
+            require_broker()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_tasks_retry_with_capped_jittered_backoff_and_never_wait_long():
+    import workers
+    from conductor.errors import ConcurrentUpdate
+    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RUN_ACTION, TASK_TICK
+
+    for name in (TASK_PROCESS_EVENT, TASK_RUN_ACTION):
+        task = workers.app.tasks[name]
+        assert task.acks_late and task.reject_on_worker_lost and ConcurrentUpdate in task.autoretry_for
+        assert task.retry_backoff and task.retry_jitter and task.retry_backoff_max <= 60 and task.max_retries
+    tick = workers.app.tasks[TASK_TICK]
+    assert tick.autoretry_for == () and not tick.reject_on_worker_lost  # the next beat runs it again
+
+
+def test_log_context_is_bound_before_a_task_and_cleared_after():
+    import workers
+    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RUN_ACTION
+    from workers.signals import bind_task_context, clear_task_context
+
+    structlog.contextvars.bind_contextvars(leftover="from another task")
+    bind_task_context(task_id="t-1", task=workers.app.tasks[TASK_PROCESS_EVENT], args=(42,))
+    assert structlog.contextvars.get_contextvars() == {"task_id": "t-1", "task": TASK_PROCESS_EVENT, "event_id": 42}
+    clear_task_context()
+    assert structlog.contextvars.get_contextvars() == {}
+    bind_task_context(task_id="t-2", task=workers.app.tasks[TASK_RUN_ACTION], args=(7,))
+    assert structlog.contextvars.get_contextvars()["action_id"] == 7
+    clear_task_context()

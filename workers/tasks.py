@@ -1,0 +1,52 @@
+"""The Celery tasks: each takes ids and makes one conductor.service.jobs call (see there for what it does)."""
+
+from __future__ import annotations
+
+from conductor.service import jobs
+from conductor.service.dispatch import (
+    TASK_EVALUATE,
+    TASK_PROCESS_EVENT,
+    TASK_RELAY_OUTBOX,
+    TASK_RUN_ACTION,
+    TASK_SWEEP_EVENTS,
+    TASK_TICK,
+)
+from workers.base import ConductorTask, PeriodicTask
+from workers.celery import app
+from workers.runtime import runtime
+
+
+@app.task(name=TASK_PROCESS_EVENT, base=ConductorTask)
+def process_event(event_id: int) -> str:
+    """Apply one stored inbound event to its release, then send the actions it queued."""
+    return jobs.handle_event(runtime(), event_id)
+
+
+@app.task(name=TASK_EVALUATE, base=ConductorTask)
+def evaluate_release(release_id: int) -> str | None:
+    """Evaluate one release's gates now."""
+    return jobs.evaluate_release(runtime(), release_id)
+
+
+@app.task(name=TASK_RUN_ACTION, base=ConductorTask)
+def run_action(action_id: int) -> str | None:
+    """One attempt at one outbox action (its own backoff lives in the outbox row)."""
+    return jobs.run_action(runtime(), action_id)
+
+
+@app.task(name=TASK_RELAY_OUTBOX, base=PeriodicTask)
+def relay_outbox() -> int:
+    """Send every due outbox action (new, backed off, or lost by the broker)."""
+    return jobs.relay_outbox(runtime())
+
+
+@app.task(name=TASK_TICK, base=PeriodicTask)
+def tick() -> int:
+    """Fire due timers: soak ends, branch day, approval deadlines."""
+    return jobs.tick(runtime())
+
+
+@app.task(name=TASK_SWEEP_EVENTS, base=PeriodicTask)
+def sweep_events() -> int:
+    """Enqueue again the events still pending after the grace period."""
+    return jobs.sweep_events(runtime())
