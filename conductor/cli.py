@@ -181,10 +181,10 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     print_timeline(out, snap)
     if snap.outbox:
         t = Table(title="Actions")
-        for col in ("action", "params", "status"):
+        for col in ("action", "params", "status", "attempts", "last error"):
             t.add_column(col)
         for a in snap.outbox:
-            t.add_row(a.action, json.dumps({k: v for k, v in a.params.items() if k != "release"}), a.status)
+            t.add_row(a.action, json.dumps({k: v for k, v in a.params.items() if k != "release"}), a.status, str(a.attempts), a.last_error or "")
         out.print(t)
 
 
