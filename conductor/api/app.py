@@ -1,7 +1,7 @@
 """The FastAPI app factory: webhooks, REST, health and metrics around one Conductor service.
 
 Nothing is built at import time: `create_app()` reads the settings, opens the database, picks the
-dispatcher (Celery when CONDUCTOR_BROKER_URL is set, inline otherwise) and wires the routers.
+dispatcher (Celery when CONDUCTOR_BROKER_URL is set, the embedded runner otherwise) and wires the routers.
 `conductor api` serves it with uvicorn; `uvicorn --factory conductor.api:create_app` works too.
 """
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("conductor.api")
 
-WEBHOOK_MAX_BYTES = 5_000_000  # GitHub caps payloads at 25 MB but drops them; real CI events are far smaller
+WEBHOOK_MAX_BYTES = 5_000_000  # CI events are kilobytes; a push with thousands of commits stays well under this
 JSON_MAX_BYTES = 1_000_000  # every other JSON body
 
 DESCRIPTION = """\

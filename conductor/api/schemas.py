@@ -134,7 +134,7 @@ class DecisionOut(BaseModel):
 
 
 def _gate(g: dict[str, Any]) -> dict[str, Any]:
-    return {k: g.get(k) for k in ("gate", "outcome", "reason", "detail") } | {"inputs": g.get("inputs") or {}, "ages_s": g.get("ages_s") or {}}
+    return {k: g.get(k) for k in ("gate", "outcome", "reason", "detail")} | {"inputs": g.get("inputs") or {}, "ages_s": g.get("ages_s") or {}}
 
 
 class ReleaseSummary(BaseModel):

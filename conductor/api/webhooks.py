@@ -129,8 +129,12 @@ async def receive(
         if len(body) > state.webhook_max_bytes:  # belt and braces: never parse past the limit
             raise PayloadTooLarge(len(body), state.webhook_max_bytes)
         headers = dict(request.headers)
-        await run_in_threadpool(authenticate_delivery, state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
-        event = parser(headers, body)
+
+        def authenticate_and_parse() -> InboundEvent:  # off the event loop: it may read track secrets
+            authenticate_delivery(state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
+            return parser(headers, body)
+
+        event = await run_in_threadpool(authenticate_and_parse)
     except SourceError as exc:
         metrics.rejected.labels(source, next((r for t, r in _REJECT_REASONS.items() if isinstance(exc, t)), "bad_request")).inc()
         log.info("webhook_rejected", source=source, error=type(exc).__name__, detail=str(exc))

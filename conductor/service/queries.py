@@ -85,7 +85,8 @@ def list_releases(
         evaluations = {e.id: e for e in s.scalars(select(Evaluation).where(Evaluation.id.in_(wanted)))} if wanted else {}
         latest = {evaluations[i].release_id: evaluations[i] for i in latest_ids if i in evaluations}
         items = [
-            ReleaseSnapshot(r, c.pipeline_of(s, r), latest.get(r.id), evaluations.get(r.pending_evaluation_id or -1), [], [], [])
+            ReleaseSnapshot(r, c.pipeline_of(s, r), latest.get(r.id),
+                            evaluations.get(r.pending_evaluation_id) if r.pending_evaluation_id else None, [], [], [])
             for r in rows
         ]
         s.expunge_all()

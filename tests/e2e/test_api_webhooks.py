@@ -1,5 +1,8 @@
 """Webhook receivers over HTTP: every shared fixture accepted and mapped, every forgery refused with
-nothing stored, duplicates collapsed (also ten at once against a real server), limits and outages."""
+nothing stored, duplicates collapsed (also ten at once against a real server), limits and outages.
+
+Tests whose outcome is decided before anything reaches the database (signatures, limits, parsing)
+run on SQLite only; storing, matching and concurrency run on both backends."""
 
 from __future__ import annotations
 
@@ -155,6 +158,7 @@ def test_release_branch_push_without_marker_asks_a_human(client, conductor, cloc
     assert "dave" in json.dumps(gate)
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_unknown_event_type_is_stored_ignored_and_logged(client, database):
     body = b'{"action": "created", "repository": {"full_name": "acme/music-android"}}'
     with structlog.testing.capture_logs() as logs:
@@ -258,7 +262,6 @@ CASES = (
 )
 
 
-# Nothing reaches the database before the signature check, so one backend is enough here.
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("source", "tamper"), CASES, ids=[f"{s}-{t}" for s, t in CASES])
 def test_forged_delivery_is_401_and_nothing_is_stored(client, database, clock, source, tamper):
@@ -275,6 +278,7 @@ def test_forged_delivery_is_401_and_nothing_is_stored(client, database, clock, s
     assert f'conductor_webhook_events_rejected_total{{reason="signature",source="{source}"}} 1.0' in client.get("/metrics").text
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_the_exact_signed_bytes_pass_the_same_checks(client, clock, database):
     """The control for the forgeries above: untampered, each is accepted."""
     for source in STANDARD:
@@ -285,6 +289,7 @@ def test_the_exact_signed_bytes_pass_the_same_checks(client, clock, database):
     assert len(inbox_rows(database)) == 3
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_signature_rotation(make_api, api_settings, clock, database):
     from fastapi.testclient import TestClient
 
@@ -302,6 +307,7 @@ def test_signature_rotation(make_api, api_settings, clock, database):
     assert len(inbox_rows(database)) == 2
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_per_track_secret_verifies_its_own_repository_only(client, tokens, database):
     r = client.post("/tracks", headers=bearer(tokens["admin"]), json={
         "id": "web", "definition": "desktop", "repository": "acme/web", "secrets": {"github_secret": "web-only-secret"}})
@@ -317,6 +323,7 @@ def test_per_track_secret_verifies_its_own_repository_only(client, tokens, datab
     assert [r.delivery_id for r in inbox_rows(database)] == ["t-1", "t-3"]
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_no_secret_configured_refuses_everything(make_api, api_settings, database):
     from fastapi.testclient import TestClient
 
@@ -331,6 +338,7 @@ def test_no_secret_configured_refuses_everything(make_api, api_settings, databas
 # ------------------------------------------------------------------ bad payloads, limits, outages
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_malformed_json_names_the_problem(client, database, clock):
     body = b'{"ref": "refs/heads/main",'
     r = client.post("/webhooks/github", content=body, headers=github_headers(body, "push", "bad-1"))
@@ -343,6 +351,7 @@ def test_malformed_json_names_the_problem(client, database, clock):
     assert inbox_rows(database) == []
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_oversized_webhook_is_refused_while_reading(make_api, database):
     from fastapi.testclient import TestClient
 
@@ -361,6 +370,7 @@ def test_oversized_webhook_is_refused_while_reading(make_api, database):
     assert inbox_rows(database) == []
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_store_failure_is_503_never_2xx(client, database, monkeypatch):
     import conductor.api.webhooks as webhooks
 
