@@ -14,7 +14,7 @@ from conductor.errors import AlreadyExists, ConductorError, NotFound
 from conductor.service.engine import Actor, Conductor
 from conductor.service.inbox import branch_regex
 from conductor.service.queries import SECRET_KEYS
-from conductor.store.models import Track
+from conductor.store.models import AuditEntry, Track
 
 log = structlog.get_logger("conductor.tracks")
 
@@ -83,6 +83,9 @@ def create_track(
             created_at=c.now(),
         )
         s.add(track)
+        s.add(AuditEntry(track_id=track_id, at=c.now(), actor=actor.name, kind="track_created", reason=f"on {definition}",
+                         data={"repository": repository, "branch_pattern": branch_pattern, "four_eyes": four_eyes,
+                               "secrets": sorted(settings)}))  # secret names, never their values
         s.flush()
         s.expunge(track)
     log.info("track_created", track=track_id, definition=definition, actor=actor.name, role=actor.role)
@@ -120,6 +123,8 @@ def update_track(
             merged.update(check_secrets(secrets or {}))
             track.settings = merged
             changed.append("secrets")
+        s.add(AuditEntry(track_id=track_id, at=c.now(), actor=actor.name, kind="track_updated", reason=", ".join(changed),
+                         data={"fields": changed}))
         s.flush()
         s.expunge(track)
     log.info("track_updated", track=track_id, fields=changed, actor=actor.name, role=actor.role)

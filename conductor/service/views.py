@@ -685,7 +685,7 @@ def insights(c: Conductor) -> list[TrackInsights]:
         pipelines = {r.id: c.pipeline_of(s, r) for r in releases}
         audit: dict[int, list[Any]] = defaultdict(list)
         columns = (AuditEntry.release_id, AuditEntry.at, AuditEntry.kind, AuditEntry.actor, AuditEntry.from_stage, AuditEntry.to_stage, AuditEntry.evaluation_id)
-        for a in s.execute(select(*columns).order_by(AuditEntry.release_id, AuditEntry.id)):
+        for a in s.execute(select(*columns).where(AuditEntry.release_id.is_not(None)).order_by(AuditEntry.release_id, AuditEntry.id)):
             audit[a.release_id].append(a)
         robot_ev_ids = [a.evaluation_id for rows in audit.values() for a in rows if a.kind == "transitioned" and a.actor == ROBOT and a.evaluation_id]
         evidence_times = _evidence_times_by_id(c, s, robot_ev_ids)

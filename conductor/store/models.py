@@ -169,7 +169,9 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_release", "release_id", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    # A release's entry, or (release_id None) a track's: creating or changing a track is audited too.
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    track_id: Mapped[str | None] = mapped_column(String(100))
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(50))

@@ -30,7 +30,7 @@ def admin(tokens):
     return bearer(tokens["admin"])
 
 
-def test_tracks_are_created_listed_and_changed_by_admins(client, admin, tokens):
+def test_tracks_are_created_listed_and_changed_by_admins(client, admin, tokens, conductor):
     body = {"id": "music-ios", "definition": "mobile_weekly", "repository": "acme/music-ios", "four_eyes": True,
             "secrets": {"webhook_secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}}
     r = client.post("/tracks", json=body, headers=admin)
@@ -50,6 +50,16 @@ def test_tracks_are_created_listed_and_changed_by_admins(client, admin, tokens):
     r = client.post("/tracks", json={**body, "id": "z", "secrets": {"webhook_secret": "not-base64!"}}, headers=admin)
     assert r.status_code == 400 and "whsec_" in r.json()["detail"]
     assert client.get("/tracks/nope", headers=admin).status_code == 404
+    # Track writes are audited with the token's name; secrets appear by name only.
+    from sqlalchemy import select
+
+    from conductor.store.models import AuditEntry
+
+    with conductor.db.read() as s:
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.track_id == "music-ios").order_by(AuditEntry.id)).all()
+    assert [(a.kind, a.release_id) for a in rows] == [("track_created", None), ("track_updated", None)]
+    assert rows[0].data["secrets"] == ["webhook_secret"] and "whsec_" not in str(rows[0].data)
+    assert rows[1].reason == "four_eyes, secrets" and rows[0].actor == rows[1].actor != ""
 
 
 def test_a_release_walks_to_nightly_on_ci_webhooks(client, rm, conductor, clock, database):
