@@ -108,7 +108,7 @@ def start(
     """Start a release of TRACK at VERSION (creating the track when --definition is given)."""
     c = _conductor()
     if definition:
-        c.ensure_track(track, definition, repository=repository)
+        c.ensure_track(track, definition, repository=repository, actor=_actor(as_))
     rid = c.start_release(track, version, _actor(as_))
     snap = c.snapshot(rid)
     out.print(f"started release {rid} {snap.release.key} in stage {snap.release.stage}")

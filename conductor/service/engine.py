@@ -280,26 +280,23 @@ class Conductor:
         repository: str | None = None,
         branch_pattern: str = "release/{version}",
         four_eyes: bool = False,
+        actor: Actor = ROBOT_ACTOR,
     ) -> Track:
-        """Create the track if it does not exist (checking its definition loads); return it."""
-        self.catalog.get(definition)  # NotFound / DefinitionError before anything is written
-        with self.db.transaction() as s:
+        """The track, created (and audited) through tracks.create_track if it does not exist yet."""
+        from conductor.service.tracks import create_track
+
+        with self.db.read() as s:
             track = s.get(Track, track_id)
-            if track is None:
-                track = Track(
-                    id=track_id,
-                    definition_name=definition,
-                    repository=repository,
-                    branch_pattern=branch_pattern,
-                    four_eyes=four_eyes,
-                    settings={},
-                    created_at=self.now(),
-                )
-                s.add(track)
-                log.info("track_created", track=track_id, definition=definition)
-            elif track.definition_name != definition:
-                raise AlreadyExists(f"track {track_id!r} exists with definition {track.definition_name!r}, not {definition!r}")
-            return track
+        if track is None:
+            try:
+                return create_track(self, track_id, definition, actor, repository=repository,
+                                    branch_pattern=branch_pattern, four_eyes=four_eyes)
+            except AlreadyExists:  # created concurrently: fall through and check it
+                with self.db.read() as s:
+                    track = s.get(Track, track_id)
+        if track.definition_name != definition:
+            raise AlreadyExists(f"track {track_id!r} exists with definition {track.definition_name!r}, not {definition!r}")
+        return track
 
     def start_release(self, track_id: str, version: str, actor: Actor = ROBOT_ACTOR) -> int:
         """Start a release on the track's current definition, pinned by content hash; returns its id."""
@@ -726,7 +723,7 @@ class Conductor:
 
     # ------------------------------------------------------------------ read side
 
-    def release_ids(self, *, live_only: bool = False) -> list[int]:
+    def release_ids(self) -> list[int]:
         with self.db.read() as s:
             return list(s.scalars(select(Release.id).order_by(Release.id)))
 
