@@ -5,10 +5,11 @@ from __future__ import annotations
 import structlog
 from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_process_init
 
-from conductor.service.dispatch import TASK_EVALUATE, TASK_PROCESS_EVENT, TASK_RUN_ACTION
+from conductor.service.dispatch import TASK_EVALUATE, TASK_PROCESS_EVENT, TASK_PROCESS_EVENTS, TASK_RUN_ACTION
 
 # Which id a task's first argument is, so every log line of the task names it.
-_ARG_NAMES = {TASK_PROCESS_EVENT: "event_id", TASK_EVALUATE: "release_id", TASK_RUN_ACTION: "action_id"}
+_ARG_NAMES = {TASK_PROCESS_EVENT: "event_id", TASK_PROCESS_EVENTS: "event_ids", TASK_EVALUATE: "release_id",
+              TASK_RUN_ACTION: "action_id"}
 
 
 @task_prerun.connect

@@ -6,6 +6,7 @@ from conductor.service import jobs
 from conductor.service.dispatch import (
     TASK_EVALUATE,
     TASK_PROCESS_EVENT,
+    TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
     TASK_SWEEP_EVENTS,
@@ -20,6 +21,12 @@ from workers.runtime import runtime
 def process_event(event_id: int) -> str:
     """Apply one stored inbound event to its release, then send the actions it queued."""
     return jobs.handle_event(runtime(), event_id)
+
+
+@app.task(name=TASK_PROCESS_EVENTS, base=ConductorTask)
+def process_events(event_ids: list[int]) -> dict[str, int]:
+    """Apply a batch of stored events in one transaction (what the API's dispatcher sends), then send their actions."""
+    return jobs.handle_events(runtime(), event_ids)
 
 
 @app.task(name=TASK_EVALUATE, base=ConductorTask)

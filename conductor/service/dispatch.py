@@ -11,6 +11,10 @@ a broker outage: the rows are durable and the sweepers enqueue them again.
 
 from __future__ import annotations
 
+import atexit
+import os
+import queue
+import threading
 from typing import Any, Protocol
 
 import structlog
@@ -18,6 +22,7 @@ import structlog
 log = structlog.get_logger("conductor.dispatch")
 
 TASK_PROCESS_EVENT = "workers.tasks.process_event"
+TASK_PROCESS_EVENTS = "workers.tasks.process_events"
 TASK_EVALUATE = "workers.tasks.evaluate_release"
 TASK_RELAY_OUTBOX = "workers.tasks.relay_outbox"
 TASK_RUN_ACTION = "workers.tasks.run_action"
@@ -72,9 +77,17 @@ def celery_config(broker_url: str, *, visibility_timeout_s: int = 300) -> dict[s
 
 
 class CeleryDispatcher:
-    """Distributed mode: enqueue by task name on the broker; a lost message is re-sent by a sweeper."""
+    """Distributed mode: enqueue by task name on the broker; a lost message is re-sent by a sweeper.
 
-    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300):
+    Stored events are handed to a publisher thread, which sends every id waiting at that moment
+    as one process_events task (up to `max_batch`). When events arrive one at a time the thread
+    is idle and each goes out alone at once; under a burst, the ids that arrived while the
+    previous message was being published travel together, and the worker applies them in one
+    transaction. Like a failed publish, an id still in this process when it dies is not lost:
+    its inbox row is pending, and the sweeper enqueues it again after the grace period.
+    """
+
+    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100):
         if app is None:
             from celery import Celery
 
@@ -83,6 +96,12 @@ class CeleryDispatcher:
             app = Celery("conductor-dispatch", set_as_current=False)
             app.conf.update(celery_config(broker_url, visibility_timeout_s=visibility_timeout_s))
         self.app = app
+        self.max_batch = max_batch
+        self._events: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._unsent = 0
+        self._cond = threading.Condition()
+        self._publisher: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def submit(self, task: str, *args: Any) -> None:
         try:
@@ -91,7 +110,40 @@ class CeleryDispatcher:
             log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
 
     def event_stored(self, event_id: int) -> None:
-        self.submit(TASK_PROCESS_EVENT, event_id)
+        with self._cond:
+            self._unsent += 1
+        self._events.put(event_id)
+        self._ensure_publisher()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every stored event handed over so far was published; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._unsent == 0, timeout)
+
+    def _ensure_publisher(self) -> None:
+        if self._publisher is not None and self._publisher.is_alive() and self._pid == os.getpid():
+            return
+        with self._cond:
+            if self._publisher is None or not self._publisher.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()  # a forked child starts its own thread
+                self._publisher = threading.Thread(target=self._publish_loop, name="conductor-publisher", daemon=True)
+                self._publisher.start()
+                atexit.register(self.flush, 2.0)
+
+    def _publish_loop(self) -> None:
+        while True:
+            ids = [self._events.get()]
+            while len(ids) < self.max_batch:
+                try:
+                    ids.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.submit(TASK_PROCESS_EVENTS, ids)
+            finally:
+                with self._cond:
+                    self._unsent -= len(ids)
+                    self._cond.notify_all()
 
 
 class InlineDispatcher:

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 from statemachine.exceptions import TransitionNotAllowed
 
@@ -46,9 +46,18 @@ from conductor.store.models import (
     Evaluation,
     OutboxAction,
     Release,
-    SignalRow,
     Timer,
     Track,
+)
+from conductor.store.statements import (
+    INSERT_AUDIT,
+    INSERT_EVALUATION,
+    INSERT_SIGNAL,
+    LAST_EVALUATION,
+    LATEST_SIGNALS,
+    OUTBOX,
+    TIMERS,
+    insert_if_new,
 )
 
 log = structlog.get_logger("conductor.service")
@@ -64,34 +73,12 @@ queued_actions: ContextVar[list[str] | None] = ContextVar("queued_actions", defa
 MAX_STEPS_PER_EVALUATION = 20
 
 
-def _latest_signals():
-    """Only the latest value of each signal counts, so only those rows are loaded: the cost of a
-    step stays flat however many values a release has collected (ix_signals_release_name).
-    Plain columns, no ORM objects; built once, like the other hot-path statements below, because
-    building a statement costs more than running it."""
-    latest = (
-        select(
-            SignalRow.id,
-            func.row_number()
-            .over(partition_by=SignalRow.name, order_by=(SignalRow.observed_at.desc(), SignalRow.id.desc()))
-            .label("rank"),
-        )
-        .where(SignalRow.release_id == bindparam("release_id"))
-        .subquery()
-    )
-    return (
-        select(SignalRow.name, SignalRow.value, SignalRow.observed_at, SignalRow.source, SignalRow.samples, SignalRow.sha,
-               SignalRow.id, SignalRow.error, SignalRow.actor)
-        .join(latest, SignalRow.id == latest.c.id).where(latest.c.rank == 1).order_by(SignalRow.observed_at, SignalRow.id)
-    )
+@dataclass(frozen=True)
+class EvaluationRef:
+    """The stored evaluation a step acts on (what an Evaluation row is to the hot path)."""
 
-
-_LATEST_SIGNALS = _latest_signals()
-# The evidence JSON is only read when shown, not to compare fingerprints.
-_LAST_EVALUATION = (
-    select(Evaluation).where(Evaluation.release_id == bindparam("release_id")).order_by(Evaluation.id.desc()).limit(1)
-    .options(defer(Evaluation.evidence))
-)
+    id: int
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -192,47 +179,30 @@ class Conductor:
         event_id: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        session.add(
-            AuditEntry(
-                release_id=release.id,
-                at=self.now(),
-                actor=actor,
-                kind=kind,
-                from_stage=from_stage,
-                to_stage=to_stage,
-                reason=reason,
-                evaluation_id=evaluation_id,
-                event_id=event_id if event_id is not None else current_event_id.get(),
-                data=data or {},
-            )
-        )
+        session.connection().execute(INSERT_AUDIT, {
+            "release_id": release.id, "track_id": None, "at": self.now(), "actor": actor, "kind": kind,
+            "from_stage": from_stage, "to_stage": to_stage, "reason": reason, "evaluation_id": evaluation_id,
+            "event_id": event_id if event_id is not None else current_event_id.get(), "data": data or {},
+        })
         log.info(kind, release_id=release.id, release=release.key, actor=actor, from_stage=from_stage, to_stage=to_stage, reason=reason)
 
     def _outbox(self, session: Session, release: Release, key: str, action: str, params: dict[str, Any]) -> None:
         """Queue an action; the idempotency key makes a repeated step queue it once."""
         idem = f"{release.id}:{key}:{action}"
-        if session.scalar(select(OutboxAction.id).where(OutboxAction.idempotency_key == idem)) is not None:
-            return
         now = self.now()
-        session.add(
-            OutboxAction(
-                release_id=release.id,
-                idempotency_key=idem,
-                action=action,
-                params={"release": release.key, **params},
-                created_at=now,
-                next_attempt_at=now,
-            )
-        )
+        inserted = insert_if_new(session.connection(), OUTBOX, "idempotency_key", {
+            "release_id": release.id, "idempotency_key": idem, "action": action,
+            "params": {"release": release.key, **params}, "created_at": now, "next_attempt_at": now,
+        })
         queued = queued_actions.get()
-        if queued is not None:
+        if inserted and queued is not None:
             queued.append(idem)
 
     def _timer(self, session: Session, release: Release, kind: str, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
         """A durable wait; the key (release, stage, kind, due, tag) makes re-arming it a no-op."""
         key = f"{release.id}:{release.stage}:{kind}:{due.isoformat()}:{tag}"
-        if session.scalar(select(Timer.id).where(Timer.key == key)) is None:
-            session.add(Timer(release_id=release.id, key=key, kind=kind, due_at=due, payload=payload or {}))
+        insert_if_new(session.connection(), TIMERS, "key",
+                      {"release_id": release.id, "key": key, "kind": kind, "due_at": due, "fired_at": None, "payload": payload or {}})
 
     def _send(self, pipeline: Pipeline, release: Release, event: str) -> tuple[str, str]:
         before = release.stage
@@ -255,9 +225,10 @@ class Conductor:
 
     def _drop_stage_timers(self, s: Session, release: Release, stage: str) -> None:
         """Timers belong to a stage visit; leaving the stage retires them (marked fired, never run)."""
-        s.execute(
-            Timer.__table__.update()
-            .where(Timer.release_id == release.id, Timer.fired_at.is_(None), Timer.key.like(f"{release.id}:{stage}:%"))
+        t = TIMERS.c
+        s.connection().execute(
+            TIMERS.update()
+            .where(t.release_id == release.id, t.fired_at.is_(None), t.key.like(f"{release.id}:{stage}:%"))
             .values(fired_at=self.now())
         )
 
@@ -377,21 +348,10 @@ class Conductor:
         if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 0):
             raise InvalidSignal(f"samples of {name!r} must be a whole number >= 0, got {samples!r}")
         now = self.now()
-        s.add(
-            SignalRow(
-                release_id=release.id,
-                name=name,
-                value=v,
-                samples=samples,
-                source=source,
-                sha=sha,
-                error=error,
-                actor=actor.name,
-                event_id=event_id,
-                observed_at=observed_at or now,
-                recorded_at=now,
-            )
-        )
+        s.connection().execute(INSERT_SIGNAL, {
+            "release_id": release.id, "name": name, "value": v, "samples": samples, "source": source, "sha": sha,
+            "error": error, "actor": actor.name, "event_id": event_id, "observed_at": observed_at or now, "recorded_at": now,
+        })
         log.info("signal_recorded", release_id=release.id, signal=name, value=v, samples=samples, source=source, event_id=event_id)
 
     def sign_off(self, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "") -> str | None:
@@ -403,23 +363,17 @@ class Conductor:
             if team not in teams:
                 raise InvalidSignal(f"team {team!r} signs off nothing in {pipeline.name}; teams: {', '.join(sorted(teams)) or 'none'}")
             now = self.now()
-            s.add(
-                SignalRow(
-                    release_id=release.id,
-                    name=f"signoff.{team}",
-                    value=1.0 if approved else 0.0,
-                    source="signoff",
-                    actor=actor.name,
-                    observed_at=now,
-                    recorded_at=now,
-                )
-            )
+            s.connection().execute(INSERT_SIGNAL, {
+                "release_id": release.id, "name": f"signoff.{team}", "value": 1.0 if approved else 0.0, "samples": None,
+                "source": "signoff", "sha": None, "error": None, "actor": actor.name, "event_id": None,
+                "observed_at": now, "recorded_at": now,
+            })
             self._audit(s, release, "signed_off" if approved else "signoff_refused", actor.name, reason or team, data={"team": team})
             d = self._evaluate_locked(s, release, pipeline, trigger=f"signoff:{team}")
             return d.verdict.value if d else None
 
     def _context(self, s: Session, release: Release) -> GateContext:
-        rows = s.execute(_LATEST_SIGNALS, {"release_id": release.id}).all()
+        rows = s.connection().execute(LATEST_SIGNALS, {"release_id": release.id}).all()
         signals: dict[str, SignalValue] = {}
         signoffs: dict[str, Signoff] = {}
         for r in rows:
@@ -438,26 +392,25 @@ class Conductor:
             release = self._find(s, ref, lock=True)
             return self._evaluate_locked(s, release, self.pipeline_of(s, release), trigger)
 
-    def _store_evaluation(self, s: Session, release: Release, d: Decision, trigger: str) -> tuple[Evaluation, bool]:
+    def _store_evaluation(self, s: Session, release: Release, d: Decision, trigger: str) -> tuple[EvaluationRef, bool]:
         """The stored evaluation for this evidence: the latest one if nothing changed, else a new row."""
-        last = s.scalars(_LAST_EVALUATION, {"release_id": release.id}).first()
+        conn = s.connection()
+        last = conn.execute(LAST_EVALUATION, {"release_id": release.id}).first()
         fp = d.fingerprint
         if last is not None and last.fingerprint == fp and last.stage == release.stage:
-            return last, False
-        ev = Evaluation(
-            release_id=release.id,
-            stage=release.stage,
-            transition=d.transition,
-            verdict=d.verdict.value,
-            fingerprint=fp,
-            evidence=d.evidence(),
-            trigger=trigger,
-            created_at=self.now(),
-        )
-        s.add(ev)
-        s.flush()
+            return EvaluationRef(last.id, last.fingerprint), False
+        ev = self._insert_evaluation(s, release, d.transition, d.verdict.value, fp, d.evidence(), trigger)
         log.info("gates_evaluated", release_id=release.id, stage=release.stage, verdict=d.verdict.value, fingerprint=fp, summary=d.summary)
         return ev, True
+
+    def _insert_evaluation(
+        self, s: Session, release: Release, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str
+    ) -> EvaluationRef:
+        new_id = s.connection().execute(INSERT_EVALUATION, {
+            "release_id": release.id, "stage": release.stage, "transition": transition, "verdict": verdict,
+            "fingerprint": fingerprint, "evidence": evidence, "trigger": trigger, "created_at": self.now(),
+        }).scalar_one()
+        return EvaluationRef(new_id, fingerprint)
 
     def _evaluate_locked(self, s: Session, release: Release, pipeline: Pipeline, trigger: str) -> Decision | None:
         last: Decision | None = None
@@ -500,7 +453,7 @@ class Conductor:
             return d
         return last
 
-    def _advance(self, s: Session, release: Release, pipeline: Pipeline, ev: Evaluation, actor: str, reason: str) -> None:
+    def _advance(self, s: Session, release: Release, pipeline: Pipeline, ev: Evaluation | EvaluationRef, actor: str, reason: str) -> None:
         transition = pipeline.advance_from(release.stage)
         assert transition is not None
         before, after = self._send(pipeline, release, "advance")
@@ -542,14 +495,12 @@ class Conductor:
         """The release branch exists (CI saw it created): leave the initial stage whatever the schedule."""
         transition = pipeline.advance_from(release.stage)
         assert transition is not None
-        ev = Evaluation(
-            release_id=release.id, stage=release.stage, transition=transition.name, verdict="advance",
-            fingerprint="branch-cut", evidence={"transition": transition.name, "stage": release.stage, "target": transition.target,
-                                                "verdict": "advance", "summary": reason, "gates": []},
-            trigger="branch_created", created_at=self.now(),
+        ev = self._insert_evaluation(
+            s, release, transition.name, "advance", "branch-cut",
+            {"transition": transition.name, "stage": release.stage, "target": transition.target, "verdict": "advance",
+             "summary": reason, "gates": []},
+            "branch_created",
         )
-        s.add(ev)
-        s.flush()
         self._advance(s, release, pipeline, ev, actor.name, reason)
 
     def _halt(self, s: Session, release: Release, pipeline: Pipeline, actor: str, reason: str, evaluation_id: int | None) -> None:

@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from conductor.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.service.engine import Actor, Conductor, current_event_id
 from conductor.sources.events import InboundEvent
-from conductor.store.models import InboxEvent, Release, Track
+from conductor.store.models import InboxEvent, Release
+from conductor.store.statements import FINISH_EVENT, INBOX, LOCK_EVENT, TRACKS_OF_REPOSITORY, lock_events, lock_releases
 
 log = structlog.get_logger("conductor.inbox")
 
@@ -28,9 +29,8 @@ log = structlog.get_logger("conductor.inbox")
 PENDING, PROCESSED, IGNORED, UNMATCHED, FAILED = "pending", "processed", "ignored", "unmatched", "failed"
 
 
-# The per-event statements, built once (building a statement costs more than running it).
-_LOCK_EVENT = select(InboxEvent).where(InboxEvent.id == bindparam("event_id")).with_for_update()
-_TRACKS_OF_REPOSITORY = select(Track).where(Track.repository == bindparam("repository"))
+# The per-event statements are built once (building a statement costs more than running it);
+# the inbox row and the tracks are read and written with Core (conductor.store.statements).
 # populate_existing: a row this session read before taking the lock is refreshed, so the write
 # sees what the previous lock holder committed.
 _LOCK_RELEASE = (
@@ -86,25 +86,29 @@ def store_event(c: Conductor, event: InboundEvent) -> Stored:
     raise ConductorError(f"could not store delivery {event.delivery_id!r}")
 
 
-def _match(s, event: InboundEvent) -> tuple[Release | None, Track | None, str]:
-    """The release an event is about (row-locked until commit) and its track: the track's repository,
-    its branch pattern, the version."""
+def _resolve(s, event: InboundEvent, tracks_cache: dict[str, list[Any]] | None = None) -> tuple[Any, str | None, str]:
+    """The track and release version an event is about (no lock taken): the track's repository,
+    its branch pattern, the version; or (None, None, why not)."""
     if not event.repository:
         return None, None, "event names no repository"
-    tracks = s.scalars(_TRACKS_OF_REPOSITORY, {"repository": event.repository}).all()
+    tracks = tracks_cache.get(event.repository) if tracks_cache is not None else None
+    if tracks is None:
+        tracks = s.connection().execute(TRACKS_OF_REPOSITORY, {"repository": event.repository}).all()
+        if tracks_cache is not None:
+            tracks_cache[event.repository] = tracks
     if not tracks:
         return None, None, f"no track for repository {event.repository}"
     if not event.branch:
         return None, None, "event names no branch"
     for track in tracks:
         m = branch_regex(track.branch_pattern).fullmatch(event.branch)
-        if m is None:
-            continue
-        release = s.scalars(_LOCK_RELEASE, {"track_id": track.id, "version": m["version"]}).one_or_none()
-        if release is None:
-            return None, None, f"branch {event.branch} is release {m['version']} of {track.id}, which was not started"
-        return release, track, ""
+        if m is not None:
+            return track, m["version"], ""
     return None, None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
+
+
+def _not_started(event: InboundEvent, track: Any, version: str) -> str:
+    return f"branch {event.branch} is release {version} of {track.id}, which was not started"
 
 
 def process_event(c: Conductor, event_id: int) -> str:
@@ -117,40 +121,57 @@ def process_event(c: Conductor, event_id: int) -> str:
             except ConcurrentUpdate:
                 raise  # nothing was written: the caller retries (the worker task does, with backoff)
             except ConductorError as exc:
-                # Bad data inside an authentic event: keep the event, say why, never drop it silently.
-                with c.db.transaction() as s:
-                    row = s.get(InboxEvent, event_id)
-                    if row is None or row.status != PENDING:
-                        return row.status if row else FAILED
-                    row.status, row.note, row.processed_at = FAILED, str(exc), c.now()
-                    row.attempts += 1
-                log.warning("event_failed", event_id=event_id, error=str(exc))
-                return FAILED
+                return _mark_failed(c, event_id, exc)
     finally:
         current_event_id.reset(token)
 
 
+def _mark_failed(c: Conductor, event_id: int, exc: Exception) -> str:
+    """Bad data inside an authentic event: keep the event, say why, never drop it silently."""
+    with c.db.transaction() as s:
+        row = s.get(InboxEvent, event_id)
+        if row is None or row.status != PENDING:
+            return row.status if row else FAILED
+        row.status, row.note, row.processed_at = FAILED, str(exc), c.now()
+        row.attempts += 1
+    log.warning("event_failed", event_id=event_id, error=str(exc))
+    return FAILED
+
+
 def _process(c: Conductor, event_id: int) -> str:
     with c._commit_guard() as s:
-        row = s.scalars(_LOCK_EVENT, {"event_id": event_id}).one_or_none()
+        conn = s.connection()
+        row = conn.execute(LOCK_EVENT, {"event_id": event_id}).one_or_none()
         if row is None:
             raise NotFound(f"unknown event {event_id}")
         if row.status != PENDING:
             return row.status  # processed before: a redelivered task changes nothing
         event = InboundEvent.model_validate(row.payload)
+        release = track = None
+        why = ""
+        if event.kind not in ("ping", "ignored"):
+            track, version, why = _resolve(s, event)
+            if track is not None:
+                # The release row is locked from here to commit.
+                release = s.scalars(_LOCK_RELEASE, {"track_id": track.id, "version": version}).one_or_none()
+                if release is None:
+                    why = _not_started(event, track, version)
+        status, note, release_id = _apply(c, s, event_id, event, release, track, why)
+        conn.execute(FINISH_EVENT, {"event_id": event_id, "status": status, "note": note, "release_id": release_id,
+                                    "processed_at": c.now()})
+        return status
 
-        def finish(status: str, note: str | None = None, release_id: int | None = None) -> str:
-            # attempts is bumped here, with the outcome: one UPDATE of the inbox row per event.
-            row.attempts += 1
-            row.status, row.note, row.release_id, row.processed_at = status, note, release_id, c.now()
-            log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
-            return status
 
-        if event.kind in ("ping", "ignored"):
-            return finish(IGNORED, event.reason or event.kind)
-        release, track, why = _match(s, event)  # the release row is locked from here to commit
-        if release is None:
-            return finish(UNMATCHED, why)
+def _apply(c: Conductor, s, event_id: int, event: InboundEvent, release: Release | None, track: Any, why: str
+           ) -> tuple[str, str | None, int | None]:
+    """Apply one event to its (locked) release and evaluate it; returns the event's (status, note, release id).
+
+    The caller writes the outcome to the inbox row in the same transaction."""
+    if event.kind in ("ping", "ignored"):
+        status, note, release_id = IGNORED, event.reason or event.kind, None
+    elif release is None:
+        status, note, release_id = UNMATCHED, why, None
+    else:
         structlog.contextvars.bind_contextvars(release_id=release.id)
         pipeline = c.pipeline_of(s, release)
         actor = Actor(event.source, "ci")
@@ -175,10 +196,84 @@ def _process(c: Conductor, event_id: int) -> str:
                 sha=event.sha, actor=actor, event_id=event_id,
             )
         c._evaluate_locked(s, release, pipeline, trigger=f"event:{event_id}")
-        return finish(PROCESSED, "; ".join(notes) or None, release.id)
+        status, note, release_id = PROCESSED, "; ".join(notes) or None, release.id
+    log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
+    return status, note, release_id
 
 
-def _apply_push(c: Conductor, s, release: Release, track: Track | None, event: InboundEvent, notes: list[str]) -> None:
+def process_events(c: Conductor, event_ids: list[int]) -> dict[int, str]:
+    """Apply a batch of stored events in one transaction (the worker's fast path); returns each one's status.
+
+    The result is the same as processing them one by one in id order: each event is applied and
+    its release evaluated in turn, so a bad value followed by a good one still halts. What the
+    batch saves is the per-transaction cost: one lock statement for the inbox rows, one for the
+    releases (taken in id order, so two batches never deadlock), one commit.
+
+    Events another worker holds are skipped (SKIP LOCKED): it is applying them. If any event
+    carries bad data, nothing of the batch is kept and each event is processed on its own, so
+    one bad event fails alone.
+    """
+    ids = sorted(set(event_ids))
+    if len(ids) == 1:
+        return {ids[0]: process_event(c, ids[0])}
+    try:
+        return _process_batch(c, ids)
+    except ConcurrentUpdate:
+        raise  # nothing was written: the caller retries
+    except ConductorError as exc:
+        log.info("event_batch_split", events=len(ids), error=str(exc))
+        return {event_id: process_event(c, event_id) for event_id in ids}
+
+
+def _process_batch(c: Conductor, ids: list[int]) -> dict[int, str]:
+    statuses: dict[int, str] = {}
+    with c._commit_guard() as s:
+        conn = s.connection()
+        q = lock_events(ids, skip_locked=not c.db.is_sqlite)
+        rows = conn.execute(q).all()
+        found = {r.id for r in rows}
+        # Not locked: processed already, or held by another worker which is applying it.
+        others = [i for i in ids if i not in found]
+        if others:
+            for r in conn.execute(select(INBOX.c.id, INBOX.c.status).where(INBOX.c.id.in_(others))):
+                statuses[r.id] = r.status
+        for missing in set(ids) - found - set(statuses):
+            raise NotFound(f"unknown event {missing}")
+        work = []
+        tracks_cache: dict[str, list[Any]] = {}
+        wanted: set[tuple[str, str]] = set()
+        for r in rows:
+            if r.status != PENDING:
+                statuses[r.id] = r.status
+                continue
+            event = InboundEvent.model_validate(r.payload)
+            track, version, why = (None, None, "") if event.kind in ("ping", "ignored") else _resolve(s, event, tracks_cache)
+            if track is not None:
+                wanted.add((track.id, version))
+            work.append((r.id, event, track, version, why))
+        releases = {}
+        if wanted:
+            locked = s.scalars(lock_releases(sorted(wanted))).all()  # ordered by id: no deadlock between batches
+            releases = {(r.track_id, r.version): r for r in locked}
+        finished = []
+        for event_id, event, track, version, why in work:
+            release = releases.get((track.id, version)) if track is not None else None
+            if track is not None and release is None:
+                why = _not_started(event, track, version)
+            token = current_event_id.set(event_id)
+            try:
+                with structlog.contextvars.bound_contextvars(event_id=event_id):
+                    status, note, release_id = _apply(c, s, event_id, event, release, track, why)
+            finally:
+                current_event_id.reset(token)
+            statuses[event_id] = status
+            finished.append({"event_id": event_id, "status": status, "note": note, "release_id": release_id, "processed_at": c.now()})
+        if finished:
+            conn.execute(FINISH_EVENT, finished)  # one executemany for the batch
+    return statuses
+
+
+def _apply_push(c: Conductor, s, release: Release, track: Any, event: InboundEvent, notes: list[str]) -> None:
     """A push to the release branch: new head (re-opens build/test gates) and the critical-fix rule."""
     if event.sha and event.sha != release.head_sha:
         release.head_sha = event.sha

@@ -22,6 +22,7 @@ from conductor.service import outbox
 from conductor.service.dispatch import (
     TASK_EVALUATE,
     TASK_PROCESS_EVENT,
+    TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
     TASK_SWEEP_EVENTS,
@@ -29,7 +30,7 @@ from conductor.service.dispatch import (
     Dispatcher,
 )
 from conductor.service.engine import Conductor, queued_actions
-from conductor.service.inbox import FAILED, PENDING, PROCESSED, process_event
+from conductor.service.inbox import FAILED, PENDING, PROCESSED, process_event, process_events
 from conductor.store.models import InboxEvent, OutboxAction
 
 log = structlog.get_logger("conductor.jobs")
@@ -86,6 +87,23 @@ def handle_event(rt: Runtime, event_id: int) -> str:
     return status
 
 
+def handle_events(rt: Runtime, event_ids: list[int]) -> dict[str, int]:
+    """Apply a batch of stored events (one transaction, see inbox.process_events), then send the
+    actions they queued. Returns how many ended in each status."""
+    queued: list[str] = []
+    token = queued_actions.set(queued)
+    try:
+        statuses = process_events(rt.conductor, [int(i) for i in event_ids])
+    finally:
+        queued_actions.reset(token)
+    if queued:
+        _relay(rt, event_ids=sorted(statuses))
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def evaluate_release(rt: Runtime, release_id: int) -> str | None:
     """Judge a release now (pull sources, an operator's request), then send what it queued."""
     d = rt.conductor.evaluate(release_id, trigger="task")
@@ -117,6 +135,9 @@ def tick(rt: Runtime) -> int:
     return fired
 
 
+SWEEP_BATCH = 100  # events per re-enqueued process_events task
+
+
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
@@ -138,8 +159,8 @@ def sweep_events(rt: Runtime, limit: int = 1000) -> int:
         ids = list(s.scalars(q))
         if ids:
             s.execute(update(InboxEvent).where(InboxEvent.id.in_(ids)).values(enqueued_at=now))
-    for event_id in ids:
-        rt.dispatcher.submit(TASK_PROCESS_EVENT, event_id)
+    for i in range(0, len(ids), SWEEP_BATCH):
+        rt.dispatcher.submit(TASK_PROCESS_EVENTS, ids[i:i + SWEEP_BATCH])
     if ids:
         log.warning("events_reenqueued", count=len(ids), first=ids[0], last=ids[-1])
     return len(ids)
@@ -152,6 +173,16 @@ def gave_up(rt: Runtime, task: str, args: tuple, reason: str) -> None:
     Other jobs are periodic and simply run again.
     """
     c = rt.conductor
+    if task == TASK_PROCESS_EVENTS and args:
+        ids = [int(i) for i in args[0]]
+        if len(ids) > 1:
+            # Do not fail a whole batch for what may be one poison event: send each on its own,
+            # so only an event that fails by itself is marked failed.
+            for event_id in ids:
+                rt.dispatcher.submit(TASK_PROCESS_EVENT, event_id)
+            log.warning("event_batch_split", events=len(ids), reason=reason)
+            return
+        task, args = TASK_PROCESS_EVENT, tuple(ids)
     if task == TASK_PROCESS_EVENT and args:
         with c.db.transaction() as s:
             row = s.scalars(select(InboxEvent).where(InboxEvent.id == int(args[0])).with_for_update()).one_or_none()
@@ -168,6 +199,7 @@ def gave_up(rt: Runtime, task: str, args: tuple, reason: str) -> None:
 
 JOBS: dict[str, Callable[..., Any]] = {
     TASK_PROCESS_EVENT: handle_event,
+    TASK_PROCESS_EVENTS: handle_events,
     TASK_EVALUATE: evaluate_release,
     TASK_RUN_ACTION: run_action,
     TASK_RELAY_OUTBOX: relay_outbox,

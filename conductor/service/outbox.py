@@ -42,11 +42,12 @@ def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
 
 
 def claim_due(
-    c: Conductor, *, lease: timedelta, release_id: int | None = None, event_id: int | None = None, limit: int = 500
+    c: Conductor, *, lease: timedelta, release_id: int | None = None, event_id: int | None = None,
+    event_ids: list[int] | None = None, limit: int = 500,
 ) -> list[int]:
     """Ids of rows due to be sent (new, backed off, or abandoned by a dead worker), leased for `lease`.
 
-    Scoped to one release (or to the release an inbox event was applied to) when given.
+    Scoped to one release (or to the releases inbox events were applied to) when given.
     On PostgreSQL concurrent relays skip each other's rows (SKIP LOCKED); SQLite has one writer.
     """
     now = c.now()
@@ -58,6 +59,8 @@ def claim_due(
             q = q.where(OutboxAction.release_id == release_id)
         if event_id is not None:
             q = q.where(OutboxAction.release_id == select(InboxEvent.release_id).where(InboxEvent.id == event_id).scalar_subquery())
+        if event_ids is not None:
+            q = q.where(OutboxAction.release_id.in_(select(InboxEvent.release_id).where(InboxEvent.id.in_(event_ids))))
         q = q.order_by(OutboxAction.next_attempt_at, OutboxAction.id).limit(limit)
         if not c.db.is_sqlite:
             q = q.with_for_update(skip_locked=True)
