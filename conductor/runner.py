@@ -35,6 +35,8 @@ PERIODIC = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX)
 class QueueDispatcher:
     """The Dispatcher of embedded mode: jobs go onto the runner's in-memory queue."""
 
+    nonblocking = True
+
     def __init__(self, runner: "EmbeddedRunner"):
         self.runner = runner
 

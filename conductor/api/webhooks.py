@@ -29,8 +29,8 @@ from conductor.api.deps import ApiState, State, no_unknown_query
 from conductor.api.errors import ServiceUnavailable, error_responses
 from conductor.api.schemas import WebhookAccepted
 from conductor.errors import ConductorError
-from conductor.service.inbox import store_event
-from conductor.service.queries import match_release, track_secrets
+from conductor.service.inbox import Stored, store_event
+from conductor.service.queries import track_secrets
 from conductor.sources import (
     PayloadInvalid,
     PayloadTooLarge,
@@ -129,36 +129,40 @@ async def receive(
         if len(body) > state.webhook_max_bytes:  # belt and braces: never parse past the limit
             raise PayloadTooLarge(len(body), state.webhook_max_bytes)
         headers = dict(request.headers)
-
-        def authenticate_and_parse() -> InboundEvent:  # off the event loop: it may read track secrets
-            authenticate_delivery(state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
-            return parser(headers, body)
-
-        event = await run_in_threadpool(authenticate_and_parse)
     except SourceError as exc:
-        metrics.rejected.labels(source, next((r for t, r in _REJECT_REASONS.items() if isinstance(exc, t)), "bad_request")).inc()
-        log.info("webhook_rejected", source=source, error=type(exc).__name__, detail=str(exc))
+        _count_rejection(metrics, source, exc)
         raise
-    structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
-    try:
-        stored = await run_in_threadpool(store_event, state.conductor, event)
-    except (SQLAlchemyError, ConductorError) as exc:
-        metrics.rejected.labels(source, "store_unavailable").inc()
-        log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
-        raise ServiceUnavailable("the event could not be stored; nothing was accepted, send it again") from None
-    structlog.contextvars.bind_contextvars(event_id=stored.event_id)
+
+    def authenticate_parse_store() -> tuple[InboundEvent, Stored]:
+        # One hop off the event loop for the whole request: verify (it may read track secrets),
+        # parse, then store and preview the match in one transaction.
+        try:
+            authenticate_delivery(state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
+            event = parser(headers, body)
+        except SourceError as exc:
+            _count_rejection(metrics, source, exc)
+            raise
+        structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
+        try:
+            return event, store_event(state.conductor, event, preview=True)
+        except (SQLAlchemyError, ConductorError) as exc:
+            metrics.rejected.labels(source, "store_unavailable").inc()
+            log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
+            raise ServiceUnavailable("the event could not be stored; nothing was accepted, send it again") from None
+
+    event, stored = await run_in_threadpool(authenticate_parse_store)
+    structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source, event_id=stored.event_id)
     metrics.received.labels(source).inc()
     if not stored.created:
         metrics.deduplicated.labels(source).inc()
-    try:
-        release_id, why = await run_in_threadpool(match_release, state.conductor, event)
-    except Exception as exc:  # the event is stored; the preview is only a courtesy
-        release_id, why = None, None
-        log.warning("event_match_preview_failed", error=str(exc).splitlines()[0][:200])
+    release_id, why = stored.release_id, stored.why
     if event.kind in ("ping", "ignored"):
         log.info("event_ignored", source=source, event_id=stored.event_id, raw_type=event.raw_type, reason=why)
     if stored.created or stored.status == "pending":
-        background.add_task(_dispatch, state, stored.event_id)
+        if getattr(state.dispatcher, "nonblocking", False):
+            _dispatch(state, stored.event_id)  # a hand-over to a queue: no reason to wait for the response
+        else:
+            background.add_task(_dispatch, state, stored.event_id)
     if not stored.created:
         status = "duplicate"
     elif event.kind in ("ping", "ignored"):
@@ -172,6 +176,11 @@ async def receive(
         duplicate=not stored.created, status=status, release_id=release_id, reason=why or None,
     )
     return JSONResponse(out.model_dump(mode="json"), status_code=202)
+
+
+def _count_rejection(metrics, source: str, exc: SourceError) -> None:
+    metrics.rejected.labels(source, next((r for t, r in _REJECT_REASONS.items() if isinstance(exc, t)), "bad_request")).inc()
+    log.info("webhook_rejected", source=source, error=type(exc).__name__, detail=str(exc))
 
 
 def _dispatch(state: ApiState, event_id: int) -> None:

@@ -87,6 +87,8 @@ class CeleryDispatcher:
     its inbox row is pending, and the sweeper enqueues it again after the grace period.
     """
 
+    nonblocking = True  # event_stored only hands the id to a queue
+
     def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100):
         if app is None:
             from celery import Celery

@@ -15,13 +15,22 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
 
 from conductor.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.service.engine import Actor, Conductor, current_event_id
 from conductor.sources.events import InboundEvent
 from conductor.store.models import InboxEvent, Release
-from conductor.store.statements import FINISH_EVENT, INBOX, LOCK_EVENT, TRACKS_OF_REPOSITORY, lock_events, lock_releases
+from conductor.store.statements import (
+    EVENT_BY_DELIVERY,
+    FINISH_EVENT,
+    INBOX,
+    LOCK_EVENT,
+    RELEASE_ID_BY_VERSION,
+    TRACKS_OF_REPOSITORY,
+    insert_new_id,
+    lock_events,
+    lock_releases,
+)
 
 log = structlog.get_logger("conductor.inbox")
 
@@ -44,6 +53,10 @@ class Stored:
     event_id: int
     created: bool  # False: a redelivery of an event already in the inbox
     status: str
+    # With store_event(..., preview=True): the release the event is about, or why none (not locked;
+    # processing decides, this only lets the webhook's answer say what will happen).
+    release_id: int | None = None
+    why: str | None = None
 
 
 @lru_cache(maxsize=256)
@@ -55,35 +68,43 @@ def branch_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(re.escape(parts[0]) + r"(?P<version>[^/\s]+?)" + re.escape(parts[1]))
 
 
-def store_event(c: Conductor, event: InboundEvent) -> Stored:
-    """Insert the event into the inbox unless (source, delivery_id) is there already."""
-    now = c.now()
-    payload = event.model_dump(mode="json")
-    for _ in range(2):
+def store_event(c: Conductor, event: InboundEvent, *, preview: bool = False) -> Stored:
+    """Insert the event into the inbox unless (source, delivery_id) is there already.
+
+    One INSERT ... ON CONFLICT DO NOTHING and the commit on the common path; with preview, the
+    release the event names is looked up in the same transaction (see Stored)."""
+    with c.db.transaction() as s:
+        conn = s.connection()
+        new_id = insert_new_id(conn, INBOX, ("source", "delivery_id"), {
+            "source": event.source, "delivery_id": event.delivery_id, "kind": event.kind,
+            "payload": event.model_dump(mode="json"), "status": PENDING, "attempts": 0, "received_at": c.now(),
+        })
+        if new_id is not None:
+            log.info("event_stored", event_id=new_id, source=event.source, delivery_id=event.delivery_id, kind=event.kind)
+            stored = Stored(new_id, True, PENDING)
+        else:  # a redelivery, or a concurrent delivery of the same id won the insert: read its row
+            existing = conn.execute(EVENT_BY_DELIVERY, {"source": event.source, "delivery_id": event.delivery_id}).one()
+            log.info("event_deduplicated", event_id=existing.id, source=event.source, delivery_id=event.delivery_id)
+            stored = Stored(existing.id, False, existing.status)
+        if not preview:
+            return stored
         try:
-            with c.db.transaction() as s:
-                existing = s.execute(
-                    select(InboxEvent.id, InboxEvent.status).where(InboxEvent.source == event.source, InboxEvent.delivery_id == event.delivery_id)
-                ).first()
-                if existing is not None:
-                    log.info("event_deduplicated", event_id=existing.id, source=event.source, delivery_id=event.delivery_id)
-                    return Stored(existing.id, False, existing.status)
-                row = InboxEvent(
-                    source=event.source,
-                    delivery_id=event.delivery_id,
-                    kind=event.kind,
-                    payload=payload,
-                    status=PENDING,
-                    attempts=0,
-                    received_at=now,
-                )
-                s.add(row)
-                s.flush()
-                log.info("event_stored", event_id=row.id, source=event.source, delivery_id=event.delivery_id, kind=event.kind)
-                return Stored(row.id, True, PENDING)
-        except IntegrityError:
-            continue  # a concurrent delivery of the same id won the insert; read its row
-    raise ConductorError(f"could not store delivery {event.delivery_id!r}")
+            release_id, why = match_preview(s, event)
+        except ConductorError as exc:  # the event is stored; the preview is only a courtesy
+            log.warning("event_match_preview_failed", event_id=stored.event_id, error=str(exc))
+            release_id, why = None, None
+        return Stored(stored.event_id, stored.created, stored.status, release_id, why)
+
+
+def match_preview(s, event: InboundEvent) -> tuple[int | None, str]:
+    """Which release an event is about and, if none, why: the rule processing applies, without a lock."""
+    if event.kind in ("ping", "ignored"):
+        return None, event.reason or event.kind
+    track, version, why = _resolve(s, event)
+    if track is None:
+        return None, why
+    rid = s.connection().execute(RELEASE_ID_BY_VERSION, {"track_id": track.id, "version": version}).scalar()
+    return (rid, "") if rid is not None else (None, _not_started(event, track, version))
 
 
 def _resolve(s, event: InboundEvent, tracks_cache: dict[str, list[Any]] | None = None) -> tuple[Any, str | None, str]:

@@ -113,27 +113,10 @@ def match_release(c: Conductor, event: InboundEvent) -> tuple[int | None, str]:
     A read-only preview for the webhook's answer, following the rule inbox.process_event applies
     when it processes the event (that step decides; this one only reports).
     """
-    from conductor.service.inbox import branch_regex
+    from conductor.service.inbox import match_preview
 
-    if event.kind in ("ping", "ignored"):
-        return None, event.reason or event.kind
-    if not event.repository:
-        return None, "event names no repository"
     with c.db.read() as s:
-        tracks = s.scalars(select(Track).where(Track.repository == event.repository).order_by(Track.id)).all()
-        if not tracks:
-            return None, f"no track for repository {event.repository}"
-        if not event.branch:
-            return None, "event names no branch"
-        for track in tracks:
-            m = branch_regex(track.branch_pattern).fullmatch(event.branch)
-            if m is None:
-                continue
-            rid = s.scalar(select(Release.id).where(Release.track_id == track.id, Release.version == m["version"]))
-            if rid is None:
-                return None, f"branch {event.branch} is release {m['version']} of {track.id}, which was not started"
-            return rid, ""
-        return None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
+        return match_preview(s, event)
 
 
 def track_secrets(c: Conductor, source: str) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from conductor.store.models import AuditEntry, Evaluation, InboxEvent, OutboxAction, SignalRow, Timer, Track
+from conductor.store.models import AuditEntry, Evaluation, InboxEvent, OutboxAction, Release, SignalRow, Timer, Track
 
 SIGNALS: Table = SignalRow.__table__  # type: ignore[assignment]
 EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
@@ -26,6 +26,7 @@ OUTBOX: Table = OutboxAction.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 INBOX: Table = InboxEvent.__table__  # type: ignore[assignment]
 TRACKS: Table = Track.__table__  # type: ignore[assignment]
+RELEASES: Table = Release.__table__  # type: ignore[assignment]
 
 INSERT_SIGNAL = SIGNALS.insert()
 INSERT_AUDIT = AUDIT.insert()
@@ -70,6 +71,12 @@ FINISH_EVENT = (
     .values(status=bindparam("status"), note=bindparam("note"), release_id=bindparam("release_id"),
             processed_at=bindparam("processed_at"), attempts=INBOX.c.attempts + 1)
 )
+EVENT_BY_DELIVERY = select(INBOX.c.id, INBOX.c.status).where(
+    INBOX.c.source == bindparam("source"), INBOX.c.delivery_id == bindparam("delivery_id")
+)
+RELEASE_ID_BY_VERSION = select(RELEASES.c.id).where(
+    RELEASES.c.track_id == bindparam("track_id"), RELEASES.c.version == bindparam("version")
+)
 TRACKS_OF_REPOSITORY = (
     select(TRACKS.c.id, TRACKS.c.branch_pattern, TRACKS.c.critical_fix_marker)
     .where(TRACKS.c.repository == bindparam("repository"))
@@ -78,21 +85,27 @@ TRACKS_OF_REPOSITORY = (
 
 
 @lru_cache(maxsize=None)
-def _insert_if_new(dialect: str, table: Table, key: str):
-    """INSERT ... ON CONFLICT (key) DO NOTHING for this dialect (both support it natively)."""
+def _insert_if_new(dialect: str, table: Table, key: tuple[str, ...]):
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id for this dialect (both support it natively)."""
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"no INSERT ... ON CONFLICT for the {dialect} dialect")
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
-    return insert(table).on_conflict_do_nothing(index_elements=[table.c[key]]).returning(table.c.id)
+    return insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key]).returning(table.c.id)
 
 
-def insert_if_new(conn: Connection, table: Table, key: str, values: dict[str, Any]) -> bool:
-    """Insert the row unless one with the same unique `key` exists; True if it was inserted.
+def insert_new_id(conn: Connection, table: Table, key: str | tuple[str, ...], values: dict[str, Any]) -> int | None:
+    """Insert the row unless one with the same unique `key` exists; the new row's id, or None.
 
     One statement, and safe against a concurrent writer (the database decides), unlike a SELECT
     followed by an INSERT."""
-    return conn.execute(_insert_if_new(conn.dialect.name, table, key), values).first() is not None
+    keys = (key,) if isinstance(key, str) else key
+    return conn.execute(_insert_if_new(conn.dialect.name, table, keys), values).scalar()
+
+
+def insert_if_new(conn: Connection, table: Table, key: str | tuple[str, ...], values: dict[str, Any]) -> bool:
+    """insert_new_id, answering only whether the row was inserted."""
+    return insert_new_id(conn, table, key, values) is not None
 
 
 def lock_events(ids: list[int], *, skip_locked: bool):
@@ -105,8 +118,6 @@ def lock_releases(keys: list[tuple[str, str]]):
     """The releases named by (track, version), row-locked in id order, so concurrent batches
     always lock in the same order and cannot deadlock."""
     from sqlalchemy import tuple_
-
-    from conductor.store.models import Release
 
     return (
         select(Release)
