@@ -21,7 +21,6 @@ import time
 from datetime import timedelta
 
 from harness import (
-    REPO,
     TRACK,
     bench_database,
     conductor_for,

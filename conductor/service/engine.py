@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -58,6 +58,7 @@ from conductor.store.statements import (
     OUTBOX,
     TIMERS,
     insert_if_new,
+    insert_new_id,
 )
 
 log = structlog.get_logger("conductor.service")
@@ -67,8 +68,22 @@ ROBOT = "conductor"
 current_event_id: ContextVar[int | None] = ContextVar("current_event_id", default=None)
 # The release version (version_id) a client last saw (HTTP If-Match); a locked write on a newer row is refused.
 expected_version: ContextVar[int | None] = ContextVar("expected_version", default=None)
-# Keys of the outbox actions the current step queued, collected for whoever relays them after commit.
-queued_actions: ContextVar[list[str] | None] = ContextVar("queued_actions", default=None)
+
+
+@dataclass
+class ActionHandOff:
+    """The outbox rows a step queued, for whoever sends them right after its commit (a worker job).
+
+    Rows queued under a hand-off are written already leased (next_attempt_at = now + lease), so the
+    periodic relay leaves them to the job, which sends their ids without another transaction; if
+    the job dies between the commit and the send, the relay picks them up when the lease runs out.
+    Ids of a step that rolled back are dropped (_commit_guard)."""
+
+    lease: timedelta
+    ids: list[int] = field(default_factory=list)
+
+
+queued_actions: ContextVar[ActionHandOff | None] = ContextVar("queued_actions", default=None)
 # A chain of passing transitions with zero soak is followed within one step, up to this many.
 MAX_STEPS_PER_EVALUATION = 20
 
@@ -190,13 +205,14 @@ class Conductor:
         """Queue an action; the idempotency key makes a repeated step queue it once."""
         idem = f"{release.id}:{key}:{action}"
         now = self.now()
-        inserted = insert_if_new(session.connection(), OUTBOX, "idempotency_key", {
+        handoff = queued_actions.get()
+        new_id = insert_new_id(session.connection(), OUTBOX, "idempotency_key", {
             "release_id": release.id, "idempotency_key": idem, "action": action,
-            "params": {"release": release.key, **params}, "created_at": now, "next_attempt_at": now,
+            "params": {"release": release.key, **params}, "created_at": now,
+            "next_attempt_at": now + handoff.lease if handoff is not None else now,
         })
-        queued = queued_actions.get()
-        if inserted and queued is not None:
-            queued.append(idem)
+        if new_id is not None and handoff is not None:
+            handoff.ids.append(new_id)
 
     def _timer(self, session: Session, release: Release, kind: str, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
         """A durable wait; the key (release, stage, kind, due, tag) makes re-arming it a no-op."""
@@ -235,11 +251,17 @@ class Conductor:
     @contextmanager
     def _commit_guard(self) -> Iterator[Session]:
         """One unit of work; the optimistic-lock error of a concurrent writer becomes ConcurrentUpdate."""
+        handoff = queued_actions.get()
+        mark = len(handoff.ids) if handoff is not None else 0
         try:
             with self.db.transaction() as s:
                 yield s
-        except StaleDataError:
-            raise ConcurrentUpdate("the release changed while this step ran; retry") from None
+        except BaseException as exc:
+            if handoff is not None:
+                del handoff.ids[mark:]  # rolled back: those rows do not exist
+            if isinstance(exc, StaleDataError):
+                raise ConcurrentUpdate("the release changed while this step ran; retry") from None
+            raise
 
     # ------------------------------------------------------------------ tracks and releases
 

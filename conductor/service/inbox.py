@@ -193,31 +193,31 @@ def _apply(c: Conductor, s, event_id: int, event: InboundEvent, release: Release
     elif release is None:
         status, note, release_id = UNMATCHED, why, None
     else:
-        structlog.contextvars.bind_contextvars(release_id=release.id)
-        pipeline = c.pipeline_of(s, release)
-        actor = Actor(event.source, "ci")
-        notes: list[str] = []
-        cut = event.kind == "branch_created" or "branch_created" in event.labels
-        if cut and release.stage == pipeline.initial_stage:
-            if event.sha:
-                release.head_sha = event.sha
-            c._branch_cut(s, release, pipeline, actor, f"release branch {event.branch} created ({event.source})")
-        elif event.kind == "branch_push":
-            if release.stage != pipeline.initial_stage:
-                _apply_push(c, s, release, track, event, notes)
-            else:
-                notes.append("push before the branch cut: nothing to re-open")
-        for sig in event.signals:
-            if sig.name not in pipeline.signals:
-                notes.append(f"{sig.name} is not a signal of {pipeline.name}")
-                continue
-            c._add_signal(
-                s, release, pipeline, sig.name, sig.value, samples=sig.samples, source=event.source,
-                observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= c.now() else None,
-                sha=event.sha, actor=actor, event_id=event_id,
-            )
-        c._evaluate_locked(s, release, pipeline, trigger=f"event:{event_id}")
-        status, note, release_id = PROCESSED, "; ".join(notes) or None, release.id
+        with structlog.contextvars.bound_contextvars(release_id=release.id):
+            pipeline = c.pipeline_of(s, release)
+            actor = Actor(event.source, "ci")
+            notes: list[str] = []
+            cut = event.kind == "branch_created" or "branch_created" in event.labels
+            if cut and release.stage == pipeline.initial_stage:
+                if event.sha:
+                    release.head_sha = event.sha
+                c._branch_cut(s, release, pipeline, actor, f"release branch {event.branch} created ({event.source})")
+            elif event.kind == "branch_push":
+                if release.stage != pipeline.initial_stage:
+                    _apply_push(c, s, release, track, event, notes)
+                else:
+                    notes.append("push before the branch cut: nothing to re-open")
+            for sig in event.signals:
+                if sig.name not in pipeline.signals:
+                    notes.append(f"{sig.name} is not a signal of {pipeline.name}")
+                    continue
+                c._add_signal(
+                    s, release, pipeline, sig.name, sig.value, samples=sig.samples, source=event.source,
+                    observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= c.now() else None,
+                    sha=event.sha, actor=actor, event_id=event_id,
+                )
+            c._evaluate_locked(s, release, pipeline, trigger=f"event:{event_id}")
+            status, note, release_id = PROCESSED, "; ".join(notes) or None, release.id
     log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
     return status, note, release_id
 

@@ -29,8 +29,8 @@ from conductor.service.dispatch import (
     TASK_TICK,
     Dispatcher,
 )
-from conductor.service.engine import Conductor, queued_actions
-from conductor.service.inbox import FAILED, PENDING, PROCESSED, process_event, process_events
+from conductor.service.engine import ActionHandOff, Conductor, queued_actions
+from conductor.service.inbox import FAILED, PENDING, process_event, process_events
 from conductor.store.models import InboxEvent, OutboxAction
 
 log = structlog.get_logger("conductor.jobs")
@@ -74,30 +74,33 @@ def _relay(rt: Runtime, **scope: Any) -> int:
     return len(ids)
 
 
+def _send_actions(rt: Runtime, handoff: ActionHandOff) -> None:
+    for action_id in handoff.ids:
+        rt.dispatcher.submit(TASK_RUN_ACTION, action_id)
+
+
 def handle_event(rt: Runtime, event_id: int) -> str:
     """Apply a stored event (one transaction), then send the actions it queued. Returns the event status."""
-    queued: list[str] = []
-    token = queued_actions.set(queued)
+    handoff = ActionHandOff(rt.sweep_grace)
+    token = queued_actions.set(handoff)
     try:
         status = process_event(rt.conductor, event_id)
     finally:
         queued_actions.reset(token)
-    if status == PROCESSED and queued:  # most events queue nothing: no relay query for them
-        _relay(rt, event_id=event_id)
+    _send_actions(rt, handoff)  # most events queue nothing
     return status
 
 
 def handle_events(rt: Runtime, event_ids: list[int]) -> dict[str, int]:
     """Apply a batch of stored events (one transaction, see inbox.process_events), then send the
     actions they queued. Returns how many ended in each status."""
-    queued: list[str] = []
-    token = queued_actions.set(queued)
+    handoff = ActionHandOff(rt.sweep_grace)
+    token = queued_actions.set(handoff)
     try:
         statuses = process_events(rt.conductor, [int(i) for i in event_ids])
     finally:
         queued_actions.reset(token)
-    if queued:
-        _relay(rt, event_ids=sorted(statuses))
+    _send_actions(rt, handoff)
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1

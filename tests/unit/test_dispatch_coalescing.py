@@ -1,0 +1,107 @@
+"""CeleryDispatcher.event_stored: stored events go out through a publisher thread, coalesced into
+process_events messages under a burst, each id exactly once, never raising for a broker outage.
+
+The app is a fake that records send_task calls (no broker), which is all the dispatcher uses."""
+
+from __future__ import annotations
+
+import threading
+
+from conductor.service.dispatch import TASK_PROCESS_EVENTS, CeleryDispatcher
+
+
+class FakeApp:
+    """Records every send_task call; optionally blocks the first one until `release` is set, or raises."""
+
+    def __init__(self, block_first=False, fail_first=0):
+        self.calls: list[tuple[str, list]] = []
+        self.block_first = block_first
+        self.fail_first = fail_first
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.attempts = 0
+        self._lock = threading.Lock()
+
+    def send_task(self, name, args=None, **kwargs):
+        with self._lock:
+            self.attempts += 1
+            attempt = self.attempts
+        if attempt == 1:
+            self.entered.set()
+            if self.block_first:
+                assert self.release.wait(5), "the test never released the first publish"
+        if attempt <= self.fail_first:
+            raise ConnectionError("redis: connection refused")
+        with self._lock:
+            self.calls.append((name, [list(a) if isinstance(a, list) else a for a in (args or [])]))
+
+
+def published_ids(app):
+    return [i for _, args in app.calls for i in args[0]]
+
+
+def test_a_single_event_goes_out_alone_at_once():
+    app = FakeApp()
+    d = CeleryDispatcher(app=app)
+    d.event_stored(42)
+    assert d.flush(2.0) is True
+    assert app.calls == [(TASK_PROCESS_EVENTS, [[42]])]
+    # Nothing else is sent afterwards, and a second event is its own message again.
+    d.event_stored(43)
+    assert d.flush(2.0) is True
+    assert app.calls == [(TASK_PROCESS_EVENTS, [[42]]), (TASK_PROCESS_EVENTS, [[43]])]
+
+
+def test_a_burst_is_coalesced_into_bounded_messages_each_id_once_in_order():
+    app = FakeApp(block_first=True)
+    d = CeleryDispatcher(app=app, max_batch=100)
+    ids = list(range(1000, 1250))
+    d.event_stored(ids[0])
+    assert app.entered.wait(2.0), "the publisher never picked up the first id"
+    for i in ids[1:]:  # the broker is slow: these pile up while the first message is being published
+        d.event_stored(i)
+    assert d.flush(0.05) is False  # not all published yet: flush says so instead of lying
+    app.release.set()
+    assert d.flush(2.0) is True
+    assert {name for name, _ in app.calls} == {TASK_PROCESS_EVENTS}
+    assert all(len(args) == 1 for _, args in app.calls)  # args=[ids]: one positional argument, the list
+    assert published_ids(app) == ids  # every id exactly once, in the order handed over
+    sizes = [len(args[0]) for _, args in app.calls]
+    assert max(sizes) <= d.max_batch
+    assert len(app.calls) < len(ids)
+    # Everything that waited was taken at once, up to max_batch per message.
+    assert sizes == [1, 100, 100, 49]
+
+
+def test_a_small_max_batch_is_respected():
+    app = FakeApp(block_first=True)
+    d = CeleryDispatcher(app=app, max_batch=7)
+    d.event_stored(0)
+    assert app.entered.wait(2.0)
+    for i in range(1, 30):
+        d.event_stored(i)
+    app.release.set()
+    assert d.flush(2.0) is True
+    assert published_ids(app) == list(range(30))
+    assert [len(args[0]) for _, args in app.calls] == [1, 7, 7, 7, 7, 1]
+
+
+def test_a_broker_outage_never_raises_and_flush_still_completes():
+    app = FakeApp(fail_first=1)
+    d = CeleryDispatcher(app=app)
+    d.event_stored(7)  # its publish fails: logged, the sweeper re-sends it later
+    assert app.entered.wait(2.0)
+    assert d.flush(2.0) is True
+    assert app.attempts == 1 and app.calls == []  # tried once, not published, not retried in a loop
+    # The publisher survived the failure: the next id goes out.
+    d.event_stored(8)
+    assert d.flush(2.0) is True
+    assert app.calls == [(TASK_PROCESS_EVENTS, [[8]])]
+
+
+def test_submit_uses_the_same_app_and_swallows_its_errors():
+    app = FakeApp(fail_first=1)
+    d = CeleryDispatcher(app=app)
+    d.submit("workers.tasks.run_action", 5)  # raises inside send_task: must not escape
+    d.submit("workers.tasks.run_action", 6)
+    assert app.calls == [("workers.tasks.run_action", [6])]
