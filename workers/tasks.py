@@ -24,9 +24,9 @@ def process_event(event_id: int) -> str:
 
 
 @app.task(name=TASK_PROCESS_EVENTS, base=ConductorTask)
-def process_events(event_ids: list[int]) -> dict[str, int]:
+def process_events(event_ids: list[int], wait: bool = False) -> dict[str, int]:
     """Apply a batch of stored events in one transaction (what the API's dispatcher sends), then send their actions."""
-    return jobs.handle_events(runtime(), event_ids)
+    return jobs.handle_events(runtime(), event_ids, wait)
 
 
 @app.task(name=TASK_EVALUATE, base=ConductorTask)

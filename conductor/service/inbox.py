@@ -30,12 +30,15 @@ from conductor.store.statements import (
     insert_new_id,
     lock_events,
     lock_releases,
+    release_keys,
 )
 
 log = structlog.get_logger("conductor.inbox")
 
 # Inbox row states. pending -> processed | ignored | unmatched | failed
 PENDING, PROCESSED, IGNORED, UNMATCHED, FAILED = "pending", "processed", "ignored", "unmatched", "failed"
+# Not a stored state: process_events left the event pending because another worker holds its release.
+DEFERRED = "deferred"
 
 
 # The per-event statements are built once (building a statement costs more than running it);
@@ -222,7 +225,7 @@ def _apply(c: Conductor, s, event_id: int, event: InboundEvent, release: Release
     return status, note, release_id
 
 
-def process_events(c: Conductor, event_ids: list[int]) -> dict[int, str]:
+def process_events(c: Conductor, event_ids: list[int], *, wait: bool = False) -> dict[int, str]:
     """Apply a batch of stored events in one transaction (the worker's fast path); returns each one's status.
 
     The result is the same as processing them one by one in id order: each event is applied and
@@ -230,15 +233,18 @@ def process_events(c: Conductor, event_ids: list[int]) -> dict[int, str]:
     batch saves is the per-transaction cost: one lock statement for the inbox rows, one for the
     releases (taken in id order, so two batches never deadlock), one commit.
 
-    Events another worker holds are skipped (SKIP LOCKED): it is applying them. If any event
-    carries bad data, nothing of the batch is kept and each event is processed on its own, so
-    one bad event fails alone.
+    Events another worker holds are skipped (SKIP LOCKED): it is applying them. Unless `wait`,
+    an event whose release another worker holds is not waited for either: it stays pending and
+    comes back as DEFERRED, for the caller to send again with wait=True (so two workers with
+    overlapping batches run side by side instead of one after the other). If any event carries
+    bad data, nothing of the batch is kept and each event is processed on its own, so one bad
+    event fails alone.
     """
     ids = sorted(set(event_ids))
     if len(ids) == 1:
         return {ids[0]: process_event(c, ids[0])}
     try:
-        return _process_batch(c, ids)
+        return _process_batch(c, ids, skip_busy_releases=not wait and not c.db.is_sqlite)
     except ConcurrentUpdate:
         raise  # nothing was written: the caller retries
     except ConductorError as exc:
@@ -246,7 +252,7 @@ def process_events(c: Conductor, event_ids: list[int]) -> dict[int, str]:
         return {event_id: process_event(c, event_id) for event_id in ids}
 
 
-def _process_batch(c: Conductor, ids: list[int]) -> dict[int, str]:
+def _process_batch(c: Conductor, ids: list[int], *, skip_busy_releases: bool) -> dict[int, str]:
     statuses: dict[int, str] = {}
     with c._commit_guard() as s:
         conn = s.connection()
@@ -273,11 +279,19 @@ def _process_batch(c: Conductor, ids: list[int]) -> dict[int, str]:
                 wanted.add((track.id, version))
             work.append((r.id, event, track, version, why))
         releases = {}
+        busy: set[tuple[str, str]] = set()
         if wanted:
-            locked = s.scalars(lock_releases(sorted(wanted))).all()  # ordered by id: no deadlock between batches
+            keys = sorted(wanted)
+            # Ordered by id: batches that do wait never deadlock each other.
+            locked = s.scalars(lock_releases(keys, skip_locked=skip_busy_releases)).all()
             releases = {(r.track_id, r.version): r for r in locked}
+            if skip_busy_releases and len(releases) < len(keys):  # skipped, or never started?
+                busy = {tuple(k) for k in conn.execute(release_keys([k for k in keys if k not in releases]))}
         finished = []
         for event_id, event, track, version, why in work:
+            if track is not None and (track.id, version) in busy:
+                statuses[event_id] = DEFERRED  # stays pending; the caller sends it again
+                continue
             release = releases.get((track.id, version)) if track is not None else None
             if track is not None and release is None:
                 why = _not_started(event, track, version)

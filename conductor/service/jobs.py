@@ -30,7 +30,7 @@ from conductor.service.dispatch import (
     Dispatcher,
 )
 from conductor.service.engine import ActionHandOff, Conductor, queued_actions
-from conductor.service.inbox import FAILED, PENDING, process_event, process_events
+from conductor.service.inbox import DEFERRED, FAILED, PENDING, process_event, process_events
 from conductor.store.models import InboxEvent, OutboxAction
 
 log = structlog.get_logger("conductor.jobs")
@@ -91,16 +91,20 @@ def handle_event(rt: Runtime, event_id: int) -> str:
     return status
 
 
-def handle_events(rt: Runtime, event_ids: list[int]) -> dict[str, int]:
+def handle_events(rt: Runtime, event_ids: list[int], wait: bool = False) -> dict[str, int]:
     """Apply a batch of stored events (one transaction, see inbox.process_events), then send the
-    actions they queued. Returns how many ended in each status."""
+    actions they queued, and send again (waiting for their release this time) the events whose
+    release another worker held. Returns how many ended in each status."""
     handoff = ActionHandOff(rt.sweep_grace)
     token = queued_actions.set(handoff)
     try:
-        statuses = process_events(rt.conductor, [int(i) for i in event_ids])
+        statuses = process_events(rt.conductor, [int(i) for i in event_ids], wait=bool(wait))
     finally:
         queued_actions.reset(token)
     _send_actions(rt, handoff)
+    deferred = sorted(i for i, status in statuses.items() if status == DEFERRED)
+    if deferred:
+        rt.dispatcher.submit(TASK_PROCESS_EVENTS, deferred, True)
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1

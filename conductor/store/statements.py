@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, select
+from sqlalchemy import Connection, Table, bindparam, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conductor.store.models import AuditEntry, Evaluation, InboxEvent, OutboxAction, Release, SignalRow, Timer, Track
@@ -114,15 +114,19 @@ def lock_events(ids: list[int], *, skip_locked: bool):
     return q.with_for_update(skip_locked=True) if skip_locked else q.with_for_update()
 
 
-def lock_releases(keys: list[tuple[str, str]]):
+def lock_releases(keys: list[tuple[str, str]], *, skip_locked: bool = False):
     """The releases named by (track, version), row-locked in id order, so concurrent batches
-    always lock in the same order and cannot deadlock."""
-    from sqlalchemy import tuple_
-
+    always lock in the same order and cannot deadlock; with skip_locked, rows another
+    transaction holds are left out instead of waited for (PostgreSQL)."""
     return (
         select(Release)
         .where(tuple_(Release.track_id, Release.version).in_(keys))
         .order_by(Release.id)
-        .with_for_update()
+        .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
+
+
+def release_keys(keys: list[tuple[str, str]]):
+    """Which of these (track, version) releases exist (no lock)."""
+    return select(RELEASES.c.track_id, RELEASES.c.version).where(tuple_(RELEASES.c.track_id, RELEASES.c.version).in_(keys))

@@ -325,6 +325,38 @@ def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor,
     assert signals_per_event(database) == {i: 1 for i in ids}
 
 
+@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_events_of_a_release_another_worker_holds_are_deferred_then_sent_again_to_wait(conductor, database, at_branch):
+    """Two workers with overlapping batches run side by side: a batch does not wait for a release
+    another transaction holds; those events stay pending and go out again with wait=True."""
+    other = conductor.start_release("music-android", "9.1.0", RM)
+    ids = store(conductor, [ev("9.0.0", signals=sig("open_blockers", 0)), ev("9.1.0", signals=sig("open_blockers", 0)),
+                            ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0))])
+    rec = Recorder(conductor)
+    holder = database.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM releases WHERE id = :i FOR UPDATE"), {"i": at_branch})
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(result=handle_events(rec.runtime, ids)), daemon=True)
+    try:
+        worker.start()
+        worker.join(5)
+        blocked = worker.is_alive()
+    finally:
+        tx.rollback()
+        holder.close()
+        worker.join(5)
+    assert not blocked, "the batch waited for a release another transaction holds"
+    assert out["result"] == {"deferred": 2, "processed": 1}
+    assert [r.status for r in inbox(database, ids)] == ["pending", "processed", "pending"]
+    assert signals_per_event(database) == {ids[1]: 1}
+    assert rec.sent == [(TASK_PROCESS_EVENTS, ([ids[0], ids[2]], True))]
+    rec.drain()  # the second time it waits for the lock (free by now) and applies both, in order
+    assert [r.status for r in inbox(database, ids)] == ["processed", "processed", "processed"]
+    assert signals_per_event(database) == {i: 1 for i in ids}
+    assert stage_of(conductor, other) == "trunk"
+
+
 # ---------------------------------------------------------------------------------------------- jobs
 
 
