@@ -54,9 +54,10 @@ def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
 _classes: dict[str, type[StateChart]] = {}
 
 
-def machine_class(pipeline: Pipeline) -> type[StateChart]:
-    """The machine class for a pipeline, built once per content hash."""
-    key = pipeline.content_hash()
+def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[StateChart]:
+    """The machine class for a pipeline, built once per content hash (pass it when known: a
+    release pins its definition by that hash, and hashing the definition costs more than the step)."""
+    key = content_hash or pipeline.content_hash()
     cls = _classes.get(key)
     if cls is None:
         cls_name = "".join(part.capitalize() for part in pipeline.name.replace("-", "_").split("_")) + "Release"
@@ -76,6 +77,6 @@ def machine_class(pipeline: Pipeline) -> type[StateChart]:
     return cls
 
 
-def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage") -> StateChart:
+def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage", content_hash: str | None = None) -> StateChart:
     """A machine bound to `model`, starting from the stage the model already holds."""
-    return machine_class(pipeline)(model=model, state_field=state_field)
+    return machine_class(pipeline, content_hash)(model=model, state_field=state_field)

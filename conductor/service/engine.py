@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,6 +57,7 @@ from conductor.store.statements import (
     LAST_EVALUATION,
     LATEST_SIGNALS,
     OUTBOX,
+    RETIRE_STAGE_TIMERS,
     TIMERS,
     insert_if_new,
     insert_new_id,
@@ -223,7 +225,7 @@ class Conductor:
     def _send(self, pipeline: Pipeline, release: Release, event: str) -> tuple[str, str]:
         before = release.stage
         try:
-            machine_for(pipeline, release).send(event)
+            machine_for(pipeline, release, content_hash=release.definition_hash).send(event)
         except TransitionNotAllowed:
             raise IllegalTransition(f"release {release.key} cannot {event} from stage {before!r}") from None
         self._drop_stage_timers(self._session_of(release), release, before)
@@ -241,12 +243,7 @@ class Conductor:
 
     def _drop_stage_timers(self, s: Session, release: Release, stage: str) -> None:
         """Timers belong to a stage visit; leaving the stage retires them (marked fired, never run)."""
-        t = TIMERS.c
-        s.connection().execute(
-            TIMERS.update()
-            .where(t.release_id == release.id, t.fired_at.is_(None), t.key.like(f"{release.id}:{stage}:%"))
-            .values(fired_at=self.now())
-        )
+        s.connection().execute(RETIRE_STAGE_TIMERS, {"b_release_id": release.id, "prefix": f"{release.id}:{stage}:%", "now": self.now()})
 
     @contextmanager
     def _commit_guard(self) -> Iterator[Session]:
@@ -370,7 +367,7 @@ class Conductor:
         if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 0):
             raise InvalidSignal(f"samples of {name!r} must be a whole number >= 0, got {samples!r}")
         now = self.now()
-        s.connection().execute(INSERT_SIGNAL, {
+        self._insert_signal(s, release, {
             "release_id": release.id, "name": name, "value": v, "samples": samples, "source": source, "sha": sha,
             "error": error, "actor": actor.name, "event_id": event_id, "observed_at": observed_at or now, "recorded_at": now,
         })
@@ -385,7 +382,7 @@ class Conductor:
             if team not in teams:
                 raise InvalidSignal(f"team {team!r} signs off nothing in {pipeline.name}; teams: {', '.join(sorted(teams)) or 'none'}")
             now = self.now()
-            s.connection().execute(INSERT_SIGNAL, {
+            self._insert_signal(s, release, {
                 "release_id": release.id, "name": f"signoff.{team}", "value": 1.0 if approved else 0.0, "samples": None,
                 "source": "signoff", "sha": None, "error": None, "actor": actor.name, "event_id": None,
                 "observed_at": now, "recorded_at": now,
@@ -394,8 +391,31 @@ class Conductor:
             d = self._evaluate_locked(s, release, pipeline, trigger=f"signoff:{team}")
             return d.verdict.value if d else None
 
+    # The latest signal of each name and the latest evaluation of a release, read once per
+    # transaction and kept up to date by this step's own writes (it holds the release's lock, so
+    # nobody else writes them meanwhile): a batch of events or a chain of transitions does not
+    # read them again for every evaluation. The cache lives in the session, i.e. one transaction.
+
+    @staticmethod
+    def _latest_signals(s: Session, release: Release) -> dict[str, Any]:
+        cache = s.info.setdefault("latest_signals", {})
+        latest = cache.get(release.id)
+        if latest is None:
+            latest = cache[release.id] = {r.name: r for r in s.connection().execute(LATEST_SIGNALS, {"release_id": release.id})}
+        return latest
+
+    @staticmethod
+    def _insert_signal(s: Session, release: Release, values: dict[str, Any]) -> None:
+        new_id = s.connection().execute(INSERT_SIGNAL, values).scalar_one()
+        latest = s.info.get("latest_signals", {}).get(release.id)
+        if latest is not None:
+            old = latest.get(values["name"])
+            # The latest is the newest observation, the newest row among equals (as LATEST_SIGNALS orders).
+            if old is None or values["observed_at"] >= old.observed_at:
+                latest[values["name"]] = SimpleNamespace(id=new_id, **values)
+
     def _context(self, s: Session, release: Release) -> GateContext:
-        rows = s.connection().execute(LATEST_SIGNALS, {"release_id": release.id}).all()
+        rows = sorted(self._latest_signals(s, release).values(), key=lambda r: (r.observed_at, r.id))
         signals: dict[str, SignalValue] = {}
         signoffs: dict[str, Signoff] = {}
         for r in rows:
@@ -416,8 +436,10 @@ class Conductor:
 
     def _store_evaluation(self, s: Session, release: Release, d: Decision, trigger: str) -> tuple[EvaluationRef, bool]:
         """The stored evaluation for this evidence: the latest one if nothing changed, else a new row."""
-        conn = s.connection()
-        last = conn.execute(LAST_EVALUATION, {"release_id": release.id}).first()
+        cache = s.info.setdefault("last_evaluation", {})
+        if release.id not in cache:
+            cache[release.id] = s.connection().execute(LAST_EVALUATION, {"release_id": release.id}).first()
+        last = cache[release.id]
         fp = d.fingerprint
         if last is not None and last.fingerprint == fp and last.stage == release.stage:
             return EvaluationRef(last.id, last.fingerprint), False
@@ -432,6 +454,7 @@ class Conductor:
             "release_id": release.id, "stage": release.stage, "transition": transition, "verdict": verdict,
             "fingerprint": fingerprint, "evidence": evidence, "trigger": trigger, "created_at": self.now(),
         }).scalar_one()
+        s.info.setdefault("last_evaluation", {})[release.id] = SimpleNamespace(id=new_id, stage=release.stage, fingerprint=fingerprint)
         return EvaluationRef(new_id, fingerprint)
 
     def _evaluate_locked(self, s: Session, release: Release, pipeline: Pipeline, trigger: str) -> Decision | None:

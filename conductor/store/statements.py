@@ -28,9 +28,15 @@ INBOX: Table = InboxEvent.__table__  # type: ignore[assignment]
 TRACKS: Table = Track.__table__  # type: ignore[assignment]
 RELEASES: Table = Release.__table__  # type: ignore[assignment]
 
-INSERT_SIGNAL = SIGNALS.insert()
+INSERT_SIGNAL = SIGNALS.insert().returning(SIGNALS.c.id)
 INSERT_AUDIT = AUDIT.insert()
 INSERT_EVALUATION = EVALUATIONS.insert().returning(EVALUATIONS.c.id)
+
+RETIRE_STAGE_TIMERS = (
+    TIMERS.update()
+    .where(TIMERS.c.release_id == bindparam("b_release_id"), TIMERS.c.fired_at.is_(None), TIMERS.c.key.like(bindparam("prefix")))
+    .values(fired_at=bindparam("now"))
+)
 
 # The evidence JSON is only read when shown, not to compare fingerprints.
 LAST_EVALUATION = (
