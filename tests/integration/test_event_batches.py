@@ -299,17 +299,14 @@ def test_a_batch_over_several_releases_and_unmatched_branches(conductor, clock):
     assert (stage_of(conductor, a), stage_of(conductor, b)) == ("nightly", "branch")
 
 
-# SKIP LOCKED is PostgreSQL's; SQLite has one writer, so there is nothing to skip there.
-@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor, database, at_branch):
-    ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
-                            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
-    held = ids[1]
+def run_while_locked(database, table: str, row_id: int, fn):
+    """Run fn in a thread while another transaction holds a row lock on table.row_id (released
+    after at most 5 s); returns (whether fn was still waiting after 5 s, fn's result)."""
     holder = database.engine.connect()
     tx = holder.begin()
-    holder.execute(text("SELECT id FROM inbox WHERE id = :i FOR UPDATE"), {"i": held})
+    holder.execute(text(f"SELECT id FROM {table} WHERE id = :i FOR UPDATE"), {"i": row_id})
     out: dict = {}
-    worker = threading.Thread(target=lambda: out.update(result=process_events(conductor, ids)), daemon=True)
+    worker = threading.Thread(target=lambda: out.update(result=fn()), daemon=True)
     try:
         worker.start()
         worker.join(5)
@@ -318,8 +315,18 @@ def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor,
         tx.rollback()
         holder.close()
         worker.join(5)
+    return blocked, out.get("result")
+
+
+# SKIP LOCKED is PostgreSQL's; SQLite has one writer, so there is nothing to skip there.
+@pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor, database, at_branch):
+    ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
+                            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
+    held = ids[1]
+    blocked, result = run_while_locked(database, "inbox", held, lambda: process_events(conductor, ids))
     assert not blocked, "process_events waited for the row another transaction holds"
-    assert out["result"] == {ids[0]: "processed", held: "pending", ids[2]: "processed"}
+    assert result == {ids[0]: "processed", held: "pending", ids[2]: "processed"}
     assert [r.status for r in inbox(database, ids)] == ["processed", "pending", "processed"]
     assert process_event(conductor, held) == "processed"
     assert signals_per_event(database) == {i: 1 for i in ids}
@@ -333,21 +340,9 @@ def test_events_of_a_release_another_worker_holds_are_deferred_then_sent_again_t
     ids = store(conductor, [ev("9.0.0", signals=sig("open_blockers", 0)), ev("9.1.0", signals=sig("open_blockers", 0)),
                             ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0))])
     rec = Recorder(conductor)
-    holder = database.engine.connect()
-    tx = holder.begin()
-    holder.execute(text("SELECT id FROM releases WHERE id = :i FOR UPDATE"), {"i": at_branch})
-    out: dict = {}
-    worker = threading.Thread(target=lambda: out.update(result=handle_events(rec.runtime, ids)), daemon=True)
-    try:
-        worker.start()
-        worker.join(5)
-        blocked = worker.is_alive()
-    finally:
-        tx.rollback()
-        holder.close()
-        worker.join(5)
+    blocked, result = run_while_locked(database, "releases", at_branch, lambda: handle_events(rec.runtime, ids))
     assert not blocked, "the batch waited for a release another transaction holds"
-    assert out["result"] == {"deferred": 2, "processed": 1}
+    assert result == {"deferred": 2, "processed": 1}
     assert [r.status for r in inbox(database, ids)] == ["pending", "processed", "pending"]
     assert signals_per_event(database) == {ids[1]: 1}
     assert rec.sent == [(TASK_PROCESS_EVENTS, ([ids[0], ids[2]], True))]
