@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     task_max_redeliveries: int = Field(default=3, ge=1)
     action_max_attempts: int = Field(default=8, ge=1)
     action_timeout_s: float = Field(default=10.0, gt=0)
+    # Dashboard: the key signing session cookies (unset: random per process, so sessions end on
+    # restart and are not shared by API processes) and how often open pages poll for changes.
+    session_secret: str | None = None
+    dashboard_poll_seconds: float = Field(default=3.0, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -188,7 +188,8 @@ def create_app(
         def get_conductor(request: Request) -> "Conductor":
             return request.app.state.conductor_api.conductor
 
-        app.include_router(dashboard_router(get_conductor))
+        app.include_router(dashboard_router(get_conductor, secret_key=settings.session_secret,
+                                            poll_seconds=settings.dashboard_poll_seconds))
     # ---- end dashboard ----
 
     def openapi() -> dict[str, Any]:

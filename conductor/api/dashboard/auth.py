@@ -10,7 +10,6 @@ token (synchronizer token); the login form, before any session exists, a double-
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,10 +40,9 @@ class DashboardSession:
 
 
 def session_secret(given: str | None) -> str:
-    """The signing key: the one given, else $CONDUCTOR_SESSION_SECRET, else a random one per process."""
-    secret = given or os.environ.get(SECRET_ENV)
-    if secret:
-        return secret
+    """The signing key: the one configured (Settings.session_secret), else a random one per process."""
+    if given:
+        return given
     # Without a configured key sessions end when the process restarts and are not shared by workers.
     log.warning("session_secret_generated", hint=f"set {SECRET_ENV} to keep sessions across restarts and workers")
     return secrets.token_urlsafe(32)

@@ -7,7 +7,6 @@ FastAPI must resolve the Annotated dependency aliases built inside build_router 
 """
 
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -39,7 +38,6 @@ from conductor.service.tokens import authenticate
 
 log = structlog.get_logger("conductor.dashboard")
 
-POLL_ENV = "CONDUCTOR_DASHBOARD_POLL_SECONDS"
 DEFAULT_POLL_SECONDS = 3.0
 PARTS = ("header", "decision", "timeline", "signals", "diagram", "actions")
 ACTING_ROLE = "release_manager"
@@ -88,12 +86,12 @@ def build_router(
 ) -> APIRouter:
     """The dashboard's routes; `get_conductor` is a FastAPI dependency returning the app's Conductor.
 
-    secret_key signs session cookies (default: $CONDUCTOR_SESSION_SECRET, else random per process);
-    poll_seconds is how often open pages ask whether anything changed (default:
-    $CONDUCTOR_DASHBOARD_POLL_SECONDS, else 3).
+    secret_key signs session cookies (create_app passes Settings.session_secret; without one, a
+    random key per process); poll_seconds is how often open pages ask whether anything changed
+    (create_app passes Settings.dashboard_poll_seconds; default 3).
     """
     if poll_seconds is None:
-        poll_seconds = float(os.environ.get(POLL_ENV, DEFAULT_POLL_SECONDS))
+        poll_seconds = DEFAULT_POLL_SECONDS
     router = APIRouter(include_in_schema=False)
     env = make_environment()
     sessions = Sessions(session_secret(secret_key), session_max_age)

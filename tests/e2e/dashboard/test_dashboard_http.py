@@ -252,3 +252,25 @@ def test_the_api_app_serves_the_dashboard(quick, clock, role_tokens):
     r = client.post(f"/release/{rid}/decision", data={"csrf_token": csrf, "decision": "approve", "reason": "via the API app",
                                                       "evaluation_id": str(pending.id), "fingerprint": pending.fingerprint}, follow_redirects=False)
     assert r.status_code == 303 and quick.snapshot(rid).release.stage == "rollout"
+
+
+def test_api_processes_configured_with_one_session_secret_share_sessions(quick, role_tokens):
+    """Settings.session_secret (CONDUCTOR_SESSION_SECRET) signs the cookies: a session made by one
+    API process is valid in another with the same secret, and in none with another secret."""
+    from conductor.api.app import create_app
+    from conductor.config import Settings
+
+    def app(secret):
+        return TestClient(create_app(Settings(session_secret=secret), conductor=quick))
+
+    first = app("one-secret")
+    csrf = CSRF.search(first.get("/login").text).group(1)
+    assert first.post("/login", data={"token": role_tokens["rm"], "csrf_token": csrf}, follow_redirects=False).status_code == 303
+    cookies = dict(first.cookies)
+    assert cookies
+    same, other = app("one-secret"), app("another-secret")
+    same.cookies.update(cookies)
+    other.cookies.update(cookies)
+    assert same.get("/", follow_redirects=False).status_code == 200
+    r = other.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
