@@ -342,7 +342,7 @@ def serve(
                              "`celery -A workers beat` (distributed mode), or unset it for `conductor serve`")
     c = _conductor()
     runner = EmbeddedRunner(c, settings)
-    api_app = create_app(settings, c, runner.dispatcher, embedded_tick_seconds=0)
+    api_app = create_app(settings, c, runner.dispatcher)  # given a conductor, the app starts no runner of its own
     out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {c.db.engine.dialect.name})")
     runner.start()
     try:
