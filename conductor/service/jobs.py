@@ -108,6 +108,7 @@ def handle_events(rt: Runtime, event_ids: list[int], wait: bool = False) -> dict
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
+    log.info("event_batch_done", events=len(statuses), statuses=counts, actions=len(handoff.ids), waited=bool(wait))
     return counts
 
 
