@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from celery import Task
 
-from conductor.service.dispatch import DEAD_LETTER_QUEUE
+from conductor.service.dispatch import DEAD_LETTER_QUEUE, TASK_PROCESS_EVENTS
 from conductor.service.jobs import RETRYABLE, gave_up
 
 log = structlog.get_logger("workers")
@@ -91,6 +91,15 @@ class ConductorTask(Task):
         if isinstance(exc, RETRYABLE):
             # Transient (database away, contention): the row stays pending and a sweeper resends it.
             log.warning("task_retries_exhausted", task=self.name, task_id=task_id, args=list(args), error=str(exc))
+            if self.name == TASK_PROCESS_EVENTS and args and len(args[0]) > 1:
+                # One event may be what keeps failing: split the batch (gave_up sends each alone,
+                # marking nothing failed), so the others do not wait behind it at every sweep.
+                from workers.runtime import runtime
+
+                try:
+                    gave_up(runtime(), self.name, tuple(args), f"{exc.__class__.__name__}: {exc}")
+                except Exception as inner:
+                    log.error("task_batch_not_split", task=self.name, task_id=task_id, error=str(inner))
             return
         log.error("task_failed", task=self.name, task_id=task_id, args=list(args), error=f"{exc.__class__.__name__}: {exc}")
         from workers.runtime import runtime

@@ -99,11 +99,21 @@ class CeleryDispatcher:
             app.conf.update(celery_config(broker_url, visibility_timeout_s=visibility_timeout_s))
         self.app = app
         self.max_batch = max_batch
+        self._start_fresh()
+        atexit.register(self._flush_at_exit)
+
+    def _start_fresh(self) -> None:
+        """New queue, lock and counter: at start, and in a forked child, which must not touch the
+        parent's lock (it may have been held at the fork) nor publish the parent's ids again."""
         self._events: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._unsent = 0
         self._cond = threading.Condition()
         self._publisher: threading.Thread | None = None
         self._pid = os.getpid()
+
+    def _flush_at_exit(self) -> None:
+        if self._pid == os.getpid() and self._publisher is not None:
+            self.flush(2.0)
 
     def submit(self, task: str, *args: Any) -> None:
         try:
@@ -112,40 +122,37 @@ class CeleryDispatcher:
             log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
 
     def event_stored(self, event_id: int) -> None:
+        if self._pid != os.getpid():
+            self._start_fresh()
         with self._cond:
             self._unsent += 1
+            if self._publisher is None or not self._publisher.is_alive():
+                self._publisher = threading.Thread(target=self._publish_loop, name="conductor-publisher", daemon=True)
+                self._publisher.start()
         self._events.put(event_id)
-        self._ensure_publisher()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every stored event handed over so far was published; False on timeout."""
+        """Wait until every id handed over so far went to the broker, or was given up on after the
+        publish failed (logged; its inbox row stays pending and the sweeper sends it again).
+        False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._unsent == 0, timeout)
 
-    def _ensure_publisher(self) -> None:
-        if self._publisher is not None and self._publisher.is_alive() and self._pid == os.getpid():
-            return
-        with self._cond:
-            if self._publisher is None or not self._publisher.is_alive() or self._pid != os.getpid():
-                self._pid = os.getpid()  # a forked child starts its own thread
-                self._publisher = threading.Thread(target=self._publish_loop, name="conductor-publisher", daemon=True)
-                self._publisher.start()
-                atexit.register(self.flush, 2.0)
-
     def _publish_loop(self) -> None:
+        events, cond = self._events, self._cond  # this thread's own, even if a fork replaced them
         while True:
-            ids = [self._events.get()]
+            ids = [events.get()]
             while len(ids) < self.max_batch:
                 try:
-                    ids.append(self._events.get_nowait())
+                    ids.append(events.get_nowait())
                 except queue.Empty:
                     break
             try:
                 self.submit(TASK_PROCESS_EVENTS, ids)
             finally:
-                with self._cond:
+                with cond:
                     self._unsent -= len(ids)
-                    self._cond.notify_all()
+                    cond.notify_all()
 
 
 class InlineDispatcher:

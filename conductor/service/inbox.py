@@ -92,9 +92,12 @@ def store_event(c: Conductor, event: InboundEvent, *, preview: bool = False) -> 
         if not preview:
             return stored
         try:
-            release_id, why = match_preview(s, event)
-        except ConductorError as exc:  # the event is stored; the preview is only a courtesy
-            log.warning("event_match_preview_failed", event_id=stored.event_id, error=str(exc))
+            # A savepoint: whatever goes wrong in the preview (even a database error, which would
+            # abort the transaction) never undoes the stored event. It is only a courtesy.
+            with s.begin_nested():
+                release_id, why = match_preview(s, event)
+        except Exception as exc:
+            log.warning("event_match_preview_failed", event_id=stored.event_id, error=f"{exc.__class__.__name__}: {exc}")
             release_id, why = None, None
         return Stored(stored.event_id, stored.created, stored.status, release_id, why)
 
@@ -235,8 +238,8 @@ def process_events(c: Conductor, event_ids: list[int], *, wait: bool = False) ->
 
     Events another worker holds are skipped (SKIP LOCKED): it is applying them. Unless `wait`,
     an event whose release another worker holds is not waited for either: it stays pending and
-    comes back as DEFERRED, for the caller to send again with wait=True (so two workers with
-    overlapping batches run side by side instead of one after the other). If any event carries
+    comes back as DEFERRED, for the caller to apply right after with wait=True (so two workers
+    with overlapping batches run side by side instead of one after the other). If any event carries
     bad data, nothing of the batch is kept and each event is processed on its own, so one bad
     event fails alone.
     """
@@ -290,7 +293,7 @@ def _process_batch(c: Conductor, ids: list[int], *, skip_busy_releases: bool) ->
         finished = []
         for event_id, event, track, version, why in work:
             if track is not None and (track.id, version) in busy:
-                statuses[event_id] = DEFERRED  # stays pending; the caller sends it again
+                statuses[event_id] = DEFERRED  # stays pending; the caller applies it next, waiting
                 continue
             release = releases.get((track.id, version)) if track is not None else None
             if track is not None and release is None:

@@ -84,32 +84,37 @@ def handle_event(rt: Runtime, event_id: int) -> str:
     handoff = ActionHandOff(rt.sweep_grace)
     token = queued_actions.set(handoff)
     try:
-        status = process_event(rt.conductor, event_id)
+        return process_event(rt.conductor, event_id)
     finally:
         queued_actions.reset(token)
-    _send_actions(rt, handoff)  # most events queue nothing
-    return status
+        _send_actions(rt, handoff)  # what committed is sent even if a later step raised; most events queue nothing
 
 
 def handle_events(rt: Runtime, event_ids: list[int], wait: bool = False) -> dict[str, int]:
-    """Apply a batch of stored events (one transaction, see inbox.process_events), then send the
-    actions they queued, and send again (waiting for their release this time) the events whose
-    release another worker held. Returns how many ended in each status."""
-    handoff = ActionHandOff(rt.sweep_grace)
-    token = queued_actions.set(handoff)
-    try:
-        statuses = process_events(rt.conductor, [int(i) for i in event_ids], wait=bool(wait))
-    finally:
-        queued_actions.reset(token)
-    _send_actions(rt, handoff)
+    """Apply a batch of stored events (one transaction, see inbox.process_events) and send the
+    actions they queued. Events whose release another worker held (DEFERRED) are applied right
+    after, by this job, waiting for that release: they are not sent to the back of the queue,
+    where later events of the same release could overtake them. Returns how many ended in each status."""
+    ids = [int(i) for i in event_ids]
+    statuses = _apply_events(rt, ids, wait=bool(wait))
     deferred = sorted(i for i, status in statuses.items() if status == DEFERRED)
     if deferred:
-        rt.dispatcher.submit(TASK_PROCESS_EVENTS, deferred, True)
+        statuses.update(_apply_events(rt, deferred, wait=True))
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    log.info("event_batch_done", events=len(statuses), statuses=counts, actions=len(handoff.ids), waited=bool(wait))
+    log.info("event_batch_done", events=len(statuses), statuses=counts, deferred=len(deferred), waited=bool(wait))
     return counts
+
+
+def _apply_events(rt: Runtime, ids: list[int], *, wait: bool) -> dict[int, str]:
+    handoff = ActionHandOff(rt.sweep_grace)
+    token = queued_actions.set(handoff)
+    try:
+        return process_events(rt.conductor, ids, wait=wait)
+    finally:
+        queued_actions.reset(token)
+        _send_actions(rt, handoff)  # ids of rolled-back steps were dropped; what committed goes out
 
 
 def evaluate_release(rt: Runtime, release_id: int) -> str | None:

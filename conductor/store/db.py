@@ -11,11 +11,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_MIN = (3, 35)  # RETURNING (conductor.store.statements)
 
 
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and one writer at a time."""
     if url.startswith("sqlite"):
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < SQLITE_MIN:
+            from conductor.errors import ConductorError
+
+            raise ConductorError(f"SQLite {sqlite3.sqlite_version} is too old: Conductor needs {'.'.join(map(str, SQLITE_MIN))} "
+                                 "or newer (INSERT ... RETURNING); use a newer Python build or PostgreSQL")
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

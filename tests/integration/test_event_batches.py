@@ -5,6 +5,7 @@ is applied twice, and the actions a batch queued are relayed."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -333,23 +334,38 @@ def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor,
 
 
 @pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_events_of_a_release_another_worker_holds_are_deferred_then_sent_again_to_wait(conductor, database, at_branch):
-    """Two workers with overlapping batches run side by side: a batch does not wait for a release
-    another transaction holds; those events stay pending and go out again with wait=True."""
+def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_order(conductor, database, at_branch):
+    """Two workers with overlapping batches run side by side: a batch first applies (and commits)
+    what does not need a release another transaction holds, then waits for that release and
+    applies its events in id order, in the same job (not at the back of the queue, where later
+    events of that release could overtake them)."""
     other = conductor.start_release("music-android", "9.1.0", RM)
-    ids = store(conductor, [ev("9.0.0", signals=sig("open_blockers", 0)), ev("9.1.0", signals=sig("open_blockers", 0)),
-                            ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0))])
+    ids = store(conductor, [ev("9.0.0", kind="branch_push", sha="AAA"), ev("9.1.0", signals=sig("open_blockers", 0)),
+                            ev("9.0.0", kind="branch_push", sha="BBB")])
     rec = Recorder(conductor)
-    blocked, result = run_while_locked(database, "releases", at_branch, lambda: handle_events(rec.runtime, ids))
-    assert not blocked, "the batch waited for a release another transaction holds"
-    assert result == {"deferred": 2, "processed": 1}
-    assert [r.status for r in inbox(database, ids)] == ["pending", "processed", "pending"]
-    assert signals_per_event(database) == {ids[1]: 1}
-    assert rec.sent == [(TASK_PROCESS_EVENTS, ([ids[0], ids[2]], True))]
-    rec.drain()  # the second time it waits for the lock (free by now) and applies both, in order
+    holder = database.engine.connect()
+    tx = holder.begin()
+    holder.execute(text("SELECT id FROM releases WHERE id = :i FOR UPDATE"), {"i": at_branch})
+    out: dict = {}
+    worker = threading.Thread(target=lambda: out.update(result=handle_events(rec.runtime, ids)), daemon=True)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 5
+        while inbox(database, [ids[1]])[0].status != "processed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The other release's event is committed while the held release's events wait.
+        assert [r.status for r in inbox(database, ids)] == ["pending", "processed", "pending"]
+        assert worker.is_alive(), "the held release's events were not waited for"
+    finally:
+        tx.rollback()
+        holder.close()
+        worker.join(5)
+    assert out["result"] == {"processed": 3}
     assert [r.status for r in inbox(database, ids)] == ["processed", "processed", "processed"]
-    assert signals_per_event(database) == {i: 1 for i in ids}
+    with database.read() as s:
+        assert s.get(Release, at_branch).head_sha == "BBB"  # the later push is the head, as sent
     assert stage_of(conductor, other) == "trunk"
+    assert rec.sent == []
 
 
 # ---------------------------------------------------------------------------------------------- jobs

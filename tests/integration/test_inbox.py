@@ -157,3 +157,21 @@ def test_four_eyes_refuses_the_author(conductor, clock, database):
 def test_labelled_push_is_a_critical_fix(conductor, release):
     deliver(conductor, ev(kind="branch_push", sha="s5", commits=[CommitInfo(sha="s5", message="hotfix", author="x")], labels=["Release-Fix: critical"]))
     assert conductor.snapshot(release).release.unreviewed_commits == []
+
+
+def test_a_failing_preview_never_undoes_the_stored_event(conductor, release, database, monkeypatch):
+    """The match preview (what the webhook's 202 says) runs after the insert in a savepoint: even a
+    database error there, which aborts a PostgreSQL transaction, leaves the event stored."""
+    import conductor.service.inbox as inbox_module
+    from sqlalchemy import text
+
+    def broken(s, event):
+        s.execute(text("SELECT no_such_column FROM inbox"))  # a real database error inside the transaction
+
+    monkeypatch.setattr(inbox_module, "match_preview", broken)
+    stored = store_event(conductor, ev(delivery="preview-breaks"), preview=True)
+    assert stored.created and stored.release_id is None and stored.why is None
+    monkeypatch.undo()
+    assert process_event(conductor, stored.event_id) == "processed"
+    with database.read() as s:
+        assert s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.delivery_id == "preview-breaks")) == 1

@@ -105,3 +105,27 @@ def test_submit_uses_the_same_app_and_swallows_its_errors():
     d.submit("workers.tasks.run_action", 5)  # raises inside send_task: must not escape
     d.submit("workers.tasks.run_action", 6)
     assert app.calls == [("workers.tasks.run_action", [6])]
+
+
+def test_a_forked_child_starts_afresh_and_does_not_republish_the_parents_ids():
+    """After a fork the child gets its own queue, lock and thread: ids waiting in the parent are
+    the parent's to publish, and a lock the parent held at the fork cannot hang the child."""
+    app = FakeApp(block_first=True)
+    d = CeleryDispatcher(app=app)
+    d.event_stored(1)
+    assert app.entered.wait(2)
+    d.event_stored(2)  # waits in the parent's queue behind the blocked publish
+    parent_cond, parent_thread = d._cond, d._publisher
+    parent_cond.acquire()  # as if the fork happened while the parent held the lock
+    try:
+        d._pid = -1  # what a forked child sees: another pid than the one that built the state
+        child = threading.Thread(target=d.event_stored, args=(3,), daemon=True)
+        child.start()
+        child.join(2)
+        assert not child.is_alive(), "the child hung on the lock the parent held at the fork"
+        assert d.flush(2.0) is True
+        assert d._cond is not parent_cond and d._publisher is not parent_thread
+        assert app.calls == [(TASK_PROCESS_EVENTS, [[3]])]  # the child sends its own id only
+    finally:
+        parent_cond.release()
+        app.release.set()

@@ -71,3 +71,26 @@ def test_log_context_is_bound_before_a_task_and_cleared_after():
     bind_task_context(task_id="t-2", task=workers.app.tasks[TASK_RUN_ACTION], args=(7,))
     assert structlog.contextvars.get_contextvars()["action_id"] == 7
     clear_task_context()
+
+
+def test_a_batch_that_keeps_failing_with_a_retryable_error_is_split_for_the_sweeper(monkeypatch):
+    """Retries over on a transient error: a multi-event batch is sent again one event per task
+    (nothing marked failed), so one event that keeps failing does not hold back the others."""
+    from types import SimpleNamespace
+
+    from sqlalchemy.exc import OperationalError
+
+    import workers
+    import workers.runtime
+    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_PROCESS_EVENTS
+
+    sent = []
+    fake = SimpleNamespace(conductor=None, dispatcher=SimpleNamespace(submit=lambda task, *args: sent.append((task, args))))
+    monkeypatch.setattr(workers.runtime, "runtime", lambda: fake)
+    task = workers.app.tasks[TASK_PROCESS_EVENTS]
+    error = OperationalError("UPDATE inbox", {}, Exception("canceling statement due to statement timeout"))
+    task.on_failure(error, "t-1", ([7, 8, 9], False), {}, None)
+    assert sent == [(TASK_PROCESS_EVENT, (7,)), (TASK_PROCESS_EVENT, (8,)), (TASK_PROCESS_EVENT, (9,))]
+    sent.clear()
+    task.on_failure(error, "t-2", ([7],), {}, None)  # a single event just stays pending for the sweeper
+    assert sent == []
