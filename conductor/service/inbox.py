@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from conductor.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.service.engine import Actor, Conductor, current_event_id
@@ -74,32 +75,45 @@ def branch_regex(pattern: str) -> re.Pattern[str]:
 def store_event(c: Conductor, event: InboundEvent, *, preview: bool = False) -> Stored:
     """Insert the event into the inbox unless (source, delivery_id) is there already.
 
-    One INSERT ... ON CONFLICT DO NOTHING and the commit on the common path; with preview, the
-    release the event names is looked up in the same transaction (see Stored)."""
+    One INSERT ... ON CONFLICT DO NOTHING and the commit on the common path. With preview, the
+    release the event names is looked up first, in the same transaction (see Stored); the preview
+    is only a courtesy, so if it fails the event is stored without it, never lost for it."""
+    if preview:
+        try:
+            return _store(c, event, preview=True)
+        except SQLAlchemyError as exc:  # a database error aborts the transaction: store again, without the preview
+            log.warning("event_match_preview_failed", source=event.source, delivery_id=event.delivery_id,
+                        error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}")
+    return _store(c, event, preview=False)
+
+
+def _store(c: Conductor, event: InboundEvent, *, preview: bool) -> Stored:
     with c.db.transaction() as s:
         conn = s.connection()
+        release_id, why = None, None
+        if preview:
+            try:
+                release_id, why = match_preview(s, event)
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # a bug in the preview must not cost the event
+                log.warning("event_match_preview_failed", source=event.source, delivery_id=event.delivery_id,
+                            error=f"{exc.__class__.__name__}: {exc}")
         new_id = insert_new_id(conn, INBOX, ("source", "delivery_id"), {
             "source": event.source, "delivery_id": event.delivery_id, "kind": event.kind,
             "payload": event.model_dump(mode="json"), "status": PENDING, "attempts": 0, "received_at": c.now(),
         })
         if new_id is not None:
-            log.info("event_stored", event_id=new_id, source=event.source, delivery_id=event.delivery_id, kind=event.kind)
-            stored = Stored(new_id, True, PENDING)
+            stored = Stored(new_id, True, PENDING, release_id, why)
         else:  # a redelivery, or a concurrent delivery of the same id won the insert: read its row
             existing = conn.execute(EVENT_BY_DELIVERY, {"source": event.source, "delivery_id": event.delivery_id}).one()
-            log.info("event_deduplicated", event_id=existing.id, source=event.source, delivery_id=event.delivery_id)
-            stored = Stored(existing.id, False, existing.status)
-        if not preview:
-            return stored
-        try:
-            # A savepoint: whatever goes wrong in the preview (even a database error, which would
-            # abort the transaction) never undoes the stored event. It is only a courtesy.
-            with s.begin_nested():
-                release_id, why = match_preview(s, event)
-        except Exception as exc:
-            log.warning("event_match_preview_failed", event_id=stored.event_id, error=f"{exc.__class__.__name__}: {exc}")
-            release_id, why = None, None
-        return Stored(stored.event_id, stored.created, stored.status, release_id, why)
+            stored = Stored(existing.id, False, existing.status, release_id, why)
+    # Logged once committed: a rolled-back insert is not reported as stored.
+    if stored.created:
+        log.info("event_stored", event_id=stored.event_id, source=event.source, delivery_id=event.delivery_id, kind=event.kind)
+    else:
+        log.info("event_deduplicated", event_id=stored.event_id, source=event.source, delivery_id=event.delivery_id)
+    return stored
 
 
 def match_preview(s, event: InboundEvent) -> tuple[int | None, str]:

@@ -160,8 +160,8 @@ def test_labelled_push_is_a_critical_fix(conductor, release):
 
 
 def test_a_failing_preview_never_undoes_the_stored_event(conductor, release, database, monkeypatch):
-    """The match preview (what the webhook's 202 says) runs after the insert in a savepoint: even a
-    database error there, which aborts a PostgreSQL transaction, leaves the event stored."""
+    """The match preview (what the webhook's 202 says) is only a courtesy: a database error in it,
+    which aborts a PostgreSQL transaction, or a plain bug, never costs the event."""
     import conductor.service.inbox as inbox_module
     from sqlalchemy import text
 
@@ -175,3 +175,16 @@ def test_a_failing_preview_never_undoes_the_stored_event(conductor, release, dat
     assert process_event(conductor, stored.event_id) == "processed"
     with database.read() as s:
         assert s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.delivery_id == "preview-breaks")) == 1
+
+
+def test_a_bug_in_the_preview_never_costs_the_event(conductor, release, monkeypatch):
+    import conductor.service.inbox as inbox_module
+
+    def buggy(s, event):
+        raise KeyError("branch_pattern")
+
+    monkeypatch.setattr(inbox_module, "match_preview", buggy)
+    stored = store_event(conductor, ev(delivery="preview-bug"), preview=True)
+    assert stored.created and (stored.release_id, stored.why) == (None, None)
+    again = store_event(conductor, ev(delivery="preview-bug"), preview=True)
+    assert (again.event_id, again.created) == (stored.event_id, False)
