@@ -24,7 +24,7 @@ from sqlalchemy import or_, select, update
 from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, ReleaseRef
 from conductor.actions.registry import ActionAdapters
 from conductor.service.engine import ROBOT, Conductor
-from conductor.store.models import InboxEvent, OutboxAction, Release, Track
+from conductor.store.models import OutboxAction, Release, Track
 
 log = structlog.get_logger("conductor.outbox")
 
@@ -42,12 +42,12 @@ def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
 
 
 def claim_due(
-    c: Conductor, *, lease: timedelta, release_id: int | None = None, event_id: int | None = None,
-    event_ids: list[int] | None = None, limit: int = 500,
+    c: Conductor, *, lease: timedelta, release_id: int | None = None, limit: int = 500
 ) -> list[int]:
     """Ids of rows due to be sent (new, backed off, or abandoned by a dead worker), leased for `lease`.
 
-    Scoped to one release (or to the releases inbox events were applied to) when given.
+    Scoped to one release when given. (A job that queued actions itself hands their ids over
+    directly: engine.ActionHandOff.)
     On PostgreSQL concurrent relays skip each other's rows (SKIP LOCKED); SQLite has one writer.
     """
     now = c.now()
@@ -57,10 +57,6 @@ def claim_due(
         )
         if release_id is not None:
             q = q.where(OutboxAction.release_id == release_id)
-        if event_id is not None:
-            q = q.where(OutboxAction.release_id == select(InboxEvent.release_id).where(InboxEvent.id == event_id).scalar_subquery())
-        if event_ids is not None:
-            q = q.where(OutboxAction.release_id.in_(select(InboxEvent.release_id).where(InboxEvent.id.in_(event_ids))))
         q = q.order_by(OutboxAction.next_attempt_at, OutboxAction.id).limit(limit)
         if not c.db.is_sqlite:
             q = q.with_for_update(skip_locked=True)

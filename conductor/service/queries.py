@@ -13,7 +13,6 @@ from sqlalchemy import func, select, text
 
 from conductor.errors import NotFound
 from conductor.service.engine import Conductor, ReleaseSnapshot
-from conductor.sources.events import InboundEvent
 from conductor.store.models import Evaluation, Release, Track
 
 # Keys of Track.settings that hold webhook secrets, per source.
@@ -105,18 +104,6 @@ def get_decision(c: Conductor, release_id: int, decision_id: int) -> tuple[Evalu
         pending = release.pending_evaluation_id == ev.id
         s.expunge(ev)
         return ev, pending
-
-
-def match_release(c: Conductor, event: InboundEvent) -> tuple[int | None, str]:
-    """Which release an event is about (the track's repository, its branch pattern, the version) and, if none, why.
-
-    A read-only preview for the webhook's answer, following the rule inbox.process_event applies
-    when it processes the event (that step decides; this one only reports).
-    """
-    from conductor.service.inbox import match_preview
-
-    with c.db.read() as s:
-        return match_preview(s, event)
 
 
 def track_secrets(c: Conductor, source: str) -> dict[str, list[str]]:
