@@ -99,20 +99,11 @@ class CeleryDispatcher:
             app.conf.update(celery_config(broker_url, visibility_timeout_s=visibility_timeout_s))
         self.app = app
         self.max_batch = max_batch
-        self._start_fresh()
+        self._out = _Outgoing()
         atexit.register(self._flush_at_exit)
 
-    def _start_fresh(self) -> None:
-        """New queue, lock and counter: at start, and in a forked child, which must not touch the
-        parent's lock (it may have been held at the fork) nor publish the parent's ids again."""
-        self._events: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._unsent = 0
-        self._cond = threading.Condition()
-        self._publisher: threading.Thread | None = None
-        self._pid = os.getpid()
-
     def _flush_at_exit(self) -> None:
-        if self._pid == os.getpid() and self._publisher is not None:
+        if self._out.pid == os.getpid() and self._out.publisher is not None:
             self.flush(2.0)
 
     def submit(self, task: str, *args: Any) -> None:
@@ -122,37 +113,51 @@ class CeleryDispatcher:
             log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
 
     def event_stored(self, event_id: int) -> None:
-        if self._pid != os.getpid():
-            self._start_fresh()
-        with self._cond:
-            self._unsent += 1
-            if self._publisher is None or not self._publisher.is_alive():
-                self._publisher = threading.Thread(target=self._publish_loop, name="conductor-publisher", daemon=True)
-                self._publisher.start()
-        self._events.put(event_id)
+        out = self._out
+        if out.pid != os.getpid():
+            # A forked child must not touch the parent's lock (it may have been held at the fork)
+            # nor publish the parent's ids again: it starts with state of its own.
+            out = self._out = _Outgoing()
+        with out.cond:
+            out.unsent += 1
+            if out.publisher is None or not out.publisher.is_alive():
+                out.publisher = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
+                out.publisher.start()
+        out.events.put(event_id)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every id handed over so far went to the broker, or was given up on after the
         publish failed (logged; its inbox row stays pending and the sweeper sends it again).
         False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._unsent == 0, timeout)
+        out = self._out
+        with out.cond:
+            return out.cond.wait_for(lambda: out.unsent == 0, timeout)
 
-    def _publish_loop(self) -> None:
-        events, cond = self._events, self._cond  # this thread's own, even if a fork replaced them
+    def _publish_loop(self, out: "_Outgoing") -> None:
         while True:
-            ids = [events.get()]
+            ids = [out.events.get()]
             while len(ids) < self.max_batch:
                 try:
-                    ids.append(events.get_nowait())
+                    ids.append(out.events.get_nowait())
                 except queue.Empty:
                     break
             try:
                 self.submit(TASK_PROCESS_EVENTS, ids)
             finally:
-                with cond:
-                    self._unsent -= len(ids)
-                    cond.notify_all()
+                with out.cond:
+                    out.unsent -= len(ids)
+                    out.cond.notify_all()
+
+
+class _Outgoing:
+    """The ids one process has handed over and not yet published, and the thread publishing them."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.unsent = 0
+        self.cond = threading.Condition()
+        self.publisher: threading.Thread | None = None
+        self.pid = os.getpid()
 
 
 class InlineDispatcher:

@@ -115,16 +115,17 @@ def test_a_forked_child_starts_afresh_and_does_not_republish_the_parents_ids():
     d.event_stored(1)
     assert app.entered.wait(2)
     d.event_stored(2)  # waits in the parent's queue behind the blocked publish
-    parent_cond, parent_thread = d._cond, d._publisher
+    parent = d._out
+    parent_cond, parent_thread = parent.cond, parent.publisher
     parent_cond.acquire()  # as if the fork happened while the parent held the lock
     try:
-        d._pid = -1  # what a forked child sees: another pid than the one that built the state
+        parent.pid = -1  # what a forked child sees: another pid than the one that built the state
         child = threading.Thread(target=d.event_stored, args=(3,), daemon=True)
         child.start()
         child.join(2)
         assert not child.is_alive(), "the child hung on the lock the parent held at the fork"
         assert d.flush(2.0) is True
-        assert d._cond is not parent_cond and d._publisher is not parent_thread
+        assert d._out is not parent and d._out.publisher is not parent_thread
         assert app.calls == [(TASK_PROCESS_EVENTS, [[3]])]  # the child sends its own id only
     finally:
         parent_cond.release()
