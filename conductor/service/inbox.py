@@ -118,8 +118,6 @@ def _store(c: Conductor, event: InboundEvent, *, preview: bool) -> Stored:
 
 def match_preview(s, event: InboundEvent) -> tuple[int | None, str]:
     """Which release an event is about and, if none, why: the rule processing applies, without a lock."""
-    if event.kind in ("ping", "ignored"):
-        return None, event.reason or event.kind
     track, version, why = _resolve(s, event)
     if track is None:
         return None, why
@@ -129,7 +127,9 @@ def match_preview(s, event: InboundEvent) -> tuple[int | None, str]:
 
 def _resolve(s, event: InboundEvent, tracks_cache: dict[str, list[Any]] | None = None) -> tuple[Any, str | None, str]:
     """The track and release version an event is about (no lock taken): the track's repository,
-    its branch pattern, the version; or (None, None, why not)."""
+    its branch pattern, the version; or (None, None, why not). An ignorable event is about none."""
+    if _ignorable(event):
+        return None, None, event.reason or event.kind
     if not event.repository:
         return None, None, "event names no repository"
     tracks = tracks_cache.get(event.repository) if tracks_cache is not None else None
@@ -146,6 +146,10 @@ def _resolve(s, event: InboundEvent, tracks_cache: dict[str, list[Any]] | None =
         if m is not None:
             return track, m["version"], ""
     return None, None, f"branch {event.branch} matches no release branch pattern of {', '.join(t.id for t in tracks)}"
+
+
+def _ignorable(event: InboundEvent) -> bool:
+    return event.kind in ("ping", "ignored")
 
 
 def _not_started(event: InboundEvent, track: Any, version: str) -> str:
@@ -188,15 +192,13 @@ def _process(c: Conductor, event_id: int) -> str:
         if row.status != PENDING:
             return row.status  # processed before: a redelivered task changes nothing
         event = InboundEvent.model_validate(row.payload)
-        release = track = None
-        why = ""
-        if event.kind not in ("ping", "ignored"):
-            track, version, why = _resolve(s, event)
-            if track is not None:
-                # The release row is locked from here to commit.
-                release = s.scalars(_LOCK_RELEASE, {"track_id": track.id, "version": version}).one_or_none()
-                if release is None:
-                    why = _not_started(event, track, version)
+        release = None
+        track, version, why = _resolve(s, event)
+        if track is not None:
+            # The release row is locked from here to commit.
+            release = s.scalars(_LOCK_RELEASE, {"track_id": track.id, "version": version}).one_or_none()
+            if release is None:
+                why = _not_started(event, track, version)
         status, note, release_id = _apply(c, s, event_id, event, release, track, why)
         conn.execute(FINISH_EVENT, {"event_id": event_id, "status": status, "note": note, "release_id": release_id,
                                     "processed_at": c.now()})
@@ -208,7 +210,7 @@ def _apply(c: Conductor, s, event_id: int, event: InboundEvent, release: Release
     """Apply one event to its (locked) release and evaluate it; returns the event's (status, note, release id).
 
     The caller writes the outcome to the inbox row in the same transaction."""
-    if event.kind in ("ping", "ignored"):
+    if _ignorable(event):
         status, note, release_id = IGNORED, event.reason or event.kind, None
     elif release is None:
         status, note, release_id = UNMATCHED, why, None
@@ -291,7 +293,7 @@ def _process_batch(c: Conductor, ids: list[int], *, skip_busy_releases: bool) ->
                 statuses[r.id] = r.status
                 continue
             event = InboundEvent.model_validate(r.payload)
-            track, version, why = (None, None, "") if event.kind in ("ping", "ignored") else _resolve(s, event, tracks_cache)
+            track, version, why = _resolve(s, event, tracks_cache)
             if track is not None:
                 wanted.add((track.id, version))
             work.append((r.id, event, track, version, why))

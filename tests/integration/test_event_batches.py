@@ -207,16 +207,7 @@ def test_a_bad_value_followed_by_a_good_one_in_one_batch_still_halts(conductor, 
 # ---------------------------------------------------------------------------------------------- bad data, repeats
 
 
-@pytest.fixture
-def at_branch(conductor, clock):
-    rid = conductor.start_release("music-android", "9.0.0", RM)
-    clock.now = BRANCH_DAY
-    conductor.tick()
-    assert stage_of(conductor, rid) == "branch"
-    return rid
-
-
-def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, at_branch):
+def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, release):
     ids = store(conductor, [
         ev(kind="build_finished", signals=sig("build_green", 1.0)),
         ev(signals=sig("open_blockers", 0)),
@@ -231,16 +222,16 @@ def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, at_br
     failed = rows[2]
     assert failed.status == "failed" and "crash_free_sessions" in failed.note and "outside 0..100" in failed.note
     assert failed.release_id is None and failed.attempts == 1
-    assert [(r.status, r.release_id, r.attempts) for r in rows if r.id != bad] == [("processed", at_branch, 1)] * 4
+    assert [(r.status, r.release_id, r.attempts) for r in rows if r.id != bad] == [("processed", release, 1)] * 4
     assert signals_per_event(conductor.db) == {i: 1 for i in ids if i != bad}
-    snap = conductor.snapshot(at_branch)
+    snap = conductor.snapshot(release)
     assert snap.release.stage == "nightly"
     assert [(a.kind, a.to_stage) for a in snap.audit if a.kind == "transitioned"] == [("transitioned", "branch"), ("transitioned", "nightly")]
     assert next(a for a in snap.audit if a.to_stage == "nightly").event_id == ids[3]
     assert [o.action for o in snap.outbox] == ["cut_branch", "distribute"]
 
 
-def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor, clock, at_branch):
+def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor, clock, release):
     first = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0))])[0]
     assert process_event(conductor, first) == "processed"
     before = inbox(conductor.db, [first])[0]
@@ -321,7 +312,7 @@ def run_while_locked(database, table: str, row_id: int, fn):
 
 # SKIP LOCKED is PostgreSQL's; SQLite has one writer, so there is nothing to skip there.
 @pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor, database, at_branch):
+def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor, database, release):
     ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
                             ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
     held = ids[1]
@@ -334,7 +325,7 @@ def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor,
 
 
 @pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
-def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_order(conductor, database, at_branch):
+def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_order(conductor, database, release):
     """Two workers with overlapping batches run side by side: a batch first applies (and commits)
     what does not need a release another transaction holds, then waits for that release and
     applies its events in id order, in the same job (not at the back of the queue, where later
@@ -345,7 +336,7 @@ def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_
     rec = Recorder(conductor)
     holder = database.engine.connect()
     tx = holder.begin()
-    holder.execute(text("SELECT id FROM releases WHERE id = :i FOR UPDATE"), {"i": at_branch})
+    holder.execute(text("SELECT id FROM releases WHERE id = :i FOR UPDATE"), {"i": release})
     out: dict = {}
     worker = threading.Thread(target=lambda: out.update(result=handle_events(rec.runtime, ids)), daemon=True)
     try:
@@ -363,7 +354,7 @@ def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_
     assert out["result"] == {"processed": 3}
     assert [r.status for r in inbox(database, ids)] == ["processed", "processed", "processed"]
     with database.read() as s:
-        assert s.get(Release, at_branch).head_sha == "BBB"  # the later push is the head, as sent
+        assert s.get(Release, release).head_sha == "BBB"  # the later push is the head, as sent
     assert stage_of(conductor, other) == "trunk"
     assert rec.sent == []
 
@@ -440,7 +431,7 @@ def test_handle_events_relays_the_actions_the_batch_queued_and_only_those(conduc
     assert [r.status for r in inbox(conductor.db, ids)] == ["processed", "failed"]
 
 
-def test_giving_up_on_a_batch_resends_each_event_alone(conductor, at_branch):
+def test_giving_up_on_a_batch_resends_each_event_alone(conductor, release):
     rec = Recorder(conductor)
     ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
                             ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
@@ -459,10 +450,10 @@ def test_giving_up_on_a_batch_resends_each_event_alone(conductor, at_branch):
         rec.submit(TASK_PROCESS_EVENT, i)
     rec.drain()
     assert [r.status for r in inbox(conductor.db, ids)] == ["processed", "failed", "processed"]
-    assert stage_of(conductor, at_branch) == "nightly"
+    assert stage_of(conductor, release) == "nightly"
 
 
-def test_the_sweeper_resends_pending_events_in_batches(conductor, clock, at_branch, monkeypatch):
+def test_the_sweeper_resends_pending_events_in_batches(conductor, clock, release, monkeypatch):
     rec = Recorder(conductor)
     monkeypatch.setattr(jobs, "SWEEP_BATCH", 2)
     ids = store(conductor, [ev(signals=sig("open_blockers", 0)) for _ in range(5)])

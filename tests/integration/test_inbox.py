@@ -33,15 +33,6 @@ GREEN = [SignalIn(name="build_green", value=1.0)]
 TESTS = [SignalIn(name="tests_pass_rate", value=1.0, samples=800), SignalIn(name="tests_total", value=800)]
 
 
-@pytest.fixture
-def release(conductor, clock):
-    rid = conductor.start_release("music-android", "9.0.0", RM)
-    clock.now = BRANCH_DAY
-    conductor.tick()
-    assert stage_of(conductor, rid) == "branch"
-    return rid
-
-
 def test_build_and_tests_events_advance_the_release(conductor, release):
     _, status = deliver(conductor, ev(signals=GREEN))
     assert status == "processed" and stage_of(conductor, release) == "branch"
