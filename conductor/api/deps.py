@@ -34,7 +34,8 @@ class ApiState:
     report_max_bytes: int
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: no I/O here, so FastAPI runs it on the event loop instead of a threadpool hop
     return request.app.state.conductor_api
 
 
@@ -88,7 +89,7 @@ def _query_names(dependant) -> set[str]:
     return names
 
 
-def no_unknown_query(request: Request) -> None:
+async def no_unknown_query(request: Request) -> None:
     """422 for a query parameter the route does not declare (a typo, `?stgae=beta`, must not widen a list
     silently) or one given twice."""
     dependant = getattr(request.scope.get("route"), "dependant", None)

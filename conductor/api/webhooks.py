@@ -4,7 +4,8 @@ Order, for every source: bounded read of the raw bytes (413 past the limit, coun
 -> signature / token check on those exact bytes (401, nothing stored) -> parse (422 naming the
 field; unknown event types are not errors, they are stored as ``ignored``) -> insert into the inbox,
 unique per (source, delivery id), committed (503 if that fails: never a 2xx without a durable
-write) -> 202 with the event id -> the dispatcher processes the event after the response.
+write) -> handed to the queue (a broker publish, or the embedded runner's queue; an inline
+dispatcher runs it after the response instead) -> 202 with the event id.
 
 Secrets: the global one from the environment is tried first (CONDUCTOR_GITHUB_SECRET,
 CONDUCTOR_GITLAB_TOKEN, CONDUCTOR_WEBHOOK_SECRET; the last may list several, space- or
@@ -144,12 +145,18 @@ async def receive(
             raise
         structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
         try:
-            return event, store_event(state.conductor, event, preview=True)
+            stored = store_event(state.conductor, event, preview=True)
         except (SQLAlchemyError, ConductorError) as exc:
             metrics.rejected.labels(source, "store_unavailable").inc()
             log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
             raise ServiceUnavailable("the event could not be stored; nothing was accepted, send it again") from None
+        if quick_dispatch and (stored.created or stored.status == "pending"):
+            # Still off the event loop: hand the committed event to the queue now rather than
+            # after the response (the transition it causes is what the sender waits for).
+            _dispatch(state, stored.event_id)
+        return event, stored
 
+    quick_dispatch = getattr(state.dispatcher, "nonblocking", False)
     event, stored = await run_in_threadpool(authenticate_parse_store)
     structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source, event_id=stored.event_id)
     metrics.received.labels(source).inc()
@@ -158,11 +165,8 @@ async def receive(
     release_id, why = stored.release_id, stored.why
     if event.kind in ("ping", "ignored"):
         log.info("event_ignored", source=source, event_id=stored.event_id, raw_type=event.raw_type, reason=why)
-    if stored.created or stored.status == "pending":
-        if getattr(state.dispatcher, "nonblocking", False):
-            _dispatch(state, stored.event_id)  # a hand-over to a queue: no reason to wait for the response
-        else:
-            background.add_task(_dispatch, state, stored.event_id)
+    if not quick_dispatch and (stored.created or stored.status == "pending"):
+        background.add_task(_dispatch, state, stored.event_id)  # inline processing: after the response
     if not stored.created:
         status = "duplicate"
     elif event.kind in ("ping", "ignored"):
@@ -184,7 +188,7 @@ def _count_rejection(metrics, source: str, exc: SourceError) -> None:
 
 
 def _dispatch(state: ApiState, event_id: int) -> None:
-    """After the response: hand the stored event to the worker; a failure here is recovered by the sweeper."""
+    """Hand the committed event to the worker; a failure here is recovered by the sweeper."""
     with structlog.contextvars.bound_contextvars(event_id=event_id):
         try:
             state.dispatcher.event_stored(event_id)

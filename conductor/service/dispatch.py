@@ -79,15 +79,20 @@ def celery_config(broker_url: str, *, visibility_timeout_s: int = 300) -> dict[s
 class CeleryDispatcher:
     """Distributed mode: enqueue by task name on the broker; a lost message is re-sent by a sweeper.
 
-    Stored events are handed to a publisher thread, which sends every id waiting at that moment
-    as one process_events task (up to `max_batch`). When events arrive one at a time the thread
-    is idle and each goes out alone at once; under a burst, the ids that arrived while the
-    previous message was being published travel together, and the worker applies them in one
-    transaction. Like a failed publish, an id still in this process when it dies is not lost:
-    its inbox row is pending, and the sweeper enqueues it again after the grace period.
+    A stored event goes out as a process_events task. When nothing else is being published, the
+    caller publishes its id at once, in its own thread: one event at a time pays no hand-over to
+    another thread (on a busy 2-core machine that hand-over, and the GIL it contends for, cost
+    more than the publish). Otherwise the id goes to a publisher thread, which sends every id
+    waiting at that moment as one task (up to `max_batch`): under a burst, the ids that arrived
+    while the previous message was being published travel together, and the worker applies
+    them in one transaction. Ids go to the broker in the order they were handed over. Like a
+    failed publish, an id still in this process when it dies is not lost: its inbox row is
+    pending, and the sweeper enqueues it again after the grace period.
     """
 
-    nonblocking = True  # event_stored only hands the id to a queue
+    # event_stored waits for one publish at most (its own, when the broker is idle), never behind
+    # other ids: call it from a request's worker thread, not from an event loop.
+    nonblocking = True
 
     def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100):
         if app is None:
@@ -119,11 +124,21 @@ class CeleryDispatcher:
             # nor publish the parent's ids again: it starts with state of its own.
             out = self._out = _Outgoing()
         with out.cond:
+            # unsent == 0: no id is waiting or being published, so this one cannot overtake another.
+            # Taking the publish lock here, before unsent rises, makes any id handed over from now on
+            # wait for this publish (the publisher thread takes the same lock).
+            inline = out.unsent == 0 and out.publishing.acquire(blocking=False)
             out.unsent += 1
-            if out.publisher is None or not out.publisher.is_alive():
+            if not inline and (out.publisher is None or not out.publisher.is_alive()):
                 out.publisher = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
                 out.publisher.start()
-        out.events.put(event_id)
+        if inline:
+            try:
+                self._publish(out, [event_id])
+            finally:
+                out.publishing.release()
+        else:
+            out.events.put(event_id)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every id handed over so far went to the broker, or was given up on after the
@@ -141,12 +156,16 @@ class CeleryDispatcher:
                     ids.append(out.events.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self.submit(TASK_PROCESS_EVENTS, ids)
-            finally:
-                with out.cond:
-                    out.unsent -= len(ids)
-                    out.cond.notify_all()
+            with out.publishing:
+                self._publish(out, ids)
+
+    def _publish(self, out: "_Outgoing", ids: list[int]) -> None:
+        try:
+            self.submit(TASK_PROCESS_EVENTS, ids)
+        finally:
+            with out.cond:
+                out.unsent -= len(ids)
+                out.cond.notify_all()
 
 
 class _Outgoing:
@@ -156,6 +175,7 @@ class _Outgoing:
         self.events: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.unsent = 0
         self.cond = threading.Condition()
+        self.publishing = threading.Lock()  # held while a message is being published
         self.publisher: threading.Thread | None = None
         self.pid = os.getpid()
 

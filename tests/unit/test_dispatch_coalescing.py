@@ -1,5 +1,6 @@
-"""CeleryDispatcher.event_stored: stored events go out through a publisher thread, coalesced into
-process_events messages under a burst, each id exactly once, never raising for a broker outage.
+"""CeleryDispatcher.event_stored: an event stored while nothing is being published goes out at once
+from the caller's thread; under a burst, ids go through a publisher thread, coalesced into
+process_events messages, each id exactly once and in order, never raising for a broker outage.
 
 The app is a fake that records send_task calls (no broker), which is all the dispatcher uses."""
 
@@ -40,12 +41,25 @@ def published_ids(app):
     return [i for _, args in app.calls for i in args[0]]
 
 
-def test_a_single_event_goes_out_alone_at_once():
+def in_background(d, event_id):
+    """event_stored in a thread of its own: with an idle dispatcher it publishes in the caller's thread."""
+    t = threading.Thread(target=d.event_stored, args=(event_id,), daemon=True)
+    t.start()
+    return t
+
+
+def test_a_single_event_goes_out_alone_at_once_from_the_callers_thread():
     app = FakeApp()
+    threads = []
+    real_send = app.send_task
+    app.send_task = lambda *a, **k: (threads.append(threading.current_thread()), real_send(*a, **k))
     d = CeleryDispatcher(app=app)
     d.event_stored(42)
-    assert d.flush(2.0) is True
+    # Published before event_stored returned, by the caller: no hand-over to another thread.
     assert app.calls == [(TASK_PROCESS_EVENTS, [[42]])]
+    assert threads == [threading.current_thread()]
+    assert d._out.publisher is None
+    assert d.flush(2.0) is True
     # Nothing else is sent afterwards, and a second event is its own message again.
     d.event_stored(43)
     assert d.flush(2.0) is True
@@ -56,13 +70,14 @@ def test_a_burst_is_coalesced_into_bounded_messages_each_id_once_in_order():
     app = FakeApp(block_first=True)
     d = CeleryDispatcher(app=app, max_batch=100)
     ids = list(range(1000, 1250))
-    d.event_stored(ids[0])
-    assert app.entered.wait(2.0), "the publisher never picked up the first id"
+    first = in_background(d, ids[0])
+    assert app.entered.wait(2.0), "the first id was never published"
     for i in ids[1:]:  # the broker is slow: these pile up while the first message is being published
         d.event_stored(i)
     assert d.flush(0.05) is False  # not all published yet: flush says so instead of lying
     app.release.set()
     assert d.flush(2.0) is True
+    first.join(2)
     assert {name for name, _ in app.calls} == {TASK_PROCESS_EVENTS}
     assert all(len(args) == 1 for _, args in app.calls)  # args=[ids]: one positional argument, the list
     assert published_ids(app) == ids  # every id exactly once, in the order handed over
@@ -76,7 +91,7 @@ def test_a_burst_is_coalesced_into_bounded_messages_each_id_once_in_order():
 def test_a_small_max_batch_is_respected():
     app = FakeApp(block_first=True)
     d = CeleryDispatcher(app=app, max_batch=7)
-    d.event_stored(0)
+    in_background(d, 0)
     assert app.entered.wait(2.0)
     for i in range(1, 30):
         d.event_stored(i)
@@ -89,8 +104,8 @@ def test_a_small_max_batch_is_respected():
 def test_a_broker_outage_never_raises_and_flush_still_completes():
     app = FakeApp(fail_first=1)
     d = CeleryDispatcher(app=app)
-    d.event_stored(7)  # its publish fails: logged, the sweeper re-sends it later
-    assert app.entered.wait(2.0)
+    d.event_stored(7)  # its publish fails: logged, the sweeper re-sends it later; nothing raised here
+    assert app.entered.is_set()
     assert d.flush(2.0) is True
     assert app.attempts == 1 and app.calls == []  # tried once, not published, not retried in a loop
     # The publisher survived the failure: the next id goes out.
@@ -112,7 +127,7 @@ def test_a_forked_child_starts_afresh_and_does_not_republish_the_parents_ids():
     the parent's to publish, and a lock the parent held at the fork cannot hang the child."""
     app = FakeApp(block_first=True)
     d = CeleryDispatcher(app=app)
-    d.event_stored(1)
+    in_background(d, 1)
     assert app.entered.wait(2)
     d.event_stored(2)  # waits in the parent's queue behind the blocked publish
     parent = d._out
