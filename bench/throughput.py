@@ -2,7 +2,7 @@
 
 Setup (not measured): PostgreSQL database and Redis of the benchmark's own, RELEASES releases on
 their release branch, EVENTS signal events stored in the inbox and handed to the API's dispatcher
-(CeleryDispatcher.event_stored), which queues them in Redis as process_events tasks of up to 100
+(CeleryDispatcher.events_stored), which queues them in Redis as process_events tasks of up to 100
 ids each: a backlog, as after a burst of CI results or a broker outage (a trickle of webhooks
 goes out one id per task instead, see bench/latency.py). Then the workers start; the rate is taken from the inbox's own processed_at
 stamps (first to last processed event), so worker start-up is not counted. Every event must end
@@ -57,8 +57,7 @@ def run(db_url: str, broker_url: str, workers: int, n_events: int, n_releases: i
         events.append(signal_event(rng.choice(versions), f"tp-{workers}-{i}", name, value, samples))
     ids = bulk_store(c, events)
     dispatcher = CeleryDispatcher(broker_url)
-    for event_id in ids:
-        dispatcher.event_stored(event_id)
+    dispatcher.events_stored(ids)
     if not dispatcher.flush(60):
         raise RuntimeError("the dispatcher did not publish the events within 60 s")
     env = worker_env(db_url, broker_url)

@@ -118,26 +118,43 @@ class CeleryDispatcher:
             log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
 
     def event_stored(self, event_id: int) -> None:
-        out = self._out
-        if out.pid != os.getpid():
-            # A forked child must not touch the parent's lock (it may have been held at the fork)
-            # nor publish the parent's ids again: it starts with state of its own.
-            out = self._out = _Outgoing()
+        out = self._current()
         with out.cond:
             # unsent == 0: no id is waiting or being published, so this one cannot overtake another.
             # Taking the publish lock here, before unsent rises, makes any id handed over from now on
             # wait for this publish (the publisher thread takes the same lock).
             inline = out.unsent == 0 and out.publishing.acquire(blocking=False)
+            if not inline:
+                self._queue(out, [event_id])
+                return
             out.unsent += 1
-            if not inline and (out.publisher is None or not out.publisher.is_alive()):
-                out.publisher = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
-                out.publisher.start()
-        if inline:
-            try:
-                self._publish(out, [event_id])
-            finally:
-                out.publishing.release()
-        else:
+        try:
+            self._publish(out, [event_id])
+        finally:
+            out.publishing.release()
+
+    def events_stored(self, event_ids: list[int]) -> None:
+        """Many stored events at once (a backlog, a bulk import): all go to the publisher thread,
+        which sends them in messages of up to `max_batch` ids. Returns at once."""
+        out = self._current()
+        with out.cond:
+            self._queue(out, list(event_ids))
+
+    def _current(self) -> "_Outgoing":
+        out = self._out
+        if out.pid != os.getpid():
+            # A forked child must not touch the parent's lock (it may have been held at the fork)
+            # nor publish the parent's ids again: it starts with state of its own.
+            out = self._out = _Outgoing()
+        return out
+
+    def _queue(self, out: "_Outgoing", ids: list[int]) -> None:
+        """For the publisher thread (the caller holds out.cond, so ids queue in hand-over order)."""
+        out.unsent += len(ids)
+        if out.publisher is None or not out.publisher.is_alive():
+            out.publisher = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
+            out.publisher.start()
+        for event_id in ids:
             out.events.put(event_id)
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -151,12 +168,12 @@ class CeleryDispatcher:
     def _publish_loop(self, out: "_Outgoing") -> None:
         while True:
             ids = [out.events.get()]
-            while len(ids) < self.max_batch:
-                try:
-                    ids.append(out.events.get_nowait())
-                except queue.Empty:
-                    break
-            with out.publishing:
+            with out.publishing:  # after a publish in progress: what arrived meanwhile goes along
+                while len(ids) < self.max_batch:
+                    try:
+                        ids.append(out.events.get_nowait())
+                    except queue.Empty:
+                        break
                 self._publish(out, ids)
 
     def _publish(self, out: "_Outgoing", ids: list[int]) -> None:

@@ -145,3 +145,20 @@ def test_a_forked_child_starts_afresh_and_does_not_republish_the_parents_ids():
     finally:
         parent_cond.release()
         app.release.set()
+
+
+def test_a_backlog_handed_over_at_once_goes_out_in_full_batches_in_order():
+    """events_stored (a backlog, a bulk import) never publishes in the caller's thread: the publisher
+    thread sends the ids in order, max_batch to a message, even while another publish is under way."""
+    app = FakeApp(block_first=True)
+    d = CeleryDispatcher(app=app, max_batch=100)
+    first = in_background(d, 0)  # an idle dispatcher: published inline, and held up by the broker
+    assert app.entered.wait(2.0)
+    caller = threading.current_thread()
+    d.events_stored(list(range(1, 251)))  # returns at once although the broker is stuck
+    assert d._out.publisher is not None and d._out.publisher is not caller
+    app.release.set()
+    assert d.flush(2.0) is True
+    first.join(2)
+    assert published_ids(app) == list(range(251))
+    assert [len(args[0]) for _, args in app.calls] == [1, 100, 100, 50]
