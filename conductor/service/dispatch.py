@@ -15,6 +15,7 @@ import atexit
 import os
 import queue
 import threading
+import time
 from typing import Any, Protocol
 
 import structlog
@@ -30,6 +31,9 @@ TASK_TICK = "workers.tasks.tick"
 TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
 
 QUEUE = "conductor"
+# After a failed publish, for this long, requests hand their ids to the publisher thread instead
+# of publishing themselves (the broker is presumed away; they should not each wait for it).
+INLINE_PAUSE_AFTER_FAILURE_S = 5.0
 DEAD_LETTER_QUEUE = "conductor.dead"
 
 
@@ -85,7 +89,9 @@ class CeleryDispatcher:
     more than the publish). Otherwise the id goes to a publisher thread, which sends every id
     waiting at that moment as one task (up to `max_batch`): under a burst, the ids that arrived
     while the previous message was being published travel together, and the worker applies
-    them in one transaction. Ids go to the broker in the order they were handed over. Like a
+    them in one transaction. Ids go to the broker in the order they were handed over. After a
+    failed publish, callers hand their ids to the thread for a while instead of each waiting for
+    an unreachable broker (socket timeouts bound a hung one). Like a
     failed publish, an id still in this process when it dies is not lost: its inbox row is
     pending, and the sweeper enqueues it again after the grace period.
     """
@@ -94,7 +100,8 @@ class CeleryDispatcher:
     # other ids: call it from a request's worker thread, not from an event loop.
     nonblocking = True
 
-    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100):
+    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100,
+                 publish_timeout_s: float = 1.0):
         if app is None:
             from celery import Celery
 
@@ -102,6 +109,12 @@ class CeleryDispatcher:
                 raise ValueError("CeleryDispatcher needs a broker_url or a Celery app")
             app = Celery("conductor-dispatch", set_as_current=False)
             app.conf.update(celery_config(broker_url, visibility_timeout_s=visibility_timeout_s))
+            # This app only publishes, often from a request's thread: a broker that accepts the
+            # connection and never answers must not hold that request for good (a healthy one
+            # answers in well under a millisecond; each publish is tried 3 times).
+            app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                                 "socket_timeout": publish_timeout_s,
+                                                 "socket_connect_timeout": publish_timeout_s}
         self.app = app
         self.max_batch = max_batch
         self._out = _Outgoing()
@@ -111,27 +124,35 @@ class CeleryDispatcher:
         if self._out.pid == os.getpid() and self._out.publisher is not None:
             self.flush(2.0)
 
-    def submit(self, task: str, *args: Any) -> None:
+    def submit(self, task: str, *args: Any) -> bool:
+        """Publish; False (logged) when the broker could not be reached."""
         try:
             self.app.send_task(task, args=list(args))
+            return True
         except Exception as exc:  # the row is durable; a sweeper will enqueue it again
             log.warning("enqueue_failed", task=task, args=list(args), error=str(exc))
+            return False
 
     def event_stored(self, event_id: int) -> None:
         out = self._current()
-        with out.cond:
-            # unsent == 0: no id is waiting or being published, so this one cannot overtake another.
-            # Taking the publish lock here, before unsent rises, makes any id handed over from now on
-            # wait for this publish (the publisher thread takes the same lock).
-            inline = out.unsent == 0 and out.publishing.acquire(blocking=False)
-            if not inline:
-                self._queue(out, [event_id])
-                return
-            out.unsent += 1
+        inline = False
         try:
+            with out.cond:
+                # unsent == 0: no id is waiting or being published, so this one cannot overtake
+                # another. Taking the publish lock here, before unsent rises, makes any id handed
+                # over from now on wait for this publish (the publisher thread takes the same lock).
+                # After a failed publish the broker is presumed away for a while: requests then
+                # hand their ids over instead of each paying the connection attempts.
+                inline = (out.unsent == 0 and time.monotonic() >= out.inline_after
+                          and out.publishing.acquire(blocking=False))
+                if not inline:
+                    self._queue(out, [event_id])
+                    return
+                out.unsent += 1
             self._publish(out, [event_id])
         finally:
-            out.publishing.release()
+            if inline:
+                out.publishing.release()
 
     def events_stored(self, event_ids: list[int]) -> None:
         """Many stored events at once (a backlog, a bulk import): all go to the publisher thread,
@@ -150,10 +171,11 @@ class CeleryDispatcher:
 
     def _queue(self, out: "_Outgoing", ids: list[int]) -> None:
         """For the publisher thread (the caller holds out.cond, so ids queue in hand-over order)."""
-        out.unsent += len(ids)
         if out.publisher is None or not out.publisher.is_alive():
-            out.publisher = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
-            out.publisher.start()
+            thread = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
+            thread.start()  # first: if it cannot start, nothing is counted as waiting (the sweeper sends these)
+            out.publisher = thread
+        out.unsent += len(ids)
         for event_id in ids:
             out.events.put(event_id)
 
@@ -161,7 +183,7 @@ class CeleryDispatcher:
         """Wait until every id handed over so far went to the broker, or was given up on after the
         publish failed (logged; its inbox row stays pending and the sweeper sends it again).
         False on timeout."""
-        out = self._out
+        out = self._current()
         with out.cond:
             return out.cond.wait_for(lambda: out.unsent == 0, timeout)
 
@@ -177,9 +199,12 @@ class CeleryDispatcher:
                 self._publish(out, ids)
 
     def _publish(self, out: "_Outgoing", ids: list[int]) -> None:
+        published = False
         try:
-            self.submit(TASK_PROCESS_EVENTS, ids)
+            published = self.submit(TASK_PROCESS_EVENTS, ids)
         finally:
+            if not published:
+                out.inline_after = time.monotonic() + INLINE_PAUSE_AFTER_FAILURE_S
             with out.cond:
                 out.unsent -= len(ids)
                 out.cond.notify_all()
@@ -193,6 +218,7 @@ class _Outgoing:
         self.unsent = 0
         self.cond = threading.Condition()
         self.publishing = threading.Lock()  # held while a message is being published
+        self.inline_after = 0.0  # time.monotonic() before which callers do not publish themselves
         self.publisher: threading.Thread | None = None
         self.pid = os.getpid()
 

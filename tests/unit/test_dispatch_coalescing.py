@@ -162,3 +162,99 @@ def test_a_backlog_handed_over_at_once_goes_out_in_full_batches_in_order():
     first.join(2)
     assert published_ids(app) == list(range(251))
     assert [len(args[0]) for _, args in app.calls] == [1, 100, 100, 50]
+
+
+class GatedLock:
+    """The dispatcher's publishing lock, with a gate that holds the publisher thread (which takes
+    it with `with`) before it even tries to take it; callers' non-blocking attempts pass through."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+
+    def acquire(self, blocking=True, timeout=-1):
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self):
+        self.lock.release()
+
+    def __enter__(self):
+        self.waiting.set()
+        assert self.gate.wait(5), "the test never opened the gate"
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
+def test_an_idle_looking_dispatcher_does_not_let_a_new_id_overtake_one_the_publisher_holds():
+    """The publisher thread has taken an id from its queue but not yet the publishing lock: the
+    lock is free, yet a caller must not publish its own id ahead of that one."""
+    app = FakeApp()
+    d = CeleryDispatcher(app=app)
+    d._current().publishing = gate = GatedLock()
+    d.events_stored([1])
+    assert gate.waiting.wait(2.0), "the publisher thread never took id 1"
+    d.event_stored(2)  # the lock is free at this moment; id 1 is not published yet
+    assert app.calls == []
+    gate.gate.set()
+    assert d.flush(2.0) is True
+    assert published_ids(app) == [1, 2]
+
+
+def test_after_a_failed_publish_callers_hand_over_instead_of_waiting_for_the_broker(monkeypatch):
+    app = FakeApp(fail_first=1)
+    threads = []
+    real_send = app.send_task
+    app.send_task = lambda *a, **k: (threads.append(threading.current_thread()), real_send(*a, **k))
+    d = CeleryDispatcher(app=app)
+    caller = threading.current_thread()
+    d.event_stored(7)  # published by the caller, and it fails: the broker is presumed away for a while
+    assert threads == [caller] and app.calls == []
+    d.event_stored(8)
+    assert d.flush(2.0) is True
+    assert app.calls == [(TASK_PROCESS_EVENTS, [[8]])]
+    assert threads[1] is not caller  # went through the publisher thread
+    # Once the pause is over, an idle dispatcher publishes from the caller's thread again.
+    monkeypatch.setattr(d._current(), "inline_after", 0.0)
+    d.event_stored(9)
+    assert threads[2] is caller and app.calls[-1] == (TASK_PROCESS_EVENTS, [[9]])
+
+
+def test_a_broker_that_accepts_and_never_answers_does_not_hold_the_caller():
+    """A real Celery app against a socket that accepts connections and never replies: the
+    publish gives up after its socket timeouts (3 tries), and event_stored returns."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # kept open, never answered
+            except OSError:
+                pass
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        d = CeleryDispatcher(f"redis://127.0.0.1:{server.getsockname()[1]}/0", publish_timeout_s=0.2)
+        caller = threading.Thread(target=d.event_stored, args=(1,), daemon=True)
+        caller.start()
+        caller.join(5)
+        assert held, "the dispatcher never connected"
+        assert not caller.is_alive(), "event_stored is still waiting on a broker that never answers"
+        assert d.flush(0.5) is True  # given up on (logged); the sweeper re-sends the event
+    finally:
+        stop.set()
+        acceptor.join(2)
+        for conn in held:
+            conn.close()
+        server.close()
