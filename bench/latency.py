@@ -12,7 +12,12 @@ In the same run, the raw floor on this machine: one PostgreSQL INSERT+COMMIT, on
 pop, one bare HTTP POST to a minimal endpoint on the same HTTP server (uvicorn). ratio =
 median latency / (sum of the three floor medians).
 
-    python bench/latency.py [--events 1000] [--via api|direct]
+    python bench/latency.py [--events 1000] [--via api|direct] [--breakdown]
+
+--breakdown also prints where the time goes, step by step, from time stamps taken inside the
+API and worker processes (bench/probe/sitecustomize.py wraps the functions an event passes
+through; it adds a few microseconds per step). The worker's "committed" stamp is taken when its
+COMMIT returns, so the client's NOTIFY can arrive a little before it (a negative last row).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 
@@ -152,7 +158,50 @@ def floor_http(n: int) -> list[float]:
             stop(proc)
 
 
-def measure(args, db_url: str, broker_url: str, via: str) -> tuple[list[float], list[float]]:
+PROBE = Path(__file__).resolve().parent / "probe"
+STEPS = [  # (step, where its time stamp is taken)
+    ("sent", "client: POST sent"),
+    ("received", "API: webhook handler entered"),
+    ("stored", "API: inbox row committed"),
+    ("published", "API: process_events task in Redis"),
+    ("started", "worker: task running in a pool process"),
+    ("committed", "worker: transition committed"),
+    ("seen", "client: NOTIFY of the commit received"),
+]
+
+
+def breakdown(probe_dir: str, client_marks: list[tuple[float, str, str]], warmup: int) -> list[str]:
+    """Median time between successive steps of each event, from the probes' time stamps."""
+    marks = list(client_marks)
+    for name in os.listdir(probe_dir):
+        with open(os.path.join(probe_dir, name)) as f:
+            for line in f:
+                t, step, ident = line.split(" ", 2)
+                marks.append((float(t), step, ident.strip()))
+    event_of = {}  # delivery id -> event id
+    for _, step, ident in marks:
+        if step == "stored":
+            delivery, _, event_id = ident.partition("=")
+            event_of[delivery] = event_id
+    at: dict[str, dict[str, float]] = {}  # delivery id -> step -> first time
+    by_event = {v: k for k, v in event_of.items()}
+    for t, step, ident in sorted(marks):
+        deliveries = [ident.partition("=")[0]] if step == "stored" else \
+            [by_event.get(i) for i in ident.split(",")] if step in ("published", "started", "committed") else [ident]
+        for delivery in deliveries:
+            if delivery is not None:
+                at.setdefault(delivery, {}).setdefault(step, t)
+    failed = [ident for _, step, ident in marks if step == "probe_failed"]
+    out = [f"breakdown (median over events; each row: from the step above to this one){'; PROBE FAILED: ' + failed[0] if failed else ''}"]
+    deliveries = [d for d in at if d.startswith("lat-") and int(d[4:]) >= warmup]
+    for (prev, _), (step, where) in zip(STEPS, STEPS[1:]):
+        gaps = [(at[d][step] - at[d][prev]) * 1000 for d in deliveries if step in at[d] and prev in at[d]]
+        out.append(f"  {where:42s} +{statistics.median(gaps):6.2f} ms (n={len(gaps)})" if gaps else f"  {where:42s}  missing")
+    return out
+
+
+def measure(args, db_url: str, broker_url: str, via: str, probe_dir: str | None = None,
+            client_marks: list | None = None) -> tuple[list[float], list[float]]:
     """Latencies (ms) from sending each event to seeing its transition, and to its receipt (202 / stored)."""
     import psycopg
     import sqlalchemy as sa
@@ -167,6 +216,8 @@ def measure(args, db_url: str, broker_url: str, via: str) -> tuple[list[float], 
     versions = [f"6.{i}.0" for i in range(total)]
     release_ids = [c.start_release(TRACK, v) for v in versions]
     env = worker_env(db_url, broker_url, CONDUCTOR_WEBHOOK_SECRET=SECRET)
+    if probe_dir:
+        env.update(CONDUCTOR_BENCH_PROBE=probe_dir, PYTHONPATH=os.pathsep.join(filter(None, [str(PROBE), env.get("PYTHONPATH")])))
     api = None
     if via == "api":
         port = free_port()
@@ -186,6 +237,8 @@ def measure(args, db_url: str, broker_url: str, via: str) -> tuple[list[float], 
                 body, headers = signed({"type": "build.finished", "id": f"lat-{i}", "repository": REPO, "branch": f"release/{version}",
                                         "sha": f"{i:07x}", "outcome": "success", "labels": ["branch_created"]})
                 t = time.perf_counter()
+                if client_marks is not None:
+                    client_marks.append((time.time(), "sent", f"lat-{i}"))
                 if api is not None:
                     r = client.post("/webhooks/generic", content=body, headers=headers)
                     if r.status_code != 202:
@@ -196,6 +249,8 @@ def measure(args, db_url: str, broker_url: str, via: str) -> tuple[list[float], 
                 # PostgreSQL delivers the trigger's NOTIFY when the transition commits: no polling.
                 if not any(n.payload == str(rid) for n in poll.notifies(timeout=30, stop_after=1)):
                     raise RuntimeError(f"release {rid} did not move within 30 s")
+                if client_marks is not None:
+                    client_marks.append((time.time(), "seen", f"lat-{i}"))
                 if i >= args.warmup:
                     latencies.append((time.perf_counter() - t) * 1000)
                     received.append((t_received - t) * 1000)
@@ -213,17 +268,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--via", choices=["api", "direct"], default="api",
                         help="api: signed POSTs to `conductor api`; direct: store_event + the Celery dispatcher (no HTTP)")
+    parser.add_argument("--breakdown", action="store_true", help="also print the time between the steps of each event (API only)")
     args = parser.parse_args()
     quiet_logs()
     via = args.via
+    probe = tempfile.TemporaryDirectory(prefix="conductor-bench-probe-") if args.breakdown and via == "api" else None
+    client_marks: list[tuple[float, str, str]] = []
     with bench_database() as db_url, throwaway_redis() as broker_url:
         try:
-            latencies, received = measure(args, db_url, broker_url, via)
+            latencies, received = measure(args, db_url, broker_url, via, probe.name if probe else None, client_marks)
         except RuntimeError as exc:
             if via != "api":
                 raise
             print(f"the API could not be measured ({exc}); driving store_event + the Celery dispatcher instead (no HTTP)")
             via = "direct"
+            if probe is not None:
+                probe.cleanup()
+                probe = None
             from harness import truncate
 
             truncate(conductor_for(db_url).db)
@@ -239,6 +300,9 @@ def main() -> None:
     print(f"floor: Redis push+pop           {summary(rd)}")
     if http:
         print(f"floor: bare HTTP POST (uvicorn) {summary(http)}")
+    if probe is not None:
+        print("\n".join(breakdown(probe.name, client_marks, args.warmup)))
+        probe.cleanup()
     print(load_note())
     floor = statistics.median(pg) + statistics.median(rd) + (statistics.median(http) if http else 0.0)
     median = statistics.median(latencies)
