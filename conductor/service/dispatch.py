@@ -89,11 +89,12 @@ class CeleryDispatcher:
     more than the publish). Otherwise the id goes to a publisher thread, which sends every id
     waiting at that moment as one task (up to `max_batch`): under a burst, the ids that arrived
     while the previous message was being published travel together, and the worker applies
-    them in one transaction. Ids go to the broker in the order they were handed over. After a
-    failed publish, callers hand their ids to the thread for a while instead of each waiting for
-    an unreachable broker (socket timeouts bound a hung one). Like a
-    failed publish, an id still in this process when it dies is not lost: its inbox row is
-    pending, and the sweeper enqueues it again after the grace period.
+    them in one transaction. Ids go to the broker in the order they were handed over.
+
+    After a failed publish, callers hand their ids to the thread for a while instead of each
+    waiting for an unreachable broker; socket timeouts bound a hung one. Like a failed publish,
+    an id still in this process when it dies is not lost: its inbox row is pending, and the
+    sweeper enqueues it again after the grace period.
     """
 
     # event_stored waits for one publish at most (its own, when the broker is idle), never behind
