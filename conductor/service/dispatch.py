@@ -85,8 +85,8 @@ class CeleryDispatcher:
 
     A stored event goes out as a process_events task. When nothing else is being published, the
     caller publishes its id at once, in its own thread: one event at a time pays no hand-over to
-    another thread (on a busy 2-core machine that hand-over, and the GIL it contends for, cost
-    more than the publish). Otherwise the id goes to a publisher thread, which sends every id
+    another thread (measured on a 2-core machine, the hand-over cost about as much as the publish,
+    and the two threads then contended for the GIL with the response). Otherwise the id goes to a publisher thread, which sends every id
     waiting at that moment as one task (up to `max_batch`): under a burst, the ids that arrived
     while the previous message was being published travel together, and the worker applies
     them in one transaction. Ids go to the broker in the order they were handed over.
