@@ -178,16 +178,19 @@ def breakdown(probe_dir: str, client_marks: list[tuple[float, str, str]], warmup
             for line in f:
                 t, step, ident = line.split(" ", 2)
                 marks.append((float(t), step, ident.strip()))
-    event_of = {}  # delivery id -> event id
+    delivery_of = {}  # event id -> delivery id, from the API's "stored" stamps (delivery=event)
     for _, step, ident in marks:
         if step == "stored":
             delivery, _, event_id = ident.partition("=")
-            event_of[delivery] = event_id
+            delivery_of[event_id] = delivery
     at: dict[str, dict[str, float]] = {}  # delivery id -> step -> first time
-    by_event = {v: k for k, v in event_of.items()}
     for t, step, ident in sorted(marks):
-        deliveries = [ident.partition("=")[0]] if step == "stored" else \
-            [by_event.get(i) for i in ident.split(",")] if step in ("published", "started", "committed") else [ident]
+        if step == "stored":
+            deliveries = [ident.partition("=")[0]]
+        elif step in ("published", "started", "committed"):  # stamped with event ids
+            deliveries = [delivery_of.get(i) for i in ident.split(",")]
+        else:
+            deliveries = [ident]
         for delivery in deliveries:
             if delivery is not None:
                 at.setdefault(delivery, {}).setdefault(step, t)

@@ -35,7 +35,7 @@ PERIODIC = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX)
 class QueueDispatcher:
     """The Dispatcher of embedded mode: jobs go onto the runner's in-memory queue."""
 
-    nonblocking = True
+    before_response = True  # event_stored only puts the job on the runner's queue
 
     def __init__(self, runner: "EmbeddedRunner"):
         self.runner = runner

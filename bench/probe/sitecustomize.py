@@ -23,7 +23,9 @@ def mark(step: str, ident: object) -> None:
 
 
 def _write() -> None:
-    lines, _lines[:] = list(_lines), []
+    n = len(_lines)  # what other threads append meanwhile stays for the next write
+    lines = _lines[:n]
+    del _lines[:n]
     if lines:
         with open(os.path.join(PROBE_DIR, f"{os.getpid()}.txt"), "a") as f:
             f.writelines(lines)

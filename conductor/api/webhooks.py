@@ -156,7 +156,9 @@ async def receive(
             _dispatch(state, stored.event_id)
         return event, stored
 
-    quick_dispatch = getattr(state.dispatcher, "nonblocking", False)
+    # A dispatcher that only hands the event on (broker, embedded queue) is called before the
+    # 202; one that runs the event in place (InlineDispatcher) after the response.
+    quick_dispatch = getattr(state.dispatcher, "before_response", False)
     event, stored = await run_in_threadpool(authenticate_parse_store)
     structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source, event_id=stored.event_id)
     metrics.received.labels(source).inc()

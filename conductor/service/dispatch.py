@@ -85,11 +85,12 @@ class CeleryDispatcher:
 
     A stored event goes out as a process_events task. When nothing else is being published, the
     caller publishes its id at once, in its own thread: one event at a time pays no hand-over to
-    another thread (measured on a 2-core machine, the hand-over cost about as much as the publish,
-    and the two threads then contended for the GIL with the response). Otherwise the id goes to a publisher thread, which sends every id
-    waiting at that moment as one task (up to `max_batch`): under a burst, the ids that arrived
-    while the previous message was being published travel together, and the worker applies
-    them in one transaction. Ids go to the broker in the order they were handed over.
+    another thread (measured on a 2-core machine, the hand-over cost about as much as the
+    publish, and the two threads then contended for the GIL with the response). Otherwise the id
+    goes to a publisher thread, which sends every id waiting at that moment as one task (up to
+    `max_batch`): under a burst, the ids that arrived while the previous message was being
+    published travel together, and the worker applies them in one transaction. Ids go to the
+    broker in the order they were handed over.
 
     After a failed publish, callers hand their ids to the thread for a while instead of each
     waiting for an unreachable broker; socket timeouts bound a hung one. Like a failed publish,
@@ -97,9 +98,9 @@ class CeleryDispatcher:
     sweeper enqueues it again after the grace period.
     """
 
-    # event_stored waits for one publish at most (its own, when the broker is idle), never behind
-    # other ids: call it from a request's worker thread, not from an event loop.
-    nonblocking = True
+    # event_stored only hands the event on (here: one publish at most, its own, never waiting
+    # behind other ids), so the webhook calls it before answering, from its worker thread.
+    before_response = True
 
     def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100,
                  publish_timeout_s: float = 1.0):

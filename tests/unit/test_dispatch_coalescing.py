@@ -12,7 +12,8 @@ from conductor.service.dispatch import TASK_PROCESS_EVENTS, CeleryDispatcher
 
 
 class FakeApp:
-    """Records every send_task call; optionally blocks the first one until `release` is set, or raises."""
+    """Records every send_task call and the thread making it; optionally blocks the first one
+    until `release` is set, or raises."""
 
     def __init__(self, block_first=False, fail_first=0):
         self.calls: list[tuple[str, list]] = []
@@ -21,12 +22,14 @@ class FakeApp:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.attempts = 0
+        self.threads: list[threading.Thread] = []  # which thread made each attempt
         self._lock = threading.Lock()
 
     def send_task(self, name, args=None, **kwargs):
         with self._lock:
             self.attempts += 1
             attempt = self.attempts
+            self.threads.append(threading.current_thread())
         if attempt == 1:
             self.entered.set()
             if self.block_first:
@@ -50,14 +53,11 @@ def in_background(d, event_id):
 
 def test_a_single_event_goes_out_alone_at_once_from_the_callers_thread():
     app = FakeApp()
-    threads = []
-    real_send = app.send_task
-    app.send_task = lambda *a, **k: (threads.append(threading.current_thread()), real_send(*a, **k))
     d = CeleryDispatcher(app=app)
     d.event_stored(42)
     # Published before event_stored returned, by the caller: no hand-over to another thread.
     assert app.calls == [(TASK_PROCESS_EVENTS, [[42]])]
-    assert threads == [threading.current_thread()]
+    assert app.threads == [threading.current_thread()]
     assert d._out.publisher is None
     assert d.flush(2.0) is True
     # Nothing else is sent afterwards, and a second event is its own message again.
@@ -206,9 +206,7 @@ def test_an_idle_looking_dispatcher_does_not_let_a_new_id_overtake_one_the_publi
 
 def test_after_a_failed_publish_callers_hand_over_instead_of_waiting_for_the_broker(monkeypatch):
     app = FakeApp(fail_first=1)
-    threads = []
-    real_send = app.send_task
-    app.send_task = lambda *a, **k: (threads.append(threading.current_thread()), real_send(*a, **k))
+    threads = app.threads
     d = CeleryDispatcher(app=app)
     caller = threading.current_thread()
     d.event_stored(7)  # published by the caller, and it fails: the broker is presumed away for a while
