@@ -23,27 +23,37 @@ def notification_event(request: ActionRequest) -> str:
     return str(p.get("event") or ("released" if p.get("message") == "released" else p.get("message") or "notice"))
 
 
+def slack_escape(value: object) -> str:
+    """Text for Slack mrkdwn: `&`, `<` and `>` escaped (and only those), so no link, mention or `<!...>` survives.
+
+    Applied to every value Conductor did not write itself, at the point it is inserted; Conductor's own
+    mrkdwn around it (the bold key, code spans) stays live. https://api.slack.com/reference/surfaces/formatting#escaping
+    """
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_text(event: str, request: ActionRequest) -> str:
     """One line of Slack mrkdwn saying what happened to which release and what a human can do."""
-    p, r = request.params, request.release
-    summary = p.get("summary") or ""
-    rel = f"*{r.key}*"
+    p, r, e = request.params, request.release, slack_escape
+    summary = e(p.get("summary") or "")
+    key, stage = e(r.key), e(r.stage)
+    rel = f"*{key}*"
     if event == "approval_requested":
-        return (f":double_vertical_bar: {rel} waits for approval at {r.stage}: {summary} "
-                f"— `conductor approve {r.key} --decision {p.get('evaluation_id')} --reason \"...\"`")
+        return (f":double_vertical_bar: {rel} waits for approval at {stage}: {summary} "
+                f"— `conductor approve {key} --decision {e(p.get('evaluation_id'))} --reason \"...\"`")
     if event == "halted":
-        return f":octagonal_sign: {rel} halted its rollout at {p.get('stage') or r.stage}: {summary}. Resuming needs a release manager."
+        return f":octagonal_sign: {rel} halted its rollout at {e(p.get('stage') or r.stage)}: {summary}. Resuming needs a release manager."
     if event == "action_failed":
-        return f":warning: {rel}: action `{p.get('action')}` failed after {p.get('attempts')} attempt(s): {p.get('error')}"
+        return f":warning: {rel}: action `{e(p.get('action'))}` failed after {e(p.get('attempts'))} attempt(s): {e(p.get('error'))}"
     if event == "released":
         return f":white_check_mark: {rel} is released."
     if event == "held":
-        return f":pause_button: {rel} is held at {r.stage}: {summary}"
+        return f":pause_button: {rel} is held at {stage}: {summary}"
     if event == "cancelled":
         return f":x: {rel} was cancelled: {summary}"
     if event == "approval_escalated":
-        return f":alarm_clock: {rel}: nobody answered decision {p.get('evaluation_id')} in time; the release is held at {r.stage}."
-    return f"{rel}: {event} {summary}".strip()
+        return f":alarm_clock: {rel}: nobody answered decision {e(p.get('evaluation_id'))} in time; the release is held at {stage}."
+    return f"{rel}: {e(event)} {summary}".strip()
 
 
 def webhook_payload(event: str, request: ActionRequest, now: datetime | None = None) -> dict[str, Any]:
