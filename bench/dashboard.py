@@ -39,7 +39,8 @@ from sqlalchemy import select  # noqa: E402
 from conductor.clock import ManualClock  # noqa: E402
 from conductor.config import PACKAGE_DEFINITIONS  # noqa: E402
 from conductor.domain.loader import DefinitionCatalog  # noqa: E402
-from conductor.service import Actor, Conductor  # noqa: E402
+from conductor.facade import Conductor  # noqa
+from conductor.service import Actor  # noqa: E402
 from conductor.service.tokens import create_token  # noqa: E402
 from conductor.store.db import Database, upgrade  # noqa: E402
 from conductor.store.models import Approval, AuditEntry, Evaluation, OutboxAction, Release, SignalRow, Timer, Track  # noqa: E402

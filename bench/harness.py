@@ -109,7 +109,7 @@ def truncate(db) -> None:
 
 def conductor_for(url: str):
     from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
     from conductor.store.db import Database
 
     return Conductor(Database(url), DefinitionCatalog(DEFINITIONS))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from conductor.console import LIGHTS, fmt_time, plain, print_decision, print_timeline
 from conductor.errors import ConductorError, DefinitionError
 
 app = typer.Typer(help="Conductor: the release conductor robot.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -22,7 +24,6 @@ app.add_typer(db_app, name="db")
 out = Console()
 err = Console(stderr=True)
 
-LIGHTS = {"pass": "[green]●[/]", "fail": "[red]●[/]", "inconclusive": "[yellow]●[/]", "no_data": "[bright_black]●[/]"}
 
 AsOpt = Annotated[Optional[str], typer.Option("--as", help="Who is acting (default: the OS user).")]
 RoleOpt = Annotated[str, typer.Option("--role", help="Role recorded with the action.")]
@@ -35,21 +36,10 @@ def _actor(name: str | None, role: str = "release_manager"):
 
 
 def _conductor():
+    from conductor.bootstrap import conductor
     from conductor.config import get_settings
-    from conductor.domain.loader import DefinitionCatalog
-    from conductor.logging import configure_logging
-    from conductor.service import Conductor
-    from conductor.store.db import Database, upgrade
 
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    if settings.database_url.startswith("sqlite"):
-        upgrade(settings.database_url)  # embedded mode: the file is ours, keep it at head
-    return Conductor(Database(settings.database_url), DefinitionCatalog(settings.definitions_dir))
-
-
-def _fmt_time(dt: datetime | None) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
+    return conductor(get_settings())
 
 
 @app.command()
@@ -111,50 +101,21 @@ def start(
         c.ensure_track(track, definition, repository=repository, actor=_actor(as_))
     rid = c.start_release(track, version, _actor(as_))
     snap = c.snapshot(rid)
-    out.print(f"started release {rid} {snap.release.key} in stage {snap.release.stage}")
+    out.print(f"started release {rid} {escape(snap.key)} in stage {snap.stage}")
 
 
 @app.command()
 def status(track: Annotated[Optional[str], typer.Option(help="Only this track.")] = None) -> None:
     """A table of releases: stage, gate lights and what each waits for."""
-    c = _conductor()
+    from conductor.read.release import list_releases
+
     table = Table(title="Releases")
     for col in ("id", "release", "stage", "status", "gates", "waiting for", "in stage since"):
         table.add_column(col)
-    for rid in c.release_ids():
-        snap = c.snapshot(rid)
-        if track and snap.release.track_id != track:
-            continue
-        lights = " ".join(f"{LIGHTS.get(o, '?')}{g}" for g, o in snap.gate_lights())
-        table.add_row(str(rid), snap.release.key, snap.release.stage, snap.status, lights, snap.waiting_for, _fmt_time(snap.release.entered_stage_at))
+    for snap in list_releases(_conductor(), track=track, limit=None, newest_first=False).items:
+        lights = Text(" ").join(Text.from_markup(LIGHTS.get(g.outcome, "?")) + plain(g.gate) for g in snap.lights)
+        table.add_row(str(snap.id), plain(snap.key), snap.stage, snap.status, lights, plain(snap.waiting_for), fmt_time(snap.entered_stage_at))
     out.print(table)
-
-
-def print_decision(console: Console, evaluation) -> None:
-    """The decision card: each gate's value, thresholds, samples, source, age and the fingerprint."""
-    ev = evaluation.evidence
-    table = Table(title=f"Decision {evaluation.id}: {ev['transition']} -> {ev['verdict']}", caption=f"fingerprint {evaluation.fingerprint}")
-    for col in ("gate", "outcome", "value", "thresholds", "samples", "source", "age", "why"):
-        table.add_column(col)
-    for g in ev["gates"]:
-        inp = g["inputs"]
-        thr = ", ".join(f"{k}={inp[k]}" for k in ("better", "pass", "fail", "min_samples", "max", "min") if inp.get(k) is not None)
-        age = next(iter(g.get("ages_s", {}).values()), None)
-        value = inp.get("value", "")
-        if "teams" in inp:
-            value = ", ".join(f"{t}:{'✓' if s and s['approved'] else ('✗' if s else '…')}" for t, s in inp["teams"].items())
-        table.add_row(
-            g["gate"],
-            f"{LIGHTS.get(g['outcome'], '')} {g['outcome']}",
-            str(value),
-            thr,
-            str(inp.get("samples") or ""),
-            str(inp.get("source") or ""),
-            f"{age / 3600:.1f}h" if age is not None else "",
-            g["detail"],
-        )
-    console.print(table)
-    console.print(f"summary: {ev['summary']}")
 
 
 @app.command()
@@ -171,9 +132,9 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
             "audit": [{"kind": a.kind, "actor": a.actor, "from": a.from_stage, "to": a.to_stage, "reason": a.reason} for a in snap.audit],
         }, indent=2))
         return
-    out.print(f"[bold]{r.key}[/] (id {r.id}) stage [bold]{r.stage}[/] — {snap.status}; definition {snap.pipeline.name}@{r.definition_hash[:12]}")
+    out.print(f"[bold]{escape(r.key)}[/] (id {r.id}) stage [bold]{r.stage}[/] — {snap.status}; definition {snap.pipeline.name}@{r.definition_hash[:12]}")
     if snap.waiting_for:
-        out.print(f"waiting for: {snap.waiting_for}")
+        out.print(Text(f"waiting for: {snap.waiting_for}"))
     if snap.pending is not None:
         print_decision(out, snap.pending)
     elif snap.latest is not None:
@@ -184,17 +145,9 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         for col in ("action", "params", "status", "attempts", "last error"):
             t.add_column(col)
         for a in snap.outbox:
-            t.add_row(a.action, json.dumps({k: v for k, v in a.params.items() if k != "release"}), a.status, str(a.attempts), a.last_error or "")
+            t.add_row(a.action, plain(json.dumps({k: v for k, v in a.params.items() if k != "release"})), a.status, str(a.attempts),
+                      plain(a.last_error or ""))
         out.print(t)
-
-
-def print_timeline(console: Console, snap) -> None:
-    t = Table(title=f"Timeline of {snap.release.key}")
-    for col in ("at", "what", "from", "to", "actor", "reason"):
-        t.add_column(col)
-    for a in snap.audit:
-        t.add_row(_fmt_time(a.at), a.kind, a.from_stage or "", a.to_stage or "", a.actor, a.reason)
-    console.print(t)
 
 
 @app.command()
@@ -208,14 +161,14 @@ def signal(
 ) -> None:
     """Record a signal value for RELEASE and re-evaluate it."""
     verdict = _conductor().record_signal(release, name, value, samples=samples, source=source, sha=sha)
-    out.print(f"recorded {name}={value}; verdict: {verdict or '-'}")
+    out.print(Text(f"recorded {name}={value}; verdict: {verdict or '-'}"))
 
 
 @app.command()
 def signoff(release: str, team: str, as_: AsOpt = None, refuse: bool = False, reason: str = "") -> None:
     """TEAM signs off RELEASE (or refuses with --refuse)."""
     verdict = _conductor().sign_off(release, team, _actor(as_), approved=not refuse, reason=reason)
-    out.print(f"{team} {'refused' if refuse else 'signed off'}; verdict: {verdict or '-'}")
+    out.print(Text(f"{team} {'refused' if refuse else 'signed off'}; verdict: {verdict or '-'}"))
 
 
 @app.command()
@@ -294,7 +247,7 @@ def token_revoke(name: str) -> None:
     from conductor.service.tokens import revoke_token
 
     revoke_token(_conductor(), name)
-    out.print(f"revoked {name}")
+    out.print(Text(f"revoked {name}"))
 
 
 @token_app.command("list")
@@ -306,7 +259,7 @@ def token_list() -> None:
     for col in ("name", "role", "created", "revoked"):
         t.add_column(col)
     for row in list_tokens(_conductor()):
-        t.add_row(row["name"], row["role"], _fmt_time(row["created_at"]), "yes" if row["revoked"] else "")
+        t.add_row(plain(row["name"]), row["role"], fmt_time(row["created_at"]), "yes" if row["revoked"] else "")
     out.print(t)
 
 
@@ -333,23 +286,22 @@ def serve(
     import uvicorn
 
     from conductor.api import create_app
+    from conductor.bootstrap import build
     from conductor.config import get_settings
-    from conductor.runner import EmbeddedRunner
 
     settings = get_settings()
     if settings.broker_url:
         raise ConductorError("CONDUCTOR_BROKER_URL is set: run `conductor api`, `celery -A workers worker` and "
                              "`celery -A workers beat` (distributed mode), or unset it for `conductor serve`")
-    c = _conductor()
-    runner = EmbeddedRunner(c, settings)
-    api_app = create_app(settings, c, runner.dispatcher)  # given a conductor, the app starts no runner of its own
-    out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {c.db.engine.dialect.name})")
-    runner.start()
+    wired = build(settings, mode="embedded")
+    api_app = create_app(settings, wired)  # given a wired app, the API starts no runner of its own
+    out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {wired.conductor.db.engine.dialect.name})")
+    wired.runner.start()
     try:
         uvicorn.run(api_app, host=host, port=port, log_level="warning")
     finally:
-        runner.stop()
-        c.db.dispose()
+        wired.runner.stop()
+        wired.close()
 
 
 @app.command("configure-actions")
@@ -364,7 +316,7 @@ def configure_actions_cmd(
     as_: AsOpt = None,
 ) -> None:
     """Where TRACK's notifications and actions go (unset actions are skipped, with the reason on the release)."""
-    from conductor.service.outbox import configure_actions
+    from conductor.service.tracks import configure_actions
 
     changes = {k: v for k, v in (("slack_url", slack_url), ("webhook_url", webhook_url), ("webhook_secret", webhook_secret),
                                  ("actions_url", actions_url), ("actions_secret", actions_secret)) if v is not None}

@@ -20,11 +20,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from conductor.bootstrap import conductor as wire
 from conductor.clock import ManualClock
-from conductor.config import PACKAGE_DEFINITIONS
-from conductor.domain.loader import DefinitionCatalog
-from conductor.service import Actor, Conductor
-from conductor.store.db import Database, upgrade
+from conductor.config import PACKAGE_DEFINITIONS, Settings
+from conductor.console import print_decision, print_timeline
+from conductor.facade import Conductor
+from conductor.service import Actor
 
 TRACK = "music-android"
 RELEASE_MANAGER = Actor("maria.rm", "release_manager")
@@ -86,7 +87,6 @@ def _stage_bar(order: list[str], stage: str, halted: bool) -> Text:
 
 def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path | None = None) -> int:
     """Run the scenario; returns the exit code (0 when both releases end where the script expects)."""
-    from conductor.cli import print_decision, print_timeline
     from conductor.logging import configure_logging
 
     started = time.monotonic()
@@ -94,10 +94,9 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     log_path = tmp / "conductor.log"
     configure_logging("json", "INFO", stream=log_path.open("a"))
     url = f"sqlite:///{tmp / 'demo.db'}"
-    upgrade(url)
     # Monday 23 Nov 2026, 08:00 UTC; branch day is Friday 10:00 Europe/Stockholm.
     clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
-    c = Conductor(Database(url), DefinitionCatalog(PACKAGE_DEFINITIONS), clock)
+    c = wire(Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None), clock=clock)
     c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
     a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
     b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)

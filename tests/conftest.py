@@ -107,9 +107,24 @@ def catalog():
     return DefinitionCatalog(DEFINITIONS)
 
 
+def apply_event(ctx, event_id: int) -> str:
+    """Apply one stored event as a worker would (a batch of one); its status afterwards."""
+    from conductor.service.inbox import process_events
+
+    return process_events(ctx, [event_id], wait=True).statuses[event_id]
+
+
+def inline(conductor, settings=None, adapters=None):
+    """The test's conductor wired with the inline dispatcher: every job runs at once (bootstrap)."""
+    from conductor.bootstrap import build
+    from conductor.config import Settings
+
+    return build(settings or Settings(database_url=conductor.db.url, broker_url=None), mode="inline", context=conductor, adapters=adapters)
+
+
 @pytest.fixture
 def conductor(database, catalog, clock):
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
 
     c = Conductor(database, catalog, clock)
     c.ensure_track("music-android", "mobile_weekly", repository="acme/music-android")

@@ -16,7 +16,8 @@ from typing import Any
 import structlog
 from celery import Task
 
-from conductor.service.dispatch import DEAD_LETTER_QUEUE, TASK_PROCESS_EVENTS
+from conductor.dispatch.celery import DEAD_LETTER_QUEUE
+from conductor.service.ports import TASK_PROCESS_EVENTS
 from conductor.service.jobs import RETRYABLE, gave_up
 
 log = structlog.get_logger("workers")

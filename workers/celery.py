@@ -21,7 +21,8 @@ from typing import Any
 
 from celery import Celery
 
-from conductor.service.dispatch import TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK, celery_config
+from conductor.dispatch.celery import celery_config
+from conductor.service.ports import TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
 
 
 NO_BROKER = ("CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "

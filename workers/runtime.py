@@ -1,4 +1,4 @@
-"""Per-process state of a worker: the service, the dispatcher, the adapters' HTTP client.
+"""Per-process state of a worker: the wired Conductor (conductor.bootstrap) with the Celery dispatcher.
 
 Built on first use in each process (after the prefork pool forked), never at import, so no
 database connection or socket is shared between processes.
@@ -27,20 +27,15 @@ def runtime() -> Runtime:
         return _state["rt"]  # type: ignore[return-value]
 
 
+def forget() -> None:
+    """Drop this process's state (a forked child builds its own engine and clients)."""
+    _state.clear()
+
+
 def _build() -> Runtime:
+    from conductor.bootstrap import build
     from conductor.config import get_settings
-    from conductor.domain.loader import DefinitionCatalog
-    from conductor.logging import configure_logging
-    from conductor.service import Conductor
-    from conductor.service.dispatch import CeleryDispatcher
-    from conductor.store.db import Database, make_engine
     from workers.celery import app
 
-    settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    url = settings.database_url
-    # No pre-ping: it costs a round trip per transaction; a connection that died fails its task
-    # with OperationalError, the pool is invalidated, and the task's retry gets a fresh connection.
-    engine = make_engine(url) if url.startswith("sqlite") else make_engine(url, pool_pre_ping=False)
-    conductor = Conductor(Database(url, engine=engine), DefinitionCatalog(settings.definitions_dir))
-    return Runtime.build(conductor, CeleryDispatcher(app=app), settings=settings)
+    # The app that runs the tasks publishes their follow-up work: no second broker connection.
+    return build(get_settings(), mode="celery", celery_app=app).runtime

@@ -5,11 +5,10 @@ from __future__ import annotations
 import structlog
 from celery.signals import beat_init, celeryd_init, task_postrun, task_prerun, worker_init, worker_process_init
 
-from conductor.service.dispatch import TASK_EVALUATE, TASK_PROCESS_EVENT, TASK_PROCESS_EVENTS, TASK_RUN_ACTION
+from conductor.service.ports import TASK_EVALUATE, TASK_PROCESS_EVENTS, TASK_RUN_ACTION
 
 # Which id a task's first argument is, so every log line of the task names it.
-_ARG_NAMES = {TASK_PROCESS_EVENT: "event_id", TASK_PROCESS_EVENTS: "event_ids", TASK_EVALUATE: "release_id",
-              TASK_RUN_ACTION: "action_id"}
+_ARG_NAMES = {TASK_PROCESS_EVENTS: "event_ids", TASK_EVALUATE: "release_id", TASK_RUN_ACTION: "action_id"}
 
 
 @task_prerun.connect
@@ -29,9 +28,9 @@ def clear_task_context(**_):
 
 @worker_process_init.connect
 def fresh_process_state(**_):
-    from workers import runtime
+    from workers.runtime import forget
 
-    runtime._state.clear()  # a forked child builds its own engine and clients
+    forget()  # a forked child builds its own engine and clients
 
 
 @worker_init.connect

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from conductor.service import jobs
-from conductor.service.dispatch import (
+from conductor.service.ports import (
     TASK_EVALUATE,
-    TASK_PROCESS_EVENT,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
@@ -17,15 +16,9 @@ from workers.celery import app
 from workers.runtime import runtime
 
 
-@app.task(name=TASK_PROCESS_EVENT, base=ConductorTask)
-def process_event(event_id: int) -> str:
-    """Apply one stored inbound event to its release, then send the actions it queued."""
-    return jobs.handle_event(runtime(), event_id)
-
-
 @app.task(name=TASK_PROCESS_EVENTS, base=ConductorTask)
 def process_events(event_ids: list[int], wait: bool = False) -> dict[str, int]:
-    """Apply a batch of stored events in one transaction (what the API's dispatcher sends), then send their actions."""
+    """Apply stored events (one or a batch) in one transaction, then send the actions they queued."""
     return jobs.handle_events(runtime(), event_ids, wait)
 
 

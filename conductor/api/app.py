@@ -1,13 +1,13 @@
-"""The FastAPI app factory: webhooks, REST, health and metrics around one Conductor service.
+"""The FastAPI app factory: webhooks, REST, dashboard, health and metrics around one wired Conductor.
 
-Nothing is built at import time: `create_app()` reads the settings, opens the database, picks the
-dispatcher (Celery when CONDUCTOR_BROKER_URL is set, the embedded runner otherwise) and wires the routers.
+Nothing is built at import time: `create_app()` takes a wired app from conductor.bootstrap (by
+default: built from the environment's settings, with Celery when CONDUCTOR_BROKER_URL is set and
+the embedded runner otherwise, which then runs for the API's lifetime) and adds the routers.
 `conductor api` serves it with uvicorn; `uvicorn --factory conductor.api:create_app` works too.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,12 +15,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conductor.api import health, releases, tracks, webhooks
+from conductor.api.dashboard import build_router as dashboard_router
 from conductor.api.deps import ApiState
 from conductor.api.errors import install_error_handlers
 from conductor.api.limits import BodyLimit
@@ -30,9 +31,9 @@ from conductor.sources.generic import GenericEvent
 from conductor.sources.junit import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
+    from conductor.bootstrap import App
     from conductor.config import Settings
-    from conductor.service.dispatch import Dispatcher
-    from conductor.service.engine import Conductor
+    from conductor.context import Context
 
 log = structlog.get_logger("conductor.api")
 
@@ -43,7 +44,8 @@ DESCRIPTION = """\
 Conductor walks each app release through a declared pipeline of stages, advances it when its
 gates pass, asks a release manager when a signal is ambiguous and halts a rollout on a bad one.
 
-* **Webhooks** (`/webhooks/*`): signed CI events, stored in the inbox and answered 202 before any work.
+* **Webhooks** (`/webhooks/*`): signed CI events, stored in the inbox and answered 202 before any work;
+  `GET /webhooks/events/{id}` tells what became of one.
 * **REST** (`/tracks`, `/releases`): read with a viewer token, write with release_manager
   (tracks: admin). Writes may send the release `version` they were based on (`expected_version`
   or `If-Match`) and get 409 if it moved on.
@@ -51,8 +53,14 @@ gates pass, asks a release manager when a signal is ambiguous and halts a rollou
 """
 
 
+def _plausible_request_id(value: str) -> bool:
+    """A caller's X-Request-ID is kept when it is short printable ASCII (any tracing scheme), else replaced."""
+    return 0 < len(value) <= 100 and value.isascii() and value.isprintable()
+
+
 class RequestContext:
-    """Bind request_id (X-Request-ID, else a new one), method and path to structlog for the request; clear after."""
+    """Bind the request id (asgi-correlation-id's), method and path to structlog for the request;
+    log one line when it finishes; clear the context after."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -61,38 +69,25 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if 0 < len(given) <= 100 and given.isascii() and given.isprintable() else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, method=scope["method"], path=scope["path"])
+        structlog.contextvars.bind_contextvars(request_id=correlation_id.get(), method=scope["method"], path=scope["path"])
         started = time.perf_counter()
         status = 500
 
-        async def send_with_id(message: Message) -> None:
+        async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append("X-Request-ID", request_id)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_status)
         finally:
             log.info("request_finished", status=status, duration_ms=round((time.perf_counter() - started) * 1000, 1))
             structlog.contextvars.clear_contextvars()
 
 
-def _conductor_from(settings: "Settings") -> "Conductor":
-    from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Conductor
-    from conductor.store.db import Database, upgrade
-
-    if settings.database_url.startswith("sqlite"):
-        upgrade(settings.database_url)  # embedded mode: the file is ours, keep it at head
-    return Conductor(Database(settings.database_url), DefinitionCatalog(settings.definitions_dir))
-
-
-def _check_webhook_secrets(settings: "Settings") -> None:
+def _check_webhook_secrets(settings: Settings) -> None:
     """Refuse to start with a Standard Webhooks secret that can never verify anything."""
     from standardwebhooks.webhooks import Webhook
 
@@ -104,59 +99,38 @@ def _check_webhook_secrets(settings: "Settings") -> None:
 
 
 def create_app(
-    settings: "Settings | None" = None,
-    conductor: "Conductor | None" = None,
-    dispatcher: "Dispatcher | None" = None,
+    settings: Settings | None = None,
+    app: App | None = None,
     *,
     webhook_max_bytes: int = WEBHOOK_MAX_BYTES,
     report_max_bytes: int = DEFAULT_MAX_BYTES,
     json_max_bytes: int = JSON_MAX_BYTES,
-    embedded_tick_seconds: float | None = None,
 ) -> FastAPI:
-    """Build the API around `conductor` (default: from `settings`, default: the environment).
-
-    `dispatcher` defaults to Celery when a broker URL is configured. Without a broker, an app that
-    builds its own conductor also runs the embedded worker and scheduler (conductor.runner) for
-    its lifetime, as `conductor serve` does; an app given a conductor processes events inline.
-    `embedded_tick_seconds=0` turns the embedded runner off (its intervals come from the settings).
-    Raises ConductorError for an unusable configuration (a malformed webhook secret).
-    """
+    """Build the API around a wired `app` (conductor.bootstrap.build; default: built from `settings`,
+    default: the environment). An embedded runner of an app built here runs for the API's lifetime;
+    a given app is its owner's to start and close. Raises ConductorError for an unusable
+    configuration (a malformed webhook secret)."""
+    from conductor.bootstrap import build
     from conductor.config import Settings
-    from conductor.service.dispatch import CeleryDispatcher, InlineDispatcher
 
-    settings = settings or Settings()
+    settings = settings or (app.settings if app is not None else Settings())
     _check_webhook_secrets(settings)
-    own_conductor = conductor is None
-    if conductor is None:
-        from conductor.logging import configure_logging
-
-        configure_logging(settings.log_format, settings.log_level)
-        conductor = _conductor_from(settings)
-    runner = None
-    if dispatcher is None:
-        if settings.broker_url:
-            dispatcher = CeleryDispatcher(settings.broker_url, visibility_timeout_s=settings.broker_visibility_timeout_s)
-        elif own_conductor and embedded_tick_seconds != 0:
-            from conductor.runner import EmbeddedRunner
-
-            runner = EmbeddedRunner(conductor, settings)
-            dispatcher = runner.dispatcher
-        else:
-            dispatcher = InlineDispatcher(conductor)
-    state = ApiState(settings, conductor, dispatcher, ApiMetrics(conductor), webhook_max_bytes, report_max_bytes)
+    own = app is None
+    wired = app or build(settings)
+    state = ApiState(wired, ApiMetrics(wired.conductor), webhook_max_bytes, report_max_bytes)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if runner is not None:
-            runner.start()
-        log.info("api_started", database=conductor.db.engine.dialect.name, dispatcher=type(dispatcher).__name__)
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if own and wired.runner is not None:
+            wired.runner.start()
+        log.info("api_started", database=wired.conductor.db.engine.dialect.name, dispatcher=type(wired.dispatcher).__name__)
         try:
             yield
         finally:
-            if runner is not None:
-                runner.stop()
-            if own_conductor:
-                conductor.db.dispose()
+            if own:
+                if wired.runner is not None:
+                    wired.runner.stop()
+                wired.close()
 
     def body_limit(path: str) -> int:
         if path.startswith("/webhooks/"):
@@ -165,42 +139,38 @@ def create_app(
             return report_max_bytes
         return json_max_bytes
 
-    app = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.state.conductor_api = state
-    install_error_handlers(app)
     def body_refused(path: str) -> None:
         if path.startswith("/webhooks/"):
             state.metrics.rejected.labels(path.removeprefix("/webhooks/")[:30], "too_large").inc()
 
-    app.add_middleware(BodyLimit, limit_for=body_limit, on_refused=body_refused)
-    app.add_middleware(RequestContext)
+    api = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    api.state.conductor_api = state
+    install_error_handlers(api)
+    api.add_middleware(BodyLimit, limit_for=body_limit, on_refused=body_refused)
+    api.add_middleware(RequestContext)
+    # Outermost: the request id exists before anything logs, and every answer carries it back.
+    api.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=_plausible_request_id,
+                       generator=lambda: uuid.uuid4().hex)
 
-    app.include_router(health.build_router())
-    app.include_router(webhooks.build_router())
-    app.include_router(tracks.build_router())
-    app.include_router(releases.build_router())
+    api.include_router(health.build_router())
+    api.include_router(webhooks.build_router())
+    api.include_router(tracks.build_router())
+    api.include_router(releases.build_router())
 
-    # ---- dashboard: conductor/api/dashboard/ belongs to the dashboard's author, who wires it here. ----
-    # Included only when the package exists; it gets the app's Conductor through a dependency.
-    if importlib.util.find_spec("conductor.api.dashboard") is not None:
-        from conductor.api.dashboard import build_router as dashboard_router
+    def get_context(request: Request) -> Context:
+        return request.app.state.conductor_api.conductor  # type: ignore[no-any-return]
 
-        def get_conductor(request: Request) -> "Conductor":
-            return request.app.state.conductor_api.conductor
-
-        app.include_router(dashboard_router(get_conductor, secret_key=settings.session_secret,
-                                            poll_seconds=settings.dashboard_poll_seconds))
-    # ---- end dashboard ----
+    api.include_router(dashboard_router(get_context, secret_key=settings.session_secret, poll_seconds=settings.dashboard_poll_seconds))
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             generic = GenericEvent.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(generic.pop("$defs", {}))
             components["GenericEvent"] = generic  # the body of POST /webhooks/generic, read raw for the signature
-            app.openapi_schema = schema
-        return app.openapi_schema
+            api.openapi_schema = schema
+        return api.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-    return app
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from conductor.api.deps import State, no_unknown_query
+from conductor.api.deps import NoParams, SingleValues, State
 from conductor.api.errors import error_responses
 from conductor.api.schemas import HealthOut, ReadyOut
-from conductor.service.queries import ping
+from conductor.read.tracks import ping
 
 BROKER_TIMEOUT_S = 2.0
 
@@ -28,15 +28,15 @@ def _short(exc: Exception) -> str:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(tags=["health"], dependencies=[Depends(no_unknown_query)])
+    router = APIRouter(tags=["health"], dependencies=[SingleValues])
 
     @router.get("/healthz", response_model=HealthOut, responses=error_responses(422), summary="The process is up")
-    async def healthz() -> HealthOut:  # no I/O: on the event loop, no threadpool hop
+    async def healthz(_q: NoParams) -> HealthOut:  # no I/O: on the event loop, no threadpool hop
         return HealthOut(status="ok")
 
     @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Database or broker unreachable"}, **error_responses(422)},
                 summary="Ready to take traffic: database and broker reachable")
-    async def readyz(state: State) -> JSONResponse:
+    async def readyz(state: State, _q: NoParams) -> JSONResponse:
         checks: dict[str, str] = {}
         try:
             await run_in_threadpool(ping, state.conductor)
@@ -58,7 +58,7 @@ def build_router() -> APIRouter:
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
                 responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
                            **error_responses(422)})
-    async def metrics(state: State) -> Response:
+    async def metrics(state: State, _q: NoParams) -> Response:
         return Response(await run_in_threadpool(state.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
     return router

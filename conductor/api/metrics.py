@@ -20,8 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from conductor.service import stats
-from conductor.service.engine import Conductor
+from conductor.context import Context
+from conductor.read import stats
 
 log = structlog.get_logger("conductor.metrics")
 
@@ -30,7 +30,7 @@ DELAY_BUCKETS = (1, 5, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 36
 
 
 class ApiMetrics:
-    def __init__(self, conductor: Conductor):
+    def __init__(self, conductor: Context):
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "conductor_webhook_events_received", "Webhook deliveries authenticated and stored (or found stored)",
@@ -53,7 +53,7 @@ class ApiMetrics:
 class ReleaseCollector(Collector):
     """Transitions, decisions, approvals and the inbox, computed from the database on each scrape."""
 
-    def __init__(self, conductor: Conductor):
+    def __init__(self, conductor: Context):
         self.c = conductor
         self._lock = threading.Lock()
         self._last_audit_id = 0

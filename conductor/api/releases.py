@@ -10,18 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from conductor.api.deps import (
-    IfMatch,
-    ReleaseManager,
-    State,
-    Viewer,
-    expecting,
-    no_unknown_query,
-    wanted_version,
-)
+from conductor.api.deps import IfMatch, NoParams, QueryModel, ReleaseManager, SingleValues, State, Viewer, wanted_version
 from conductor.api.errors import error_responses
 from conductor.api.schemas import (
     MAX_INT,
@@ -44,9 +37,9 @@ from conductor.api.schemas import (
     Version,
     WriteResult,
 )
-from conductor.service.engine import Conductor
-from conductor.service.queries import get_decision, list_releases
-from conductor.service.reports import record_signals
+from conductor.context import Context
+from conductor.read.release import get_decision, list_releases, snapshot
+from conductor.service import approvals, releases, signals
 from conductor.sources.errors import PayloadTooLarge
 from conductor.sources.events import SignalIn
 from conductor.sources.junit import summarize_junit
@@ -64,63 +57,69 @@ def _bind(release_id: int) -> None:
     structlog.contextvars.bind_contextvars(release_id=release_id)
 
 
-def _summary(c: Conductor, release_id: int, response: Response) -> ReleaseSummary:
-    snap = c.snapshot(release_id)
-    response.headers["ETag"] = f'"{snap.release.version_id}"'
-    return ReleaseSummary.of(snap)
+def _summary(ctx: Context, release_id: int, response: Response) -> ReleaseSummary:
+    snap = snapshot(ctx, release_id)
+    response.headers["ETag"] = f'"{snap.version}"'
+    return ReleaseSummary.model_validate(snap)
+
+
+class ReleaseListQuery(QueryModel):
+    track: TrackId | None = Field(default=None, description="Only this track")
+    stage: StageName | None = Field(default=None, description="Only releases in this stage")
+    awaiting_approval: bool | None = Field(default=None, description="Only releases with (or without) a pending decision")
+    paused: bool | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: int | None = Field(default=None, ge=1, le=MAX_INT, description="next_cursor of the previous page")
+
+
+class TestReportQuery(QueryModel):
+    __test__ = False
+    sha: Sha | None = Field(default=None, description="Commit the tests ran on")
+    source: SourceName = Field(default="junit", description="Who produced the report")
+    expected_version: Version | None = None
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/releases", tags=["releases"], dependencies=[Depends(no_unknown_query)])
+    router = APIRouter(prefix="/releases", tags=["releases"], dependencies=[SingleValues])
 
     @router.get("", response_model=ReleasePage, responses=READ, summary="List releases, newest first")
-    def list_(
-        state: State,
-        _: Viewer,
-        track: Annotated[TrackId | None, Query(description="Only this track")] = None,
-        stage: Annotated[StageName | None, Query(description="Only releases in this stage")] = None,
-        awaiting_approval: Annotated[bool | None, Query(description="Only releases with (or without) a pending decision")] = None,
-        paused: Annotated[bool | None, Query()] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        cursor: Annotated[int | None, Query(ge=1, le=MAX_INT, description="next_cursor of the previous page")] = None,
-    ) -> ReleasePage:
-        page = list_releases(state.conductor, track=track, stage=stage, awaiting_approval=awaiting_approval,
-                             paused=paused, limit=limit, cursor=cursor)
-        return ReleasePage(items=[ReleaseSummary.of(s) for s in page.items], next_cursor=page.next_cursor)
+    def list_(state: State, _: Viewer, q: Annotated[ReleaseListQuery, Query()]) -> ReleasePage:
+        page = list_releases(state.conductor, track=q.track, stage=q.stage, awaiting_approval=q.awaiting_approval,
+                             paused=q.paused, limit=q.limit, cursor=q.cursor)
+        return ReleasePage.model_validate(page)
 
     @router.post("", status_code=201, response_model=ReleaseDetail, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
                  summary="Start a release of a track")
-    def create(body: ReleaseCreate, state: State, principal: ReleaseManager, response: Response) -> ReleaseDetail:
-        rid = state.conductor.start_release(body.track, body.release_version, principal.actor)
+    def create(body: ReleaseCreate, state: State, principal: ReleaseManager, response: Response, _q: NoParams) -> ReleaseDetail:
+        rid = releases.start_release(state.conductor, body.track, body.release_version, principal.actor)
         _bind(rid)
-        snap = state.conductor.snapshot(rid)
-        response.headers["ETag"] = f'"{snap.release.version_id}"'
+        snap = snapshot(state.conductor, rid)
+        response.headers["ETag"] = f'"{snap.version}"'
         response.headers["Location"] = f"/releases/{rid}"
-        return ReleaseDetail.of(snap)
+        return ReleaseDetail.model_validate(snap)
 
     @router.get("/{release_id}", response_model=ReleaseDetail, responses=READ,
                 summary="A release: stage, gates, pending decision with its evidence, timeline, actions")
-    def get(release_id: ReleaseId, state: State, _: Viewer, response: Response) -> ReleaseDetail:
+    def get(release_id: ReleaseId, state: State, _: Viewer, response: Response, _q: NoParams) -> ReleaseDetail:
         _bind(release_id)
-        snap = state.conductor.snapshot(release_id)
-        response.headers["ETag"] = f'"{snap.release.version_id}"'
-        return ReleaseDetail.of(snap)
+        snap = snapshot(state.conductor, release_id)
+        response.headers["ETag"] = f'"{snap.version}"'
+        return ReleaseDetail.model_validate(snap)
 
     @router.get("/{release_id}/decisions/{decision_id}", response_model=DecisionOut, responses=READ,
                 summary="One decision of a release, with its evidence")
-    def decision(release_id: ReleaseId, decision_id: DecisionId, state: State, _: Viewer) -> DecisionOut:
+    def decision(release_id: ReleaseId, decision_id: DecisionId, state: State, _: Viewer, _q: NoParams) -> DecisionOut:
         _bind(release_id)
-        ev, pending = get_decision(state.conductor, release_id, decision_id)
-        return DecisionOut.of(ev, pending)
+        return DecisionOut.model_validate(get_decision(state.conductor, release_id, decision_id))
 
     @router.post("/{release_id}/signals", response_model=SignalsResult, responses=WRITE,
                  summary="Push signal values (one transaction, one evaluation)")
-    def signals(release_id: ReleaseId, body: SignalsIn, state: State, principal: ReleaseManager, response: Response,
-                if_match: IfMatch = None) -> SignalsResult:
+    def signals_(release_id: ReleaseId, body: SignalsIn, state: State, principal: ReleaseManager, response: Response,
+                 _q: NoParams, if_match: IfMatch = None) -> SignalsResult:
         _bind(release_id)
         points = [SignalIn(name=p.name, value=float(p.value), samples=p.samples) for p in body.signals]
-        with expecting(wanted_version(if_match, body.expected_version)):
-            batch = record_signals(state.conductor, release_id, points, principal.actor, source=body.source, sha=body.sha)
+        batch = signals.record_signals(state.conductor, release_id, points, principal.actor, source=body.source, sha=body.sha,
+                                       expected_version=wanted_version(if_match, body.expected_version))
         return SignalsResult(release=_summary(state.conductor, release_id, response), recorded=batch.recorded,
                              ignored=batch.ignored, verdict=batch.verdict)
 
@@ -138,9 +137,7 @@ def build_router() -> APIRouter:
         state: State,
         principal: ReleaseManager,
         response: Response,
-        sha: Annotated[Sha | None, Query(description="Commit the tests ran on")] = None,
-        source: Annotated[SourceName, Query(description="Who produced the report")] = "junit",
-        expected_version: Annotated[Version | None, Query()] = None,
+        q: Annotated[TestReportQuery, Query()],
         if_match: IfMatch = None,
     ) -> TestReportResult:
         _bind(release_id)
@@ -149,12 +146,11 @@ def build_router() -> APIRouter:
         if len(body) > limit:
             raise PayloadTooLarge(len(body), limit)
         summary = await run_in_threadpool(summarize_junit, body, limit)  # CPU-bound: off the event loop
-        version = wanted_version(if_match, expected_version)
+        version = wanted_version(if_match, q.expected_version)
 
         def write() -> tuple[Any, ReleaseSummary]:
-            with expecting(version):
-                batch = record_signals(state.conductor, release_id, summary.signals(), principal.actor, source=source,
-                                       sha=sha, only_declared=True, what="test report")
+            batch = signals.record_signals(state.conductor, release_id, summary.signals(), principal.actor, source=q.source,
+                                           sha=q.sha, only_declared=True, what="test report", expected_version=version)
             return batch, _summary(state.conductor, release_id, response)
 
         batch, release = await run_in_threadpool(write)
@@ -164,56 +160,55 @@ def build_router() -> APIRouter:
 
     @router.post("/{release_id}/signoffs", response_model=WriteResult, responses=WRITE, summary="A team signs off (or refuses)")
     def signoff(release_id: ReleaseId, body: SignoffIn, state: State, principal: ReleaseManager, response: Response,
-                if_match: IfMatch = None) -> WriteResult:
+                _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
-        with expecting(wanted_version(if_match, body.expected_version)):
-            verdict = state.conductor.sign_off(release_id, body.team, principal.actor, approved=body.approved, reason=body.reason)
+        verdict = signals.sign_off(state.conductor, release_id, body.team, principal.actor, approved=body.approved, reason=body.reason,
+                                   expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome=verdict or "recorded")
 
     @router.post("/{release_id}/decisions/{decision_id}/approve", response_model=WriteResult, responses=WRITE,
                  summary="Approve a pending decision (release_manager; four-eyes may forbid it)")
     def approve(release_id: ReleaseId, decision_id: DecisionId, body: ApproveIn, state: State, principal: ReleaseManager,
-                response: Response, if_match: IfMatch = None) -> WriteResult:
+                response: Response, _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
         get_decision(state.conductor, release_id, decision_id)  # 404 before 409 for a decision that never existed
-        with expecting(wanted_version(if_match, body.expected_version)):
-            stage = state.conductor.approve(release_id, principal.actor, body.reason, evaluation_id=decision_id,
-                                            fingerprint=body.fingerprint)
+        stage = approvals.approve(state.conductor, release_id, principal.actor, body.reason, evaluation_id=decision_id,
+                                  fingerprint=body.fingerprint, expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
     @router.post("/{release_id}/decisions/{decision_id}/reject", response_model=WriteResult, responses=WRITE,
                  summary="Reject a pending decision (hold, or halt in a rollout stage)")
     def reject(release_id: ReleaseId, decision_id: DecisionId, body: ReasonIn, state: State, principal: ReleaseManager,
-               response: Response, if_match: IfMatch = None) -> WriteResult:
+               response: Response, _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
         get_decision(state.conductor, release_id, decision_id)
-        with expecting(wanted_version(if_match, body.expected_version)):
-            stage = state.conductor.reject(release_id, principal.actor, body.reason, evaluation_id=decision_id)
+        stage = approvals.reject(state.conductor, release_id, principal.actor, body.reason, evaluation_id=decision_id,
+                                 expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
     @router.post("/{release_id}/pause", response_model=WriteResult, responses=WRITE, summary="Stop the robot from advancing the release")
     def pause(release_id: ReleaseId, body: ReasonIn, state: State, principal: ReleaseManager, response: Response,
-              if_match: IfMatch = None) -> WriteResult:
+              _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
-        with expecting(wanted_version(if_match, body.expected_version)):
-            changed = state.conductor.pause(release_id, principal.actor, body.reason)
+        changed = releases.pause(state.conductor, release_id, principal.actor, body.reason,
+                                 expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome="paused" if changed else "already_paused")
 
     @router.post("/{release_id}/resume", response_model=WriteResult, responses=WRITE,
                  summary="Lift a pause, or resume a halted rollout")
     def resume(release_id: ReleaseId, body: ReasonIn, state: State, principal: ReleaseManager, response: Response,
-               if_match: IfMatch = None) -> WriteResult:
+               _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
-        with expecting(wanted_version(if_match, body.expected_version)):
-            stage = state.conductor.resume(release_id, principal.actor, body.reason)
+        stage = releases.resume(state.conductor, release_id, principal.actor, body.reason,
+                                expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
     @router.post("/{release_id}/cancel", response_model=WriteResult, responses=WRITE, summary="Abandon the release")
     def cancel(release_id: ReleaseId, body: ReasonIn, state: State, principal: ReleaseManager, response: Response,
-               if_match: IfMatch = None) -> WriteResult:
+               _q: NoParams, if_match: IfMatch = None) -> WriteResult:
         _bind(release_id)
-        with expecting(wanted_version(if_match, body.expected_version)):
-            stage = state.conductor.cancel(release_id, principal.actor, body.reason)
+        stage = releases.cancel(state.conductor, release_id, principal.actor, body.reason,
+                                expected_version=wanted_version(if_match, body.expected_version))
         return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
     return router

@@ -3,6 +3,10 @@
 Request models forbid unknown fields, so a body cannot set what the server owns (stage, status,
 actor, timestamps, version). Every string is bounded and free of NUL characters, so nothing a
 client sends can fail in the database instead of in validation.
+
+Response models are read from the read model's frozen dataclasses (conductor.read) by attribute
+(`Response.model_validate(snapshot)`), never from database rows: a field here is the attribute of
+the same name there.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from conductor.service.engine import ReleaseSnapshot
-from conductor.store.models import AuditEntry, Evaluation, OutboxAction, Timer, Track
 
 MAX_INT = 2**31 - 1
 # Identifiers: letters, digits and . _ - (no slash: "track/version" is how releases are named).
@@ -38,6 +40,10 @@ Version = Annotated[int, Field(ge=1, le=MAX_INT, description="The release's `ver
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
 
 
 # ------------------------------------------------------------------ tracks
@@ -71,7 +77,7 @@ class TrackUpdate(Request):
     secrets: TrackSecrets | None = None
 
 
-class TrackOut(BaseModel):
+class TrackOut(Response):
     id: str
     definition: str
     repository: str | None
@@ -80,15 +86,6 @@ class TrackOut(BaseModel):
     four_eyes: bool
     secrets: list[str] = Field(description="Which per-track secrets are set (never their values)")
     created_at: datetime
-
-    @classmethod
-    def of(cls, t: Track) -> "TrackOut":
-        return cls(
-            id=t.id, definition=t.definition_name, repository=t.repository, branch_pattern=t.branch_pattern,
-            critical_fix_marker=t.critical_fix_marker, four_eyes=bool(t.four_eyes),
-            secrets=sorted(k for k, v in (t.settings or {}).items() if k.endswith(("_secret", "_token")) and v),
-            created_at=t.created_at,
-        )
 
 
 # ------------------------------------------------------------------ releases
@@ -99,7 +96,7 @@ class ReleaseCreate(Request):
     release_version: ReleaseVersion = Field(description='The app version, e.g. "9.1.0"')
 
 
-class GateOut(BaseModel):
+class GateOut(Response):
     gate: str
     outcome: str = Field(description="pass, fail, inconclusive or no_data")
     reason: str | None = None
@@ -108,7 +105,7 @@ class GateOut(BaseModel):
     ages_s: dict[str, float] = Field(default_factory=dict)
 
 
-class DecisionOut(BaseModel):
+class DecisionOut(Response):
     id: int
     release_id: int
     stage: str
@@ -123,21 +120,8 @@ class DecisionOut(BaseModel):
     gates: list[GateOut]
     evidence: dict[str, Any]
 
-    @classmethod
-    def of(cls, ev: Evaluation, pending: bool) -> "DecisionOut":
-        e = ev.evidence or {}
-        return cls(
-            id=ev.id, release_id=ev.release_id, stage=ev.stage, transition=ev.transition, target=e.get("target"),
-            verdict=ev.verdict, summary=e.get("summary", ""), fingerprint=ev.fingerprint, trigger=ev.trigger,
-            pending=pending, created_at=ev.created_at, gates=[GateOut(**_gate(g)) for g in e.get("gates", [])], evidence=e,
-        )
 
-
-def _gate(g: dict[str, Any]) -> dict[str, Any]:
-    return {k: g.get(k) for k in ("gate", "outcome", "reason", "detail")} | {"inputs": g.get("inputs") or {}, "ages_s": g.get("ages_s") or {}}
-
-
-class ReleaseSummary(BaseModel):
+class ReleaseSummary(Response):
     id: int
     key: str = Field(description='"track/release_version"')
     track: str
@@ -149,30 +133,14 @@ class ReleaseSummary(BaseModel):
     pending_decision_id: int | None
     branch: str | None
     head_sha: str | None
-    gates: list[GateOut] = Field(description="The latest outcome of each gate of the outgoing transition")
+    gates: list[GateOut] = Field(description="The latest outcome of each gate of the outgoing transition (for a halted release: what halted it)")
+    waiting_for: str = Field(description="What the release waits for before it can move")
     entered_stage_at: datetime
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def fields_of(cls, snap: ReleaseSnapshot) -> dict[str, Any]:
-        r = snap.release
-        lights = snap.gate_lights()
-        details = {g["gate"]: g for g in (snap.latest.evidence.get("gates", []) if snap.latest and snap.latest.stage == r.stage else [])}
-        return dict(
-            id=r.id, key=r.key, track=r.track_id, release_version=r.version, stage=r.stage, status=snap.status,
-            version=r.version_id, paused=bool(r.paused), pending_decision_id=r.pending_evaluation_id, branch=r.branch,
-            head_sha=r.head_sha,
-            gates=[GateOut(**_gate(details[g])) if g in details else GateOut(gate=g, outcome=o) for g, o in lights],
-            entered_stage_at=r.entered_stage_at, created_at=r.created_at, updated_at=r.updated_at,
-        )
 
-    @classmethod
-    def of(cls, snap: ReleaseSnapshot) -> "ReleaseSummary":
-        return cls(**cls.fields_of(snap))
-
-
-class TimelineEntry(BaseModel):
+class TimelineEntry(Response):
     id: int
     at: datetime
     kind: str
@@ -184,13 +152,8 @@ class TimelineEntry(BaseModel):
     event_id: int | None
     data: dict[str, Any]
 
-    @classmethod
-    def of(cls, a: AuditEntry) -> "TimelineEntry":
-        return cls(id=a.id, at=a.at, kind=a.kind, actor=a.actor, from_stage=a.from_stage, to_stage=a.to_stage,
-                   reason=a.reason or "", decision_id=a.evaluation_id, event_id=a.event_id, data=a.data or {})
 
-
-class ActionOut(BaseModel):
+class ActionOut(Response):
     id: int
     action: str
     params: dict[str, Any]
@@ -199,23 +162,13 @@ class ActionOut(BaseModel):
     created_at: datetime
     done_at: datetime | None
 
-    @classmethod
-    def of(cls, o: OutboxAction) -> "ActionOut":
-        return cls(id=o.id, action=o.action, params=o.params or {}, status=o.status, attempts=o.attempts or 0,
-                   created_at=o.created_at, done_at=o.done_at)
 
-
-class TimerOut(BaseModel):
+class TimerOut(Response):
     kind: str
     due_at: datetime
 
-    @classmethod
-    def of(cls, t: Timer) -> "TimerOut":
-        return cls(kind=t.kind, due_at=t.due_at)
-
 
 class ReleaseDetail(ReleaseSummary):
-    waiting_for: str
     pause_reason: str | None
     definition: dict[str, str] = Field(description="The pinned pipeline: name and content hash")
     unreviewed_commits: list[dict[str, Any]] = Field(description="Commits on the release branch without the critical-fix marker")
@@ -225,23 +178,8 @@ class ReleaseDetail(ReleaseSummary):
     actions: list[ActionOut]
     timers: list[TimerOut]
 
-    @classmethod
-    def of(cls, snap: ReleaseSnapshot) -> "ReleaseDetail":
-        r = snap.release
-        return cls(
-            **cls.fields_of(snap),
-            waiting_for=snap.waiting_for, pause_reason=r.pause_reason,
-            definition={"name": snap.pipeline.name, "hash": r.definition_hash},
-            unreviewed_commits=list(r.unreviewed_commits or []),
-            latest_decision=DecisionOut.of(snap.latest, snap.pending is not None and snap.pending.id == snap.latest.id) if snap.latest else None,
-            pending_decision=DecisionOut.of(snap.pending, True) if snap.pending else None,
-            timeline=[TimelineEntry.of(a) for a in snap.audit],
-            actions=[ActionOut.of(o) for o in snap.outbox],
-            timers=[TimerOut.of(t) for t in snap.timers],
-        )
 
-
-class ReleasePage(BaseModel):
+class ReleasePage(Response):
     items: list[ReleaseSummary]
     next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null on the last page")
 
@@ -315,9 +253,24 @@ class WebhookAccepted(BaseModel):
     delivery_id: str
     kind: str = Field(description="The normalized event kind, e.g. build_finished, branch_push, ignored")
     duplicate: bool = Field(description="True when this delivery id was stored before (nothing new stored)")
-    status: Literal["accepted", "duplicate", "ignored", "unmatched"]
-    release_id: int | None = Field(description="The release the event applies to, when one matches")
-    reason: str | None = Field(description="Why the event is ignored or matches no release")
+    status: Literal["accepted", "duplicate", "ignored"] = Field(
+        description="accepted: stored, to be applied to its release; GET /webhooks/events/{event_id} tells what it matched")
+    reason: str | None = Field(description="Why the event is ignored")
+    event_url: str = Field(description="Where to see what became of the event (GET, viewer token)")
+
+
+class EventOut(Response):
+    """An inbound event and what became of it."""
+
+    id: int
+    source: str
+    delivery_id: str
+    kind: str
+    status: str = Field(description="pending, processed, ignored, unmatched or failed")
+    note: str | None = Field(description="Why it is ignored, unmatched or failed; what was skipped")
+    release_id: int | None = Field(description="The release it was applied to")
+    received_at: datetime
+    processed_at: datetime | None
 
 
 class HealthOut(BaseModel):

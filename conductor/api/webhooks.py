@@ -1,11 +1,12 @@
-"""Webhook receivers: authenticate the raw body, store it in the inbox, answer 202, work afterwards.
+"""Webhook receivers: verify the raw body, parse it once, store it in the inbox, dispatch, answer 202.
 
 Order, for every source: bounded read of the raw bytes (413 past the limit, counted while reading)
 -> signature / token check on those exact bytes (401, nothing stored) -> parse (422 naming the
 field; unknown event types are not errors, they are stored as ``ignored``) -> insert into the inbox,
-unique per (source, delivery id), committed (503 if that fails: never a 2xx without a durable
-write) -> handed to the queue (a broker publish, or the embedded runner's queue; an inline
-dispatcher runs it after the response instead) -> 202 with the event id.
+unique per (source, delivery id), committed in one round trip (503 if that fails: never a 2xx
+without a durable write) -> handed to the dispatcher (a broker publish, the embedded runner's
+queue, or run in place by the inline one) -> 202 with the event id. Which release the event is
+about is decided by the worker; GET /webhooks/events/{id} shows the outcome.
 
 Secrets: the global one from the environment is tried first (CONDUCTOR_GITHUB_SECRET,
 CONDUCTOR_GITLAB_TOKEN, CONDUCTOR_WEBHOOK_SECRET; the last may list several, space- or
@@ -18,20 +19,21 @@ unless one of those secrets verifies the body.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, BackgroundTasks, Depends, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from conductor.api.deps import ApiState, State, no_unknown_query
+from conductor.api.deps import ApiState, NoParams, SingleValues, State, Viewer
 from conductor.api.errors import ServiceUnavailable, error_responses
-from conductor.api.schemas import WebhookAccepted
+from conductor.api.schemas import MAX_INT, EventOut, WebhookAccepted
 from conductor.errors import ConductorError
-from conductor.service.inbox import Stored, store_event
-from conductor.service.queries import track_secrets
+from conductor.read.tracks import get_event
+from conductor.service.inbox import IGNORABLE_KINDS, Stored, store_event
+from conductor.service.tracks import track_secrets
 from conductor.sources import (
     PayloadInvalid,
     PayloadTooLarge,
@@ -83,33 +85,35 @@ def _any_of(check: Callable[[str], None]) -> Verifier:
     return verify
 
 
-def authenticate_delivery(state: ApiState, source: str, secret_kind: str, verify: Verifier, parse: Callable[[], InboundEvent]) -> None:
-    """Global secret first, then the secrets of the tracks of the payload's repository; SignatureInvalid if none verifies."""
+def authenticate(state: ApiState, source: str, secret_kind: str, verify: Verifier, parse: Callable[[], InboundEvent]) -> InboundEvent:
+    """The delivery's event, once a secret verified its body: the global secret first, then the
+    secrets of the tracks of the payload's repository. SignatureInvalid if none verifies.
+
+    The body is parsed once: after the global secret verified it, or (to pick the per-track
+    secrets) before they are tried, in which case nothing of it is used unless one verifies."""
     error: SignatureInvalid | None = None
     secrets = global_secrets(state, source)
     if secrets:
         try:
             verify(secrets)
-            return
+            return parse()
         except SignatureInvalid as exc:
             error = exc
     per_track = track_secrets(state.conductor, secret_kind)
     if per_track:
         try:
-            repository = parse().repository  # only to pick the candidate secrets
+            event: InboundEvent | None = parse()
         except SourceError:
-            repository = None
-        if repository and repository in per_track:
+            event = None  # unverified and unreadable: the signature error below is the answer
+        if event is not None and event.repository in per_track:
             try:
-                verify(per_track[repository])
-                return
+                verify(per_track[event.repository])
+                return event
             except SignatureInvalid as exc:
                 error = error or exc
             except ValueError as exc:  # a malformed per-track secret: a configuration problem, not the sender's
-                log.warning("track_secret_invalid", source=source, repository=repository, error=str(exc))
-    if error is None:
-        error = SignatureInvalid(f"no {source} webhook secret is configured for this delivery")
-    raise error
+                log.warning("track_secret_invalid", source=source, repository=event.repository, error=str(exc))
+    raise error or SignatureInvalid(f"no {source} webhook secret is configured for this delivery")
 
 
 _REJECT_REASONS = {SignatureInvalid: "signature", PayloadTooLarge: "too_large", PayloadInvalid: "payload"}
@@ -118,7 +122,6 @@ _REJECT_REASONS = {SignatureInvalid: "signature", PayloadTooLarge: "too_large", 
 async def receive(
     request: Request,
     state: ApiState,
-    background: BackgroundTasks,
     source: str,
     secret_kind: str,
     verifier: Callable[[bytes, dict[str, str]], Verifier],
@@ -134,52 +137,39 @@ async def receive(
         _count_rejection(metrics, source, exc)
         raise
 
-    def authenticate_parse_store() -> tuple[InboundEvent, Stored]:
-        # One hop off the event loop for the whole request: verify (it may read track secrets),
-        # parse, then store and preview the match in one transaction.
+    def verify_parse_store_dispatch() -> tuple[InboundEvent, Stored]:
+        # One hop off the event loop for the whole request.
         try:
-            authenticate_delivery(state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
-            event = parser(headers, body)
+            event = authenticate(state, source, secret_kind, verifier(body, headers), lambda: parser(headers, body))
         except SourceError as exc:
             _count_rejection(metrics, source, exc)
             raise
         structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
         try:
-            stored = store_event(state.conductor, event, preview=True)
+            stored = store_event(state.conductor, event)
         except (SQLAlchemyError, ConductorError) as exc:
             metrics.rejected.labels(source, "store_unavailable").inc()
             log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
             raise ServiceUnavailable("the event could not be stored; nothing was accepted, send it again") from None
-        if quick_dispatch and (stored.created or stored.status == "pending"):
-            # Still off the event loop: hand the committed event to the queue now rather than
-            # after the response (the transition it causes is what the sender waits for).
-            _dispatch(state, stored.event_id)
+        if stored.created or stored.status == "pending":
+            _dispatch(state, stored.event_id)  # committed: hand it on (the transition is what the sender waits for)
         return event, stored
 
-    # A dispatcher that only hands the event on (broker, embedded queue) is called before the
-    # 202; one that runs the event in place (InlineDispatcher) after the response.
-    quick_dispatch = getattr(state.dispatcher, "before_response", False)
-    event, stored = await run_in_threadpool(authenticate_parse_store)
-    structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source, event_id=stored.event_id)
+    event, stored = await run_in_threadpool(verify_parse_store_dispatch)
+    structlog.contextvars.bind_contextvars(event_id=stored.event_id)
     metrics.received.labels(source).inc()
+    ignored = event.kind in IGNORABLE_KINDS
     if not stored.created:
         metrics.deduplicated.labels(source).inc()
-    release_id, why = stored.release_id, stored.why
-    if event.kind in ("ping", "ignored"):
-        log.info("event_ignored", source=source, event_id=stored.event_id, raw_type=event.raw_type, reason=why)
-    if not quick_dispatch and (stored.created or stored.status == "pending"):
-        background.add_task(_dispatch, state, stored.event_id)  # inline processing: after the response
-    if not stored.created:
         status = "duplicate"
-    elif event.kind in ("ping", "ignored"):
+    elif ignored:
+        log.info("event_ignored", source=source, event_id=stored.event_id, raw_type=event.raw_type, reason=event.reason)
         status = "ignored"
-    elif release_id is None:
-        status = "unmatched"
     else:
         status = "accepted"
     out = WebhookAccepted(
-        event_id=stored.event_id, source=source, delivery_id=event.delivery_id, kind=event.kind,
-        duplicate=not stored.created, status=status, release_id=release_id, reason=why or None,
+        event_id=stored.event_id, source=source, delivery_id=event.delivery_id, kind=event.kind, duplicate=not stored.created,
+        status=status, reason=(event.reason or event.kind) if ignored else None, event_url=f"/webhooks/events/{stored.event_id}",
     )
     return JSONResponse(out.model_dump(mode="json"), status_code=202)
 
@@ -222,7 +212,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[Depends(no_unknown_query)])
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[SingleValues])
+
+    @router.get("/events/{event_id}", response_model=EventOut, responses=error_responses(401, 403, 404, 422, 503),
+                summary="An inbound event and what became of it (matched release, or why none)")
+    def event(event_id: Annotated[int, Path(ge=1, le=MAX_INT)], state: State, _: Viewer, _q: NoParams) -> EventOut:
+        return EventOut.model_validate(get_event(state.conductor, event_id))
 
     @router.post(
         "/github", status_code=202, responses=RESPONSES, response_model=None,
@@ -235,11 +230,11 @@ def build_router() -> APIRouter:
             ("X-GitHub-Delivery", "Delivery id; the dedupe key"),
         ]),
     )
-    async def github(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+    async def github(request: Request, state: State, _q: NoParams) -> JSONResponse:
         def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
             return _any_of(lambda secret: verify_github(secret, body, headers))
 
-        return await receive(request, state, background, "github", "github", verifier, parse_github)
+        return await receive(request, state, "github", "github", verifier, parse_github)
 
     @router.post(
         "/gitlab", status_code=202, responses=RESPONSES, response_model=None,
@@ -253,11 +248,11 @@ def build_router() -> APIRouter:
             ("X-Gitlab-Event-UUID", "Dedupe key when Idempotency-Key is absent"),
         ]),
     )
-    async def gitlab(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
+    async def gitlab(request: Request, state: State, _q: NoParams) -> JSONResponse:
         def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
             return _any_of(lambda token: verify_gitlab(token, headers))
 
-        return await receive(request, state, background, "gitlab", "gitlab", verifier, parse_gitlab)
+        return await receive(request, state, "gitlab", "gitlab", verifier, parse_gitlab)
 
     def standard(state: ApiState) -> Callable[[bytes, dict[str, str]], Verifier]:
         def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
@@ -277,8 +272,8 @@ def build_router() -> APIRouter:
              ("ce-source", "Event source (binary mode)"), ("ce-type", "dev.cdevents.<subject>.<predicate>.<version> (binary mode)")],
         ),
     )
-    async def cloudevents(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
-        return await receive(request, state, background, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
+    async def cloudevents(request: Request, state: State, _q: NoParams) -> JSONResponse:
+        return await receive(request, state, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
 
     @router.post(
         "/generic", status_code=202, responses=RESPONSES, response_model=None,
@@ -286,7 +281,7 @@ def build_router() -> APIRouter:
         description="A GenericEvent (see its schema) signed per Standard Webhooks; webhook-id (else the body's id) is the dedupe key.",
         openapi_extra=_raw_body({"application/json": {"schema": {"$ref": "#/components/schemas/GenericEvent"}}}, _STANDARD_WEBHOOK_HEADERS),
     )
-    async def generic(request: Request, state: State, background: BackgroundTasks) -> JSONResponse:
-        return await receive(request, state, background, "generic", "standard_webhooks", standard(state), parse_generic)
+    async def generic(request: Request, state: State, _q: NoParams) -> JSONResponse:
+        return await receive(request, state, "generic", "standard_webhooks", standard(state), parse_generic)
 
     return router

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from conductor.domain.definition import Pipeline, Transition
+from conductor.domain.kinds import WaitKind
 from conductor.domain.gates import WAITING_REASONS, GateContext, GateResult, Outcome, Reason, evaluate_gate
 
 
@@ -34,6 +35,7 @@ class Decision:
     summary: str
     not_before: datetime | None = None  # when soak/schedule allows the transition
     wait_until: datetime | None = None  # when to look again (timer)
+    wait: WaitKind | None = None  # with WAIT: soak, schedule or data (stored, so nobody parses the summary)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,6 +60,7 @@ class Decision:
             "verdict": self.verdict.value,
             "summary": self.summary,
             "not_before": self.not_before.isoformat() if self.not_before else None,
+            "wait": self.wait.value if self.wait else None,
             "gates": [r.as_evidence() for r in self.results],
             **self.extra,
         }
@@ -103,16 +106,16 @@ def decide(
     failed = [r for r in results if r.outcome is Outcome.FAIL]
     unclear = [r for r in results if r.outcome is Outcome.INCONCLUSIVE]
 
-    def make(verdict: Verdict, summary: str, wait_until: datetime | None = None) -> Decision:
-        return Decision(verdict, transition.name, stage, transition.target, results, summary, earliest, wait_until)
+    def make(verdict: Verdict, summary: str, wait_until: datetime | None = None, wait: WaitKind | None = None) -> Decision:
+        return Decision(verdict, transition.name, stage, transition.target, results, summary, earliest, wait_until, wait)
 
     if failed:
         names = ", ".join(f"{r.gate} ({r.detail})" for r in failed)
         verdict = Verdict.HALT if transition.on_fail == "halt" else Verdict.HOLD
         return make(verdict, f"failed: {names}")
     if ctx.now < earliest:
-        why = "schedule" if transition.schedule and earliest > ctx.stage_entered_at + transition.min_soak else "soak"
-        return make(Verdict.WAIT, f"{why} until {earliest.isoformat()}", earliest)
+        why = WaitKind.SCHEDULE if transition.schedule and earliest > ctx.stage_entered_at + transition.min_soak else WaitKind.SOAK
+        return make(Verdict.WAIT, f"{why.value} until {earliest.isoformat()}", earliest, why)
     if unclear:
         waiting = [r for r in unclear if r.reason in WAITING_REASONS]
         asking = [r for r in unclear if r.reason not in WAITING_REASONS]
@@ -120,7 +123,7 @@ def decide(
             names = ", ".join(f"{r.gate} ({r.detail})" for r in waiting)
             if transition.max_wait is None or ctx.now < earliest + transition.max_wait:
                 until = earliest + transition.max_wait if transition.max_wait else None
-                return make(Verdict.WAIT, f"waiting for {names}", until)
+                return make(Verdict.WAIT, f"waiting for {names}", until, WaitKind.DATA)
             return make(Verdict.ASK, f"still waiting after {transition.max_wait} for {names}")
         names = ", ".join(f"{r.gate} ({r.detail})" for r in asking)
         return make(Verdict.ASK, f"inconclusive: {names}")

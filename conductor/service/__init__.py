@@ -1,5 +1,11 @@
-"""Use cases over the store: the only place that changes a release."""
+"""The use cases: the only code that changes a release, each a short function over one ReleaseStep.
 
-from conductor.service.engine import ROBOT_ACTOR, Actor, Conductor, ReleaseSnapshot
+Grouped by concern: releases (start, pause, resume, cancel), approvals (approve, reject,
+four-eyes), signals (record, sign off, test reports), evaluation (judge and act), timers (tick),
+inbox (store and apply inbound events), outbox (send actions), tracks and tokens (administration),
+jobs (the background work by task name). conductor.step holds the unit of work they share.
+"""
 
-__all__ = ["Actor", "Conductor", "ROBOT_ACTOR", "ReleaseSnapshot"]
+from conductor.service.step import ROBOT_ACTOR, Actor
+
+__all__ = ["ROBOT_ACTOR", "Actor"]

@@ -1,27 +1,32 @@
-"""The units of background work, each one service call: what a Celery task or the embedded runner runs.
+"""The units of background work: what a Celery task or the embedded runner runs, by task name.
 
-workers.tasks wraps each of these in a Celery task of the same name; conductor.runner runs them
-from an in-process queue. Both go through `run_job`/`JOBS`, so there is one code path for the
-work and two transports for it. Every job takes ids, is safe to run twice, and hands follow-up
-work to the dispatcher only after its own transaction committed.
+workers.tasks wraps each job in a Celery task of the same name; the embedded runner
+(conductor.dispatch.embedded) runs them from an in-process queue; the inline dispatcher runs them
+at once. All three go through `run_job`/`JOBS`: one code path for the work, three transports.
+Every job takes ids, is safe to run twice, and hands follow-up work to the dispatcher only after
+its own transaction committed.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from conductor.actions.registry import ActionAdapters
+from conductor.context import Context
+from conductor.domain.kinds import DEFERRED, InboxStatus
 from conductor.errors import ConcurrentUpdate
-from conductor.service import outbox
-from conductor.service.dispatch import (
+from conductor.service import evaluation, outbox, timers
+from conductor.service.inbox import process_events
+from conductor.service.ports import (
     TASK_EVALUATE,
-    TASK_PROCESS_EVENT,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
@@ -29,104 +34,67 @@ from conductor.service.dispatch import (
     TASK_TICK,
     Dispatcher,
 )
-from conductor.service.engine import ActionHandOff, Conductor, queued_actions
-from conductor.service.inbox import DEFERRED, FAILED, PENDING, process_event, process_events
-from conductor.store.models import InboxEvent, OutboxAction
+from conductor.store.statements import FAIL_PENDING_EVENT, INBOX
 
 log = structlog.get_logger("conductor.jobs")
 
 # Worth another try soon (a concurrent writer, a dropped or busy database connection). Anything
 # else is a bug or bad data: retrying the same input cannot help, so it is recorded instead.
 RETRYABLE: tuple[type[BaseException], ...] = (ConcurrentUpdate, OperationalError, InterfaceError)
+SWEEP_BATCH = 100  # events per re-enqueued process_events task
 
 
 @dataclass
 class Runtime:
-    """What the jobs need: the service, where follow-up work goes, the action adapters, the timing."""
+    """What the jobs need: the context, where follow-up work goes, the action adapters, the timing."""
 
-    conductor: Conductor
+    context: Context
     dispatcher: Dispatcher
-    adapters: Any  # conductor.actions.ActionAdapters
+    adapters: ActionAdapters
     sweep_grace: timedelta = timedelta(seconds=60)
     action_max_attempts: int = 8
     action_run_lease: timedelta = timedelta(minutes=5)
 
-    @classmethod
-    def build(cls, conductor: Conductor, dispatcher: Dispatcher, *, settings=None, adapters=None) -> "Runtime":
-        """A runtime from Settings (conductor.config); defaults when none are given."""
-        from conductor.actions import ActionAdapters
-        from conductor.actions.http import make_client
-
-        timeout = settings.action_timeout_s if settings else 10.0
-        rt = cls(conductor, dispatcher, adapters or ActionAdapters(make_client(timeout)))
-        if settings is not None:
-            rt.sweep_grace = timedelta(seconds=settings.sweep_grace_s)
-            rt.action_max_attempts = settings.action_max_attempts
-            # A running action holds its row well past the HTTP timeout before anyone assumes it died.
-            rt.action_run_lease = timedelta(seconds=max(60.0, 6 * settings.action_timeout_s))
-        return rt
-
 
 def _relay(rt: Runtime, **scope: Any) -> int:
-    ids = outbox.claim_due(rt.conductor, lease=rt.sweep_grace, **scope)
+    ids = outbox.claim_due(rt.context, lease=rt.sweep_grace, **scope)
     for action_id in ids:
         rt.dispatcher.submit(TASK_RUN_ACTION, action_id)
     return len(ids)
 
 
-def _send_actions(rt: Runtime, handoff: ActionHandOff) -> None:
-    for action_id in handoff.ids:
-        rt.dispatcher.submit(TASK_RUN_ACTION, action_id)
-
-
-def handle_event(rt: Runtime, event_id: int) -> str:
-    """Apply a stored event (one transaction), then send the actions it queued. Returns the event status."""
-    handoff = ActionHandOff(rt.sweep_grace)
-    token = queued_actions.set(handoff)
-    try:
-        return process_event(rt.conductor, event_id)
-    finally:
-        queued_actions.reset(token)
-        _send_actions(rt, handoff)  # what committed is sent even if a later step raised; most events queue nothing
-
-
 def handle_events(rt: Runtime, event_ids: list[int], wait: bool = False) -> dict[str, int]:
-    """Apply a batch of stored events (one transaction, see inbox.process_events) and send the
-    actions they queued. Events whose release another worker held (DEFERRED) are applied right
-    after, by this job, waiting for that release: they are not sent to the back of the queue,
-    where later events of the same release could overtake them. Returns how many ended in each status."""
+    """Apply stored events (one transaction, see inbox.process_events) and send the actions they
+    queued. Events whose release another worker held (DEFERRED) are applied right after, by this
+    job, waiting for that release: they are not sent to the back of the queue, where later events
+    of the same release could overtake them. Returns how many ended in each status."""
     ids = [int(i) for i in event_ids]
-    statuses = _apply_events(rt, ids, wait=bool(wait))
+    statuses = _apply(rt, ids, wait=bool(wait))
     deferred = sorted(i for i, status in statuses.items() if status == DEFERRED)
     if deferred:
-        statuses.update(_apply_events(rt, deferred, wait=True))
-    counts: dict[str, int] = {}
-    for status in statuses.values():
-        counts[status] = counts.get(status, 0) + 1
+        statuses.update(_apply(rt, deferred, wait=True))
+    counts = dict(Counter(statuses.values()))
     log.info("event_batch_done", events=len(statuses), statuses=counts, deferred=len(deferred), waited=bool(wait))
     return counts
 
 
-def _apply_events(rt: Runtime, ids: list[int], *, wait: bool) -> dict[int, str]:
-    handoff = ActionHandOff(rt.sweep_grace)
-    token = queued_actions.set(handoff)
-    try:
-        return process_events(rt.conductor, ids, wait=wait)
-    finally:
-        queued_actions.reset(token)
-        _send_actions(rt, handoff)  # ids of rolled-back steps were dropped; what committed goes out
+def _apply(rt: Runtime, ids: list[int], *, wait: bool) -> dict[int, str]:
+    batch = process_events(rt.context, ids, wait=wait, lease=rt.sweep_grace)
+    for action_id in batch.actions:  # committed: send them now (the relay would, after the lease)
+        rt.dispatcher.submit(TASK_RUN_ACTION, action_id)
+    return batch.statuses
 
 
 def evaluate_release(rt: Runtime, release_id: int) -> str | None:
     """Judge a release now (pull sources, an operator's request), then send what it queued."""
-    d = rt.conductor.evaluate(release_id, trigger="task")
+    d = evaluation.evaluate(rt.context, release_id, trigger="task")
     _relay(rt, release_id=release_id)
     return d.verdict.value if d else None
 
 
 def run_action(rt: Runtime, action_id: int) -> str | None:
     """One attempt at one outbox row; a final failure queues a notification, sent at once."""
-    run = outbox.run_action(rt.conductor, rt.adapters, action_id, max_attempts=rt.action_max_attempts, run_lease=rt.action_run_lease)
+    run = outbox.run_action(rt.context, rt.adapters, action_id, max_attempts=rt.action_max_attempts, run_lease=rt.action_run_lease)
     if run.queued_follow_up and run.release_id is not None:
         _relay(rt, release_id=run.release_id)
     return run.status
@@ -141,37 +109,32 @@ def relay_outbox(rt: Runtime) -> int:
 
 
 def tick(rt: Runtime) -> int:
-    """Fire due timers (soak ends, branch day, approval deadlines) through the event path, then relay."""
-    fired = rt.conductor.tick()
+    """Fire due timers (soak ends, branch day, approval deadlines), then relay what they queued."""
+    fired = timers.tick(rt.context)
     if fired:
         _relay(rt)
     return fired
 
 
-SWEEP_BATCH = 100  # events per re-enqueued process_events task
-
-
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
-    An event is re-enqueued at most once per grace period (inbox.enqueued_at), so a long
-    backlog is not multiplied by every sweep.
+    An event is re-enqueued at most once per grace period (inbox.enqueued_at), so a long backlog
+    is not multiplied by every sweep.
     """
-    c = rt.conductor
-    now = c.now()
-    cutoff = now - rt.sweep_grace
-    with c.db.transaction() as s:
+    ctx = rt.context
+    now = ctx.now()
+    with ctx.db.begin() as conn:
         q = (
-            select(InboxEvent.id)
-            .where(InboxEvent.status == PENDING, func.coalesce(InboxEvent.enqueued_at, InboxEvent.received_at) <= cutoff)
-            .order_by(InboxEvent.id)
+            select(INBOX.c.id)
+            .where(INBOX.c.status == InboxStatus.PENDING.value, func.coalesce(INBOX.c.enqueued_at, INBOX.c.received_at) <= now - rt.sweep_grace)
+            .order_by(INBOX.c.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        if not c.db.is_sqlite:
-            q = q.with_for_update(skip_locked=True)
-        ids = list(s.scalars(q))
+        ids = list(conn.scalars(q))
         if ids:
-            s.execute(update(InboxEvent).where(InboxEvent.id.in_(ids)).values(enqueued_at=now))
+            conn.execute(INBOX.update().where(INBOX.c.id.in_(ids)).values(enqueued_at=now))
     for i in range(0, len(ids), SWEEP_BATCH):
         rt.dispatcher.submit(TASK_PROCESS_EVENTS, ids[i:i + SWEEP_BATCH])
     if ids:
@@ -182,28 +145,23 @@ def sweep_events(rt: Runtime, limit: int = 1000) -> int:
 def gave_up(rt: Runtime, task: str, args: tuple, reason: str) -> None:
     """A job failed for good (not retryable, retries exhausted, or dead-lettered): record it where people look.
 
-    An event is marked failed with the reason; an action is marked failed, audited and announced.
-    Other jobs are periodic and simply run again.
+    A batch of events is split (each sent on its own, so only an event that fails by itself is
+    marked failed); a single event is marked failed with the reason; an action is marked failed,
+    audited and announced. Other jobs are periodic and simply run again.
     """
-    c = rt.conductor
+    ctx = rt.context
     if task == TASK_PROCESS_EVENTS and args:
         ids = [int(i) for i in args[0]]
         if len(ids) > 1:
-            # Do not fail a whole batch for what may be one poison event: send each on its own,
-            # so only an event that fails by itself is marked failed.
             for event_id in ids:
-                rt.dispatcher.submit(TASK_PROCESS_EVENT, event_id)
+                rt.dispatcher.submit(TASK_PROCESS_EVENTS, [event_id])
             log.warning("event_batch_split", events=len(ids), reason=reason)
             return
-        task, args = TASK_PROCESS_EVENT, tuple(ids)
-    if task == TASK_PROCESS_EVENT and args:
-        with c.db.transaction() as s:
-            row = s.scalars(select(InboxEvent).where(InboxEvent.id == int(args[0])).with_for_update()).one_or_none()
-            if row is not None and row.status == PENDING:
-                row.status, row.note, row.processed_at = FAILED, reason[:2000], c.now()
-        log.error("event_gave_up", event_id=args[0], reason=reason)
+        with ctx.db.begin() as conn:
+            conn.execute(FAIL_PENDING_EVENT, {"event_id": ids[0], "note": reason[:2000], "processed_at": ctx.now()})
+        log.error("event_gave_up", event_id=ids[0], reason=reason)
     elif task == TASK_RUN_ACTION and args:
-        run = outbox.fail_action(c, int(args[0]), reason)
+        run = outbox.fail_action(ctx, int(args[0]), reason)
         if run.queued_follow_up and run.release_id is not None:
             _relay(rt, release_id=run.release_id)
     else:
@@ -211,7 +169,6 @@ def gave_up(rt: Runtime, task: str, args: tuple, reason: str) -> None:
 
 
 JOBS: dict[str, Callable[..., Any]] = {
-    TASK_PROCESS_EVENT: handle_event,
     TASK_PROCESS_EVENTS: handle_events,
     TASK_EVALUATE: evaluate_release,
     TASK_RUN_ACTION: run_action,
@@ -233,13 +190,3 @@ def run_job(rt: Runtime, task: str, *args: Any) -> Any:
     finally:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**saved)
-
-
-def pending_counts(c: Conductor) -> dict[str, int]:
-    """Events and actions not finished yet (for health checks and benchmarks)."""
-    with c.db.read() as s:
-        events = s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.status == PENDING)) or 0
-        actions = s.scalar(
-            select(func.count()).select_from(OutboxAction).where(OutboxAction.status.in_((outbox.PENDING, outbox.SENDING)))
-        ) or 0
-    return {"events": events, "actions": actions}

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from conductor.context import Context
 from conductor.errors import AlreadyExists, ConductorError, Forbidden, NotFound
-from conductor.service.engine import Actor, Conductor
-from conductor.store.models import ApiToken
+from conductor.service.step import Actor
+from conductor.store.statements import TOKENS, insert_new_id
 
 ROLES = ("viewer", "release_manager", "admin")
 PREFIX = "cdt_"
@@ -38,43 +39,64 @@ class Principal:
         return Actor(self.name, self.role)
 
 
-def create_token(c: Conductor, name: str, role: str) -> str:
+def create_token(ctx: Context, name: str, role: str) -> str:
     """Create a token and return it; it is not stored and cannot be shown again."""
     if role not in ROLES:
         raise ConductorError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if not name.strip():
         raise ConductorError("a token needs a name")
     token = PREFIX + secrets.token_urlsafe(32)
-    with c.db.transaction() as s:
-        if s.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+    with ctx.db.begin() as conn:
+        created = insert_new_id(conn, TOKENS, "name", {"name": name, "role": role, "token_hash": _hash(token), "created_at": ctx.now()})
+        if created is None:
             raise AlreadyExists(f"a token named {name!r} exists; revoke it first")
-        s.add(ApiToken(name=name, role=role, token_hash=_hash(token), created_at=c.now()))
     return token
 
 
-def authenticate(c: Conductor, token: str | None) -> Principal | None:
+@dataclass(frozen=True)
+class TokenSession:
+    """What a dashboard session stands for: the token's row id and its principal."""
+
+    token_id: int
+    principal: Principal
+
+
+def authenticate(ctx: Context, token: str | None) -> Principal | None:
     """The principal a bearer token stands for, or None (unknown, revoked, or missing)."""
+    found = session_for(ctx, token)
+    return found.principal if found else None
+
+
+def session_for(ctx: Context, token: str | None) -> TokenSession | None:
+    """The token's row id and principal (a dashboard session keeps the id), or None."""
     if not token or not token.startswith(PREFIX):
         return None
-    with c.db.read() as s:
-        row = s.scalars(select(ApiToken).where(ApiToken.token_hash == _hash(token))).one_or_none()
-        if row is None or row.revoked_at is not None:
-            return None
-        return Principal(row.name, row.role)
+    with ctx.db.reading() as conn:
+        row = conn.execute(
+            select(TOKENS.c.id, TOKENS.c.name, TOKENS.c.role).where(TOKENS.c.token_hash == _hash(token), TOKENS.c.revoked_at.is_(None))
+        ).first()
+    return TokenSession(row.id, Principal(row.name, row.role)) if row else None
 
 
-def revoke_token(c: Conductor, name: str) -> None:
-    with c.db.transaction() as s:
-        row = s.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
+def active_token(ctx: Context, token_id: int) -> Principal | None:
+    """The principal of a token that is still valid, or None when it was revoked or deleted."""
+    with ctx.db.reading() as conn:
+        row = conn.execute(select(TOKENS.c.name, TOKENS.c.role).where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))).first()
+    return Principal(row.name, row.role) if row else None
+
+
+def revoke_token(ctx: Context, name: str) -> None:
+    with ctx.db.begin() as conn:
+        row = conn.execute(select(TOKENS.c.id, TOKENS.c.revoked_at).where(TOKENS.c.name == name).with_for_update()).first()
         if row is None:
             raise NotFound(f"no token named {name!r}")
         if row.revoked_at is None:
-            row.revoked_at = c.now()
+            conn.execute(TOKENS.update().where(TOKENS.c.id == row.id).values(revoked_at=ctx.now()))
 
 
-def list_tokens(c: Conductor) -> list[dict]:
-    with c.db.read() as s:
+def list_tokens(ctx: Context) -> list[dict]:
+    with ctx.db.reading() as conn:
         return [
             {"name": t.name, "role": t.role, "created_at": t.created_at, "revoked": t.revoked_at is not None}
-            for t in s.scalars(select(ApiToken).order_by(ApiToken.id))
+            for t in conn.execute(select(TOKENS).order_by(TOKENS.c.id))
         ]

@@ -1,24 +1,44 @@
-"""Track administration: create a track, change where its events come from and its webhook secrets.
+"""Use cases for tracks: create one, change where its events come from, its secrets and its actions.
 
-Tracks have no audit table of their own (audit rows belong to a release), so each change is
-logged as a structured event naming the actor.
+Every change is audited (a track's audit rows carry its id and no release), naming the actor,
+what changed and, for secrets, only which ones: never their values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection, select
+from standardwebhooks.webhooks import Webhook
 
+from conductor.actions.settings import parse_action_settings
+from conductor.context import Context
+from conductor.domain.kinds import AuditKind
 from conductor.errors import AlreadyExists, ConductorError, NotFound
-from conductor.service.engine import Actor, Conductor
 from conductor.service.inbox import branch_regex
-from conductor.service.queries import SECRET_KEYS
-from conductor.store.models import AuditEntry, Track
+from conductor.service.step import ROBOT_ACTOR, Actor
+from conductor.store.statements import INSERT_AUDIT, TRACKS, insert_new_id
 
 log = structlog.get_logger("conductor.tracks")
 
-_UNSET: Any = object()
+# Keys of Track.settings that hold webhook secrets, per source.
+SECRET_KEYS = {"github": "github_secret", "gitlab": "gitlab_token", "standard_webhooks": "webhook_secret"}
+NOTIFY_FIELDS = ("slack_url", "webhook_url", "webhook_secret", "events")
+TOP_FIELDS = ("actions_url", "actions_secret")
+
+
+@dataclass(frozen=True)
+class TrackChanges:
+    """What PATCH /tracks may change; a field left None is not changed (secrets: a None value removes it)."""
+
+    repository: str | None = None
+    clear_repository: bool = False
+    branch_pattern: str | None = None
+    critical_fix_marker: str | None = None
+    four_eyes: bool | None = None
+    secrets: dict[str, Any] | None = None
 
 
 def check_branch_pattern(pattern: str) -> None:
@@ -34,8 +54,6 @@ def check_branch_pattern(pattern: str) -> None:
 
 def check_secrets(secrets: dict[str, Any]) -> dict[str, Any]:
     """Validate per-track secrets (Standard Webhooks ones must be whsec_ base64); returns the non-empty ones."""
-    from standardwebhooks.webhooks import Webhook
-
     allowed = set(SECRET_KEYS.values())
     out: dict[str, Any] = {}
     for key, value in secrets.items():
@@ -53,8 +71,21 @@ def check_secrets(secrets: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _audit(conn: Connection, ctx: Context, track_id: str, kind: AuditKind, actor: Actor, reason: str, data: dict[str, Any]) -> None:
+    conn.execute(INSERT_AUDIT, {"release_id": None, "track_id": track_id, "at": ctx.now(), "actor": actor.name, "kind": kind.value,
+                                "from_stage": None, "to_stage": None, "reason": reason, "evaluation_id": None,
+                                "event_id": None, "data": data})
+
+
+def _locked(conn: Connection, track_id: str) -> Any:
+    row = conn.execute(select(TRACKS).where(TRACKS.c.id == track_id).with_for_update()).one_or_none()
+    if row is None:
+        raise NotFound(f"unknown track {track_id!r}")
+    return row
+
+
 def create_track(
-    c: Conductor,
+    ctx: Context,
     track_id: str,
     definition: str,
     actor: Actor,
@@ -64,68 +95,126 @@ def create_track(
     critical_fix_marker: str = "Release-Fix: critical",
     four_eyes: bool = False,
     secrets: dict[str, Any] | None = None,
-) -> Track:
-    """A new track on an existing definition; AlreadyExists if the id is taken."""
-    c.catalog.get(definition)  # NotFound before anything is written
+) -> str:
+    """A new track on an existing definition; AlreadyExists if the id is taken. Returns its id."""
+    ctx.catalog.get(definition)  # NotFound before anything is written
     check_branch_pattern(branch_pattern)
     settings = check_secrets(secrets or {})
-    with c.db.transaction() as s:
-        if s.get(Track, track_id) is not None:
+    with ctx.db.begin() as conn:
+        created = insert_new_id(conn, TRACKS, "id", {
+            "id": track_id, "definition_name": definition, "repository": repository, "branch_pattern": branch_pattern,
+            "critical_fix_marker": critical_fix_marker, "four_eyes": four_eyes, "settings": settings, "created_at": ctx.now(),
+        })
+        if created is None:
             raise AlreadyExists(f"track {track_id!r} already exists")
-        track = Track(
-            id=track_id,
-            definition_name=definition,
-            repository=repository,
-            branch_pattern=branch_pattern,
-            critical_fix_marker=critical_fix_marker,
-            four_eyes=four_eyes,
-            settings=settings,
-            created_at=c.now(),
-        )
-        s.add(track)
-        s.add(AuditEntry(track_id=track_id, at=c.now(), actor=actor.name, kind="track_created", reason=f"on {definition}",
-                         data={"repository": repository, "branch_pattern": branch_pattern, "four_eyes": four_eyes,
-                               "secrets": sorted(settings)}))  # secret names, never their values
-        s.flush()
-        s.expunge(track)
+        _audit(conn, ctx, track_id, AuditKind.TRACK_CREATED, actor, f"on {definition}", {
+            "repository": repository, "branch_pattern": branch_pattern, "four_eyes": four_eyes,
+            "secrets": sorted(settings),  # secret names, never their values
+        })
     log.info("track_created", track=track_id, definition=definition, actor=actor.name, role=actor.role)
-    return track
+    return track_id
 
 
-def update_track(
-    c: Conductor,
+def ensure_track(
+    ctx: Context,
     track_id: str,
-    actor: Actor,
+    definition: str,
     *,
-    repository: str | None = _UNSET,
-    branch_pattern: str = _UNSET,
-    critical_fix_marker: str = _UNSET,
-    four_eyes: bool = _UNSET,
-    secrets: dict[str, Any] | None = _UNSET,
-) -> Track:
+    repository: str | None = None,
+    branch_pattern: str = "release/{version}",
+    four_eyes: bool = False,
+    actor: Actor = ROBOT_ACTOR,
+) -> str:
+    """The track, created (and audited) if it does not exist yet; AlreadyExists if it exists on another definition."""
+    with ctx.db.reading() as conn:
+        existing = conn.execute(select(TRACKS.c.definition_name).where(TRACKS.c.id == track_id)).scalar()
+    if existing is None:
+        try:
+            return create_track(ctx, track_id, definition, actor, repository=repository, branch_pattern=branch_pattern, four_eyes=four_eyes)
+        except AlreadyExists:  # created concurrently: fall through and check it
+            with ctx.db.reading() as conn:
+                existing = conn.execute(select(TRACKS.c.definition_name).where(TRACKS.c.id == track_id)).scalar()
+    if existing != definition:
+        raise AlreadyExists(f"track {track_id!r} exists with definition {existing!r}, not {definition!r}")
+    return track_id
+
+
+def update_track(ctx: Context, track_id: str, actor: Actor, changes: TrackChanges) -> str:
     """Change the given fields; a secret set to null or "" is removed. NotFound if no such track."""
-    if branch_pattern is not _UNSET:
-        check_branch_pattern(branch_pattern)
-    with c.db.transaction() as s:
-        track = s.get(Track, track_id)
-        if track is None:
-            raise NotFound(f"unknown track {track_id!r}")
-        changed = []
-        for name, value in (("repository", repository), ("branch_pattern", branch_pattern),
-                            ("critical_fix_marker", critical_fix_marker), ("four_eyes", four_eyes)):
-            if value is not _UNSET:
-                setattr(track, name, value)
-                changed.append(name)
-        if secrets is not _UNSET:
+    if changes.branch_pattern is not None:
+        check_branch_pattern(changes.branch_pattern)
+    with ctx.db.begin() as conn:
+        track = _locked(conn, track_id)
+        values: dict[str, Any] = {}
+        if changes.repository is not None or changes.clear_repository:
+            values["repository"] = changes.repository
+        for name in ("branch_pattern", "critical_fix_marker", "four_eyes"):
+            if getattr(changes, name) is not None:
+                values[name] = getattr(changes, name)
+        changed = list(values)
+        if changes.secrets is not None:
             merged = dict(track.settings or {})
-            for key in secrets or {}:
+            for key in changes.secrets:
                 merged.pop(key, None)
-            merged.update(check_secrets(secrets or {}))
-            track.settings = merged
+            merged.update(check_secrets(changes.secrets))
+            values["settings"] = merged
             changed.append("secrets")
-        s.add(AuditEntry(track_id=track_id, at=c.now(), actor=actor.name, kind="track_updated", reason=", ".join(changed),
-                         data={"fields": changed}))
-        s.flush()
-        s.expunge(track)
+        if values:
+            conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(values))
+        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, ", ".join(changed), {"fields": changed})
     log.info("track_updated", track=track_id, fields=changed, actor=actor.name, role=actor.role)
-    return track
+    return track_id
+
+
+def configure_actions(ctx: Context, track_id: str, actor: Actor | None, changes: dict[str, Any]) -> dict[str, Any]:
+    """Set where a track's notifications and actions go; a value of None or "" removes the key.
+
+    `changes` keys: slack_url, webhook_url, webhook_secret, events (notify.*), actions_url,
+    actions_secret. Returns the action settings with secrets masked. ConductorError names a bad
+    field; NotFound an unknown track.
+    """
+    unknown = set(changes) - set(NOTIFY_FIELDS) - set(TOP_FIELDS)
+    if unknown:
+        raise ConductorError(f"unknown action setting(s) {', '.join(sorted(unknown))}; use {', '.join(NOTIFY_FIELDS + TOP_FIELDS)}")
+    with ctx.db.begin() as conn:
+        settings = dict(_locked(conn, track_id).settings or {})
+        notify = dict(settings.get("notify") or {})
+        for key, value in changes.items():
+            target = notify if key in NOTIFY_FIELDS else settings
+            if value is None or value == "" or value == []:
+                target.pop(key, None)
+            else:
+                target[key] = value
+        if notify:
+            settings["notify"] = notify
+        else:
+            settings.pop("notify", None)
+        cfg = parse_action_settings(track_id, settings)
+        if cfg.notify.webhook_url and not cfg.notify.webhook_secret:
+            raise ConductorError(f"track {track_id}: a webhook_url needs a webhook_secret (whsec_...); outgoing webhooks are always signed")
+        conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
+    log.info("track_actions_configured", track=track_id, fields=sorted(changes), actor=actor.name if actor else None)
+    shown = cfg.model_dump(exclude_none=True)
+    for part in (shown, shown.get("notify", {})):
+        for key in ("webhook_secret", "actions_secret"):
+            if part.get(key):
+                part[key] = "whsec_…"
+    return shown
+
+
+def track_secrets(ctx: Context, source: str) -> dict[str, list[str]]:
+    """Per-track webhook secrets of one source ('github', 'gitlab', 'standard_webhooks') by repository.
+
+    A value in Track.settings may be one secret or a list (rotation). Tracks without a repository
+    cannot be matched to a delivery, so their secrets are not offered.
+    """
+    key = SECRET_KEYS[source]
+    out: dict[str, list[str]] = {}
+    with ctx.db.reading() as conn:
+        for repository, settings in conn.execute(select(TRACKS.c.repository, TRACKS.c.settings).where(TRACKS.c.repository.is_not(None))):
+            value: Any = (settings or {}).get(key)
+            values = [value] if isinstance(value, str) else list(value or [])
+            secrets = [v for v in values if isinstance(v, str) and v]
+            if secrets:
+                out.setdefault(repository, []).extend(secrets)
+    return out

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -45,7 +45,9 @@ def make_engine(url: str, **kwargs) -> Engine:
             conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool pre-ping: it would cost a round trip per transaction on the hot path. A connection
+    # that died fails its statement once (OperationalError, connection_invalidated); the pool
+    # then drops its connections and the retry (a task's, the webhook store's) reconnects.
     return create_engine(url, **kwargs)
 
 
@@ -66,17 +68,33 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 class Database:
-    """An engine and its session factory; `transaction()` is the unit of work."""
+    """An engine: `begin()` is a write transaction, `reading()` a read-only one (Core connections).
+
+    ORM sessions (`transaction()`, `read()`) are for tests and tools that set rows up by hand; the
+    service writes through Core only (conductor.store.statements)."""
 
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
+        self.read_engine = self.engine.execution_options(readonly=True)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(self.engine.execution_options(readonly=True), expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction; on SQLite it never waits for (or blocks) a writer."""
+        with self.read_engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

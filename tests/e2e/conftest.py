@@ -1,8 +1,8 @@
 """Fixtures for the HTTP API: the app over the parametrized database, tokens per role, signing
 helpers for every webhook source, and a real uvicorn server on a free localhost port.
 
-Events are processed inline (InlineDispatcher) after each response, so a test sees their effect
-as soon as the request returns.
+Events are processed inline (the inline dispatcher) before each response, so a test sees their
+effect as soon as the request returns.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FIXTURES, IN_CI, MONDAY
+from tests.conftest import FIXTURES, IN_CI, MONDAY, inline
 
 GITHUB_SECRET = "gh-e2e-secret"
 GITLAB_TOKEN = "gl-e2e-token"
@@ -58,10 +58,10 @@ def api_settings(database):
 def make_api(conductor, api_settings):
     """Build an app around the test's conductor; keyword arguments go to create_app."""
     from conductor.api import create_app
-    from conductor.service.dispatch import InlineDispatcher
 
     def make(settings=None, **kwargs):
-        return create_app(settings or api_settings, conductor, kwargs.pop("dispatcher", None) or InlineDispatcher(conductor), **kwargs)
+        settings = settings or api_settings
+        return create_app(settings, kwargs.pop("app", None) or inline(conductor, settings), **kwargs)
 
     return make
 
@@ -89,6 +89,13 @@ def tokens(conductor) -> dict[str, str]:
 
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def event_outcome(client, accepted: dict[str, Any], token: str) -> dict[str, Any]:
+    """What became of an accepted webhook (GET its event_url): status, note, release_id."""
+    r = client.get(accepted["event_url"], headers=bearer(token))
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 # ------------------------------------------------------------------ signing

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 import structlog
 
-from tests.conftest import service_unavailable
+from tests.conftest import inline, service_unavailable
 from tests.e2e.conftest import ask_for_approval, bearer, github_headers
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -25,18 +25,17 @@ def test_readiness_checks_the_broker(make_api, api_settings, conductor):
     from fastapi.testclient import TestClient
 
     from conductor.api.health import broker_reachable
-    from conductor.service.dispatch import InlineDispatcher
 
     try:
         broker_reachable(REDIS_URL, timeout=1)
     except Exception as exc:
         service_unavailable("Redis", f"start it (see ../shared/SERVICES.md): {exc}")
     up = api_settings.model_copy(update={"broker_url": REDIS_URL})
-    with TestClient(make_api(up, dispatcher=InlineDispatcher(conductor))) as client:
+    with TestClient(make_api(up)) as client:
         r = client.get("/readyz")
         assert (r.status_code, r.json()["checks"]) == (200, {"database": "ok", "broker": "ok"})
     down = api_settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
-    with TestClient(make_api(down, dispatcher=InlineDispatcher(conductor))) as client:
+    with TestClient(make_api(down)) as client:
         r = client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["status"] == "unavailable" and r.json()["checks"]["broker"].startswith("error")
@@ -46,13 +45,12 @@ def test_readiness_and_writes_without_a_database(api_settings, catalog, clock):
     from fastapi.testclient import TestClient
 
     from conductor.api import create_app
-    from conductor.service import Conductor
-    from conductor.service.dispatch import InlineDispatcher
+    from conductor.facade import Conductor
     from conductor.store.db import Database
 
     dead = Database("postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=1")
     c = Conductor(dead, catalog, clock)
-    with TestClient(create_app(api_settings, c, InlineDispatcher(c))) as client:
+    with TestClient(create_app(api_settings, inline(c, api_settings))) as client:
         r = client.get("/readyz")
         assert r.status_code == 503 and r.json()["checks"]["database"].startswith("error")
         body = b'{"zen": "z", "hook": {}}'

@@ -73,7 +73,8 @@ SCRIPT = [
 def drive_in_process(database_url: str, defs: Path) -> list[tuple]:
     """The same script, in one process, through one Conductor object."""
     from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Actor, Conductor
+    from conductor.facade import Conductor
+    from conductor.service import Actor
     from conductor.store.db import Database, upgrade
 
     upgrade(database_url)

@@ -9,12 +9,13 @@ import httpx
 import pytest
 
 from conductor.actions import ActionAdapters, ActionOutcome
+from conductor.bootstrap import build
 from conductor.config import Settings
 from conductor.errors import ConcurrentUpdate
-from conductor.runner import EmbeddedRunner
+from conductor.read.tracks import get_event
 from conductor.service import jobs
-from conductor.service.dispatch import TASK_PROCESS_EVENT
-from conductor.service.inbox import inbox_status, store_event
+from conductor.service.inbox import store_event
+from conductor.service.ports import TASK_PROCESS_EVENTS
 from conductor.sources.events import InboundEvent, SignalIn
 
 
@@ -37,8 +38,8 @@ def runner(conductor):
     done = Done()
     adapters = ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
                               {"cut_branch": done, "distribute": done, "notify": done})
-    settings = Settings(tick_interval_s=0.2, sweep_interval_s=0.2, sweep_grace_s=60)
-    r = EmbeddedRunner(conductor, settings, adapters=adapters).start()
+    settings = Settings(database_url=conductor.db.url, broker_url=None, tick_interval_s=0.2, sweep_interval_s=0.2, sweep_grace_s=60)
+    r = build(settings, mode="embedded", context=conductor, adapters=adapters).runner.start()
     r.done = done
     yield r
     r.stop()
@@ -59,35 +60,35 @@ def test_events_flow_through_the_same_jobs_as_the_workers(conductor, runner):
 
 def test_retryable_errors_are_retried_with_backoff(conductor, runner, monkeypatch):
     rid = conductor.start_release("music-android", "9.0.0")
-    real = jobs.JOBS[TASK_PROCESS_EVENT]
+    real = jobs.JOBS[TASK_PROCESS_EVENTS]
     calls = []
 
-    def contended(rt, event_id):
-        calls.append(event_id)
+    def contended(rt, event_ids):
+        calls.append(event_ids)
         if len(calls) < 3:
             raise ConcurrentUpdate("another writer got there first")
-        return real(rt, event_id)
+        return real(rt, event_ids)
 
-    monkeypatch.setitem(jobs.JOBS, TASK_PROCESS_EVENT, contended)
+    monkeypatch.setitem(jobs.JOBS, TASK_PROCESS_EVENTS, contended)
     eid = store_event(conductor, event("branch_created", "cut")).event_id
     runner.dispatcher.event_stored(eid)
     assert runner.wait_idle(20)
-    assert len(calls) == 3 and inbox_status(conductor, eid)["status"] == "processed"
+    assert len(calls) == 3 and get_event(conductor, eid).status == "processed"
     assert conductor.snapshot(rid).release.stage == "branch"
 
 
 def test_a_bug_is_recorded_on_the_event_not_retried_forever(conductor, runner, monkeypatch):
     conductor.start_release("music-android", "9.0.0")
 
-    def broken(rt, event_id):
+    def broken(rt, event_ids):
         raise KeyError("bug")
 
-    monkeypatch.setitem(jobs.JOBS, TASK_PROCESS_EVENT, broken)
+    monkeypatch.setitem(jobs.JOBS, TASK_PROCESS_EVENTS, broken)
     eid = store_event(conductor, event("branch_created", "cut")).event_id
     runner.dispatcher.event_stored(eid)
     assert runner.wait_idle(20)
-    status = inbox_status(conductor, eid)
-    assert status["status"] == "failed" and "KeyError" in status["note"]
+    status = get_event(conductor, eid)
+    assert status.status == "failed" and "KeyError" in status.note
 
 
 def test_the_schedule_runs_tick(conductor, clock, runner):

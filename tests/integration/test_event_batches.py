@@ -16,13 +16,14 @@ from sqlalchemy import func, select, text
 from conductor.actions import ActionAdapters, ActionOutcome
 from conductor.service import Actor
 from conductor.service import jobs
-from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_PROCESS_EVENTS, TASK_RUN_ACTION
-from conductor.service.inbox import process_event, process_events, store_event
+from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION
+from conductor.service.inbox import process_events, store_event
 from conductor.service.jobs import Runtime, gave_up, handle_events, run_job, sweep_events
 from conductor.sources.events import CommitInfo, InboundEvent, SignalIn
 from conductor.store.models import AuditEntry, Evaluation, InboxEvent, OutboxAction, Release, SignalRow, Timer
 
 from tests.integration.test_service import BRANCH_DAY, RM, TEAMS, stage_of
+from tests.conftest import apply_event
 
 REPO = "acme/music-android"
 _n = iter(range(10**6))
@@ -114,8 +115,8 @@ def test_a_batch_ends_where_one_by_one_ends(conductor):
     one_ids = store(conductor, script("9.0.0"))
     batch_ids = store(conductor, script("9.1.0"))
 
-    one_statuses = [process_event(conductor, i) for i in one_ids]
-    batch_statuses = process_events(conductor, list(reversed(batch_ids)))  # applied in id order whatever the order given
+    one_statuses = [apply_event(conductor, i) for i in one_ids]
+    batch_statuses = process_events(conductor, list(reversed(batch_ids))).statuses  # applied in id order whatever the order given
 
     assert sorted(batch_statuses) == batch_ids
     assert [batch_statuses[i] for i in batch_ids] == one_statuses
@@ -189,8 +190,8 @@ def test_a_bad_value_followed_by_a_good_one_in_one_batch_still_halts(conductor, 
 
     one_ids = store(conductor, crash_then_recovery("9.0.0"))
     batch_ids = store(conductor, crash_then_recovery("9.1.0"))
-    assert [process_event(conductor, i) for i in one_ids] == ["processed", "processed"]
-    assert process_events(conductor, batch_ids) == {batch_ids[0]: "processed", batch_ids[1]: "processed"}
+    assert [apply_event(conductor, i) for i in one_ids] == ["processed", "processed"]
+    assert process_events(conductor, batch_ids).statuses == {batch_ids[0]: "processed", batch_ids[1]: "processed"}
 
     for rid, ids in ((one, one_ids), (batch, batch_ids)):
         snap = conductor.snapshot(rid)
@@ -216,7 +217,7 @@ def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, relea
         ev(signals=sig("anr_rate", 0.2, 40000)),
     ])
     bad = ids[2]
-    result = process_events(conductor, ids)
+    result = process_events(conductor, ids).statuses
     assert result == {i: ("failed" if i == bad else "processed") for i in ids}
     rows = inbox(conductor.db, ids)
     failed = rows[2]
@@ -233,7 +234,7 @@ def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, relea
 
 def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor, clock, release):
     first = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0))])[0]
-    assert process_event(conductor, first) == "processed"
+    assert apply_event(conductor, first) == "processed"
     before = inbox(conductor.db, [first])[0]
     with conductor.db.read() as s:
         audit_of_first = s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.event_id == first))
@@ -243,7 +244,7 @@ def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor,
         ev(signals=sig("open_blockers", 0)),
     ])
 
-    result = process_events(conductor, [second, first, second, third, second])
+    result = process_events(conductor, [second, first, second, third, second]).statuses
     assert result == {first: "processed", second: "processed", third: "processed"}
     after = inbox(conductor.db, [first])[0]
     assert (after.status, after.attempts, after.processed_at, after.note, after.release_id) == (
@@ -256,7 +257,7 @@ def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor,
         assert [a.event_id for a in nightly] == [second]
     # The same batch again (a redelivered task) changes nothing at all.
     counts = table_counts(conductor.db)
-    assert process_events(conductor, [first, second, third]) == result
+    assert process_events(conductor, [first, second, third]).statuses == result
     assert table_counts(conductor.db) == counts
 
 
@@ -275,7 +276,7 @@ def test_a_batch_over_several_releases_and_unmatched_branches(conductor, clock):
         "a_tests": ev("9.0.0", kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
     }
     ids = dict(zip(events, store(conductor, events.values()), strict=True))
-    result = process_events(conductor, list(ids.values()))
+    result = process_events(conductor, list(ids.values())).statuses
     got = {name: (result[i], r.note, r.release_id) for (name, i), r in zip(ids.items(), inbox(conductor.db, list(ids.values())), strict=True)}
     assert got["a_build"] == ("processed", None, a)
     assert got["b_build"] == ("processed", None, b)
@@ -316,11 +317,11 @@ def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor,
     ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
                             ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
     held = ids[1]
-    blocked, result = run_while_locked(database, "inbox", held, lambda: process_events(conductor, ids))
+    blocked, result = run_while_locked(database, "inbox", held, lambda: process_events(conductor, ids).statuses)
     assert not blocked, "process_events waited for the row another transaction holds"
     assert result == {ids[0]: "processed", held: "pending", ids[2]: "processed"}
     assert [r.status for r in inbox(database, ids)] == ["processed", "pending", "processed"]
-    assert process_event(conductor, held) == "processed"
+    assert apply_event(conductor, held) == "processed"
     assert signals_per_event(database) == {i: 1 for i in ids}
 
 
@@ -379,13 +380,13 @@ class Recorder:
         self.done = Done()
         adapters = ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
                                   {"cut_branch": self.done, "distribute": self.done, "notify": self.done})
-        self.runtime = Runtime.build(conductor, self, adapters=adapters)
+        self.runtime = Runtime(conductor, self, adapters)
 
     def submit(self, task, *args):
         self.sent.append((task, args))
 
     def event_stored(self, event_id):
-        self.submit(TASK_PROCESS_EVENT, event_id)
+        self.submit(TASK_PROCESS_EVENTS, [event_id])
 
     def drain(self):
         while self.sent:
@@ -409,7 +410,7 @@ def test_handle_events_relays_the_actions_the_batch_queued_and_only_those(conduc
     b = conductor.start_release("music-android", "9.1.0", RM)
     other = conductor.start_release("music-android", "9.2.0", RM)
     # Another release's action is queued and due, but it belongs to no event of the batch.
-    assert process_event(conductor, store(conductor, [ev("9.2.0", kind="branch_created")])[0]) == "processed"
+    assert apply_event(conductor, store(conductor, [ev("9.2.0", kind="branch_created")])[0]) == "processed"
     ids = store(conductor, [ev("9.0.0", kind="branch_created"), ev("9.1.0", kind="branch_created"),
                             ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0))])
 
@@ -436,7 +437,7 @@ def test_giving_up_on_a_batch_resends_each_event_alone(conductor, release):
     ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
                             ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
     gave_up(rec.runtime, TASK_PROCESS_EVENTS, (ids,), "WorkerLostError: worker exited")
-    assert rec.sent == [(TASK_PROCESS_EVENT, (i,)) for i in ids]
+    assert rec.sent == [(TASK_PROCESS_EVENTS, ([i],)) for i in ids]
     assert [r.status for r in inbox(conductor.db, ids)] == ["pending"] * 3  # nobody marked failed for the batch
     rec.sent.clear()
 
@@ -447,7 +448,7 @@ def test_giving_up_on_a_batch_resends_each_event_alone(conductor, release):
     assert (poisoned.status, poisoned.note) == ("failed", "poison: KeyError")
 
     for i in ids:
-        rec.submit(TASK_PROCESS_EVENT, i)
+        rec.submit(TASK_PROCESS_EVENTS, [i])
     rec.drain()
     assert [r.status for r in inbox(conductor.db, ids)] == ["processed", "failed", "processed"]
     assert stage_of(conductor, release) == "nightly"

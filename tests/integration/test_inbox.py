@@ -7,11 +7,12 @@ from sqlalchemy import func, select
 
 from conductor.errors import Forbidden
 from conductor.service import Actor
-from conductor.service.inbox import process_event, store_event
+from conductor.service.inbox import store_event
 from conductor.sources.events import CommitInfo, InboundEvent, SignalIn
 from conductor.store.models import AuditEntry, InboxEvent, SignalRow
 
 from tests.integration.test_service import BRANCH_DAY, RM, stage_of
+from tests.conftest import apply_event
 
 REPO = "acme/music-android"
 _n = iter(range(10**6))
@@ -26,7 +27,7 @@ def ev(kind="build_finished", branch="release/9.0.0", sha="c0ffee", signals=(), 
 
 def deliver(c, event):
     stored = store_event(c, event)
-    return stored, process_event(c, stored.event_id)
+    return stored, apply_event(c, stored.event_id)
 
 
 GREEN = [SignalIn(name="build_green", value=1.0)]
@@ -55,7 +56,7 @@ def test_redelivery_is_stored_once_and_applied_once(conductor, release, database
     assert (again.event_id, again.created, again.status) == (first.event_id, False, "processed")
     with database.read() as s:
         audit_before = s.scalar(select(func.count()).select_from(AuditEntry))
-    assert process_event(conductor, first.event_id) == "processed"
+    assert apply_event(conductor, first.event_id) == "processed"
     with database.read() as s:
         assert s.scalar(select(func.count()).select_from(InboxEvent)) == 1
         assert s.scalar(select(func.count()).select_from(SignalRow)) == 1
@@ -148,34 +149,3 @@ def test_four_eyes_refuses_the_author(conductor, clock, database):
 def test_labelled_push_is_a_critical_fix(conductor, release):
     deliver(conductor, ev(kind="branch_push", sha="s5", commits=[CommitInfo(sha="s5", message="hotfix", author="x")], labels=["Release-Fix: critical"]))
     assert conductor.snapshot(release).release.unreviewed_commits == []
-
-
-def test_a_failing_preview_never_undoes_the_stored_event(conductor, release, database, monkeypatch):
-    """The match preview (what the webhook's 202 says) is only a courtesy: a database error in it,
-    which aborts a PostgreSQL transaction, or a plain bug, never costs the event."""
-    import conductor.service.inbox as inbox_module
-    from sqlalchemy import text
-
-    def broken(s, event):
-        s.execute(text("SELECT no_such_column FROM inbox"))  # a real database error inside the transaction
-
-    monkeypatch.setattr(inbox_module, "match_preview", broken)
-    stored = store_event(conductor, ev(delivery="preview-breaks"), preview=True)
-    assert stored.created and stored.release_id is None and stored.why is None
-    monkeypatch.undo()
-    assert process_event(conductor, stored.event_id) == "processed"
-    with database.read() as s:
-        assert s.scalar(select(func.count()).select_from(InboxEvent).where(InboxEvent.delivery_id == "preview-breaks")) == 1
-
-
-def test_a_bug_in_the_preview_never_costs_the_event(conductor, release, monkeypatch):
-    import conductor.service.inbox as inbox_module
-
-    def buggy(s, event):
-        raise KeyError("branch_pattern")
-
-    monkeypatch.setattr(inbox_module, "match_preview", buggy)
-    stored = store_event(conductor, ev(delivery="preview-bug"), preview=True)
-    assert stored.created and (stored.release_id, stored.why) == (None, None)
-    again = store_event(conductor, ev(delivery="preview-bug"), preview=True)
-    assert (again.event_id, again.created) == (stored.event_id, False)

@@ -12,12 +12,13 @@ from sqlalchemy import select
 from conductor.actions import ActionAdapters, ActionFailed, ActionOutcome
 from conductor.errors import ConductorError
 from conductor.service import Actor
-from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RUN_ACTION, InlineDispatcher
 from conductor.service.inbox import store_event
-from conductor.service.jobs import Runtime, handle_event, relay_outbox, run_job, sweep_events
-from conductor.service.outbox import configure_actions
+from conductor.service.jobs import Runtime, handle_events, relay_outbox, run_job, sweep_events
+from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION
+from conductor.service.tracks import configure_actions
 from conductor.sources.events import InboundEvent
 from conductor.store.models import AuditEntry, InboxEvent, OutboxAction
+from tests.conftest import inline
 
 RM = Actor("rita")
 
@@ -33,7 +34,7 @@ class Recorder:
         self.sent.append((task, args))
 
     def event_stored(self, event_id):
-        self.submit(TASK_PROCESS_EVENT, event_id)
+        self.submit(TASK_PROCESS_EVENTS, [event_id])
 
     def drain(self) -> list[tuple[str, tuple]]:
         done = []
@@ -61,8 +62,8 @@ class Flaky:
 def world(conductor):
     adapters = {"cut_branch": Flaky(), "notify": Flaky()}
     rec = Recorder()
-    rec.runtime = Runtime.build(conductor, rec, adapters=ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))), adapters))
-    rec.runtime.action_max_attempts = 3
+    rec.runtime = Runtime(conductor, rec, ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))), adapters),
+                          action_max_attempts=3)
     rec.adapters = adapters
     return rec
 
@@ -92,7 +93,7 @@ def test_actions_are_sent_after_the_commit_and_performed_once(conductor, world):
     cut = rows(conductor.db)["cut_branch"]
     assert cut.status == "done" and cut.attempts == 1 and cut.result["n"] == 1
     # A duplicate run_action message and a relay pass later change nothing.
-    handle_event(world.runtime, eid)
+    handle_events(world.runtime, [eid])
     run_job(world.runtime, TASK_RUN_ACTION, cut.id)
     assert relay_outbox(world.runtime) == 0
     assert len(world.adapters["cut_branch"].calls) == 1
@@ -122,7 +123,7 @@ def test_failed_attempts_back_off_then_fail_visibly_and_notify(conductor, world,
 
 
 def test_unconfigured_action_is_skipped_with_its_reason_on_the_release(conductor, clock):
-    disp = InlineDispatcher(conductor, adapters=ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500)))))
+    disp = inline(conductor, adapters=ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))))).dispatcher
     conductor.start_release("music-android", "9.0.0", RM)
     disp.event_stored(store_event(conductor, cut_event()).event_id)
     snap = conductor.snapshot("music-android/9.0.0")
@@ -186,21 +187,16 @@ def test_sweeper_resends_pending_events_once_per_grace_period(conductor, world, 
 
 
 def test_release_is_announced_once(conductor, database):
+    from conductor.service.evaluation import advance
+    from conductor.service.step import open_step
     from conductor.store.models import Release
 
     rid = conductor.start_release("music-android", "9.0.0", RM)
     with conductor.db.transaction() as s:
         s.get(Release, rid).stage = "rollout_100"
-    with conductor.db.transaction() as s:
-        release = conductor._find(s, rid, lock=True)
-        pipeline = conductor.pipeline_of(s, release)
-        from conductor.store.models import Evaluation
-
-        ev = Evaluation(release_id=rid, stage="rollout_100", transition="rollout_100->released", verdict="advance",
-                        fingerprint="x", evidence={}, trigger="test", created_at=conductor.now())
-        s.add(ev)
-        s.flush()
-        conductor._advance(s, release, pipeline, ev, "conductor", "all gates pass")
+    with open_step(conductor, rid) as step:
+        ev = step.add_evaluation("rollout_100->released", "advance", "x", {}, "test")
+        advance(step, ev, "conductor", "all gates pass")
     notes = [o for o in conductor.snapshot(rid).outbox if o.action == "notify"]
     assert len(notes) == 1 and notes[0].params["event"] == "released"
 

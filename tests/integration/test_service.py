@@ -239,7 +239,7 @@ def test_release_keeps_its_pinned_definition(conductor, clock, tmp_path, databas
     import shutil
 
     from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
     from tests.conftest import DEFINITIONS
 
     rid = conductor.start_release("music-android", "9.0.0", RM)
@@ -271,21 +271,24 @@ def test_second_release_of_same_version_is_refused(conductor):
 def test_concurrent_writer_is_detected(conductor, database):
     from conductor.errors import ConcurrentUpdate
 
+    from conductor.service.step import ReleaseStep, lock_one
+
     rid = conductor.start_release("music-android", "9.0.0", RM)
-    with database.read() as s:
-        seen = s.get(Release, rid)  # what a slow writer read a moment ago
+    with database.begin() as conn:
+        seen = lock_one(conn, rid, lock=False)  # what a slow writer read a moment ago
     conductor.pause(rid, RM, "someone else got there first")  # bumps the row's version
     with pytest.raises(ConcurrentUpdate):
-        with conductor._commit_guard() as s:
-            stale = s.merge(seen, load=False)
-            stale.pause_reason = "lost update"
+        with database.begin() as conn:
+            step = ReleaseStep(conn, seen, conductor.catalog.get("mobile_weekly"), conductor.clock)
+            step.release.pause_reason = "lost update"
+            step.save()
     assert conductor.snapshot(rid).release.pause_reason == "someone else got there first"
 
 
 def test_system_clock_moved_by_time_machine(database, catalog):
     import time_machine
 
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
 
     with time_machine.travel(datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc), tick=False) as traveller:
         c = Conductor(database, catalog)  # the real system clock

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 
-from conductor.service.dispatch import TASK_PROCESS_EVENTS, CeleryDispatcher
+from conductor.dispatch.celery import CeleryDispatcher
+from conductor.service.ports import TASK_PROCESS_EVENTS
 
 
 class FakeApp:
@@ -147,23 +148,6 @@ def test_a_forked_child_starts_afresh_and_does_not_republish_the_parents_ids():
         app.release.set()
 
 
-def test_a_backlog_handed_over_at_once_goes_out_in_full_batches_in_order():
-    """events_stored (a backlog, a bulk import) never publishes in the caller's thread: the publisher
-    thread sends the ids in order, max_batch to a message, even while another publish is under way."""
-    app = FakeApp(block_first=True)
-    d = CeleryDispatcher(app=app, max_batch=100)
-    first = in_background(d, 0)  # an idle dispatcher: published inline, and held up by the broker
-    assert app.entered.wait(2.0)
-    caller = threading.current_thread()
-    d.events_stored(list(range(1, 251)))  # returns at once although the broker is stuck
-    assert d._out.publisher is not None and d._out.publisher is not caller
-    app.release.set()
-    assert d.flush(2.0) is True
-    first.join(2)
-    assert published_ids(app) == list(range(251))
-    assert [len(args[0]) for _, args in app.calls] == [1, 100, 100, 50]
-
-
 class GatedLock:
     """The dispatcher's publishing lock, with a gate that holds the publisher thread (which takes
     it with `with`) before it even tries to take it; callers' non-blocking attempts pass through."""
@@ -194,8 +178,10 @@ def test_an_idle_looking_dispatcher_does_not_let_a_new_id_overtake_one_the_publi
     lock is free, yet a caller must not publish its own id ahead of that one."""
     app = FakeApp()
     d = CeleryDispatcher(app=app)
-    d._current().publishing = gate = GatedLock()
-    d.events_stored([1])
+    out = d._current()
+    out.publishing = gate = GatedLock()
+    with out.cond:  # id 1 waits in the publisher thread's queue, as under a burst
+        d._queue(out, [1])
     assert gate.waiting.wait(2.0), "the publisher thread never took id 1"
     d.event_stored(2)  # the lock is free at this moment; id 1 is not published yet
     assert app.calls == []

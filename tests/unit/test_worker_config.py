@@ -18,7 +18,8 @@ def settings_env(monkeypatch):
 
 
 def test_reliability_settings(settings_env):
-    from conductor.service.dispatch import QUEUE, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
+    from conductor.dispatch.celery import QUEUE
+    from conductor.service.ports import TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
     from workers.celery import build_config
 
     conf = build_config()
@@ -48,9 +49,9 @@ def test_no_broker_is_a_clear_error(monkeypatch):
 def test_tasks_retry_with_capped_jittered_backoff_and_never_wait_long():
     import workers
     from conductor.errors import ConcurrentUpdate
-    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RUN_ACTION, TASK_TICK
+    from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION, TASK_TICK
 
-    for name in (TASK_PROCESS_EVENT, TASK_RUN_ACTION):
+    for name in (TASK_PROCESS_EVENTS, TASK_RUN_ACTION):
         task = workers.app.tasks[name]
         assert task.acks_late and task.reject_on_worker_lost and ConcurrentUpdate in task.autoretry_for
         assert task.retry_backoff and task.retry_jitter and task.retry_backoff_max <= 60 and task.max_retries
@@ -60,12 +61,12 @@ def test_tasks_retry_with_capped_jittered_backoff_and_never_wait_long():
 
 def test_log_context_is_bound_before_a_task_and_cleared_after():
     import workers
-    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RUN_ACTION
+    from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION
     from workers.signals import bind_task_context, clear_task_context
 
     structlog.contextvars.bind_contextvars(leftover="from another task")
-    bind_task_context(task_id="t-1", task=workers.app.tasks[TASK_PROCESS_EVENT], args=(42,))
-    assert structlog.contextvars.get_contextvars() == {"task_id": "t-1", "task": TASK_PROCESS_EVENT, "event_id": 42}
+    bind_task_context(task_id="t-1", task=workers.app.tasks[TASK_PROCESS_EVENTS], args=([42],))
+    assert structlog.contextvars.get_contextvars() == {"task_id": "t-1", "task": TASK_PROCESS_EVENTS, "event_ids": [42]}
     clear_task_context()
     assert structlog.contextvars.get_contextvars() == {}
     bind_task_context(task_id="t-2", task=workers.app.tasks[TASK_RUN_ACTION], args=(7,))
@@ -82,15 +83,15 @@ def test_a_batch_that_keeps_failing_with_a_retryable_error_is_split_for_the_swee
 
     import workers
     import workers.runtime
-    from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_PROCESS_EVENTS
+    from conductor.service.ports import TASK_PROCESS_EVENTS
 
     sent = []
-    fake = SimpleNamespace(conductor=None, dispatcher=SimpleNamespace(submit=lambda task, *args: sent.append((task, args))))
+    fake = SimpleNamespace(context=None, dispatcher=SimpleNamespace(submit=lambda task, *args: sent.append((task, args))))
     monkeypatch.setattr(workers.runtime, "runtime", lambda: fake)
     task = workers.app.tasks[TASK_PROCESS_EVENTS]
     error = OperationalError("UPDATE inbox", {}, Exception("canceling statement due to statement timeout"))
     task.on_failure(error, "t-1", ([7, 8, 9], False), {}, None)
-    assert sent == [(TASK_PROCESS_EVENT, (7,)), (TASK_PROCESS_EVENT, (8,)), (TASK_PROCESS_EVENT, (9,))]
+    assert sent == [(TASK_PROCESS_EVENTS, ([7],)), (TASK_PROCESS_EVENTS, ([8],)), (TASK_PROCESS_EVENTS, ([9],))]
     sent.clear()
     task.on_failure(error, "t-2", ([7],), {}, None)  # a single event just stays pending for the sweeper
     assert sent == []

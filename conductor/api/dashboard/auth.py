@@ -19,9 +19,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conductor.service.engine import Conductor
-from conductor.service.tokens import Principal
-from conductor.service.views import active_token
+from conductor.context import Context
+from conductor.service.tokens import Principal, active_token
 
 log = structlog.get_logger("conductor.dashboard")
 
@@ -58,7 +57,7 @@ class Sessions:
         self.max_age = max_age
         self._signer = URLSafeTimedSerializer(secret, salt="conductor.dashboard.session")
 
-    def read(self, request: Request, conductor: Conductor) -> DashboardSession | None:
+    def read(self, request: Request, ctx: Context) -> DashboardSession | None:
         """The session of this request if its cookie is valid and its token not revoked, else None."""
         raw = request.cookies.get(SESSION_COOKIE)
         if not raw:
@@ -68,11 +67,8 @@ class Sessions:
             token_id, csrf = int(data["t"]), str(data["c"])
         except (BadSignature, KeyError, TypeError, ValueError):
             return None
-        holder = active_token(conductor, token_id)
-        if holder is None:
-            return None
-        name, role = holder
-        return DashboardSession(Principal(name, role), csrf, token_id)
+        principal = active_token(ctx, token_id)
+        return DashboardSession(principal, csrf, token_id) if principal is not None else None
 
     def start(self, request: Request, response: Response, token_id: int) -> None:
         """Set a fresh session cookie (a new CSRF secret every login)."""

@@ -14,7 +14,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from conductor.domain.definition import Pipeline
-from conductor.service.views import ReleaseView, SignalSeries
+from conductor.domain.kinds import MOVES, AuditKind
+from conductor.read.page import ReleaseView, SignalSeries
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -33,21 +34,23 @@ STATUS_LABEL = {
     "advancing": "advancing",
 }
 AUDIT_LABEL = {
-    "release_started": "Release started",
-    "transitioned": "Moved",
-    "approval_requested": "Approval requested",
-    "approved": "Approved",
-    "rejected": "Rejected",
-    "decision_withdrawn": "Question withdrawn",
-    "approval_escalated": "Approval escalated",
-    "held": "Held",
-    "halted": "Halted",
-    "resumed": "Resumed",
-    "paused": "Paused",
-    "cancelled": "Cancelled",
-    "signed_off": "Signed off",
-    "signoff_refused": "Sign-off refused",
+    AuditKind.RELEASE_STARTED: "Release started",
+    AuditKind.TRANSITIONED: "Moved",
+    AuditKind.APPROVAL_REQUESTED: "Approval requested",
+    AuditKind.APPROVED: "Approved",
+    AuditKind.REJECTED: "Rejected",
+    AuditKind.DECISION_WITHDRAWN: "Question withdrawn",
+    AuditKind.APPROVAL_ESCALATED: "Approval escalated",
+    AuditKind.HELD: "Held",
+    AuditKind.HALTED: "Halted",
+    AuditKind.RESUMED: "Resumed",
+    AuditKind.PAUSED: "Paused",
+    AuditKind.CANCELLED: "Cancelled",
+    AuditKind.SIGNED_OFF: "Signed off",
+    AuditKind.SIGNOFF_REFUSED: "Sign-off refused",
 }
+# Timeline rows whose target stage is worth showing: the moves, and the question and its answer.
+SHOWS_TARGET = MOVES | {AuditKind.APPROVED, AuditKind.APPROVAL_REQUESTED}
 
 
 def duration(td: timedelta | None, parts: int = 2) -> str:
@@ -332,7 +335,7 @@ def make_environment() -> Environment:
         duration=duration, hours=hours, local_time=local_time, iso=iso, number=number,
     )
     env.globals.update(
-        OUTCOME_LABEL=OUTCOME_LABEL, OUTCOME_SYMBOL=OUTCOME_SYMBOL, STATUS_LABEL=STATUS_LABEL, AUDIT_LABEL=AUDIT_LABEL,
+        OUTCOME_LABEL=OUTCOME_LABEL, OUTCOME_SYMBOL=OUTCOME_SYMBOL, STATUS_LABEL=STATUS_LABEL, AUDIT_LABEL=AUDIT_LABEL, SHOWS_TARGET=SHOWS_TARGET,
         sparkline=sparkline, mermaid_source=mermaid_source, stagebar=stagebar, lights=lights,
         badge=badge, waiting=waiting, release_card=release_card, finished_item=finished_item,
     )

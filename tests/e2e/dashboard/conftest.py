@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFINITIONS, MONDAY, ROOT, service_unavailable
+from tests.conftest import DEFINITIONS, MONDAY, ROOT, service_unavailable, inline
 
 CHROMIUM = Path(os.environ.get("CONDUCTOR_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -124,7 +124,7 @@ def make_app(conductor, **router_kwargs):
 def make_conductor(tmp: Path, sqlite_template: Path):
     from conductor.clock import ManualClock
     from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
     from conductor.store.db import Database
 
     defs = tmp / "defs"
@@ -144,7 +144,7 @@ def product_app(conductor):
     from conductor.api.app import create_app
     from conductor.config import Settings
 
-    return create_app(Settings(), conductor=conductor)
+    return create_app(Settings(database_url=conductor.db.url, broker_url=None), inline(conductor))
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ def login(page, site: Site, role: str = "release_manager", next_path: str = "/")
 def quick(database, clock, tmp_path):
     """A Conductor over the `database` fixture (SQLite and PostgreSQL) with the quick pipeline."""
     from conductor.domain.loader import DefinitionCatalog
-    from conductor.service import Conductor
+    from conductor.facade import Conductor
 
     defs = tmp_path / "defs"
     defs.mkdir()

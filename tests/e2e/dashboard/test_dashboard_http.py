@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from conductor.api.dashboard.render import STATIC, TEMPLATES
 from conductor.service import Actor
+from tests.conftest import inline
 from conductor.service.tokens import create_token, revoke_token
 from tests.e2e.dashboard.conftest import drive_to_approval, make_app
 
@@ -261,7 +262,8 @@ def test_api_processes_configured_with_one_session_secret_share_sessions(quick, 
     from conductor.config import Settings
 
     def app(secret):
-        return TestClient(create_app(Settings(session_secret=secret), conductor=quick))
+        settings = Settings(database_url=quick.db.url, broker_url=None, session_secret=secret)
+        return TestClient(create_app(settings, inline(quick, settings)))
 
     first = app("one-secret")
     csrf = CSRF.search(first.get("/login").text).group(1)

@@ -1,4 +1,4 @@
-"""The read side behind the dashboard (conductor.service.views): how releases are classified,
+"""The read side behind the dashboard (conductor.read): how releases are classified,
 what each one waits for, and the insights arithmetic. SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conductor.service import Actor
-from conductor.service import views
+from conductor.read import board as read_board
+from conductor.read import insights as read_insights
+from conductor.read import page as read_page
 from tests.e2e.dashboard.conftest import drive_to_approval
 
 RM = Actor("rita", "release_manager")
@@ -45,7 +47,7 @@ def test_next_working_morning_is_nine_on_a_weekday_in_the_track_zone(at, expecte
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("Europe/Stockholm")
-    got = views.next_working_morning(at.replace(tzinfo=tz).astimezone(timezone.utc), "Europe/Stockholm")
+    got = read_insights.next_working_morning(at.replace(tzinfo=tz).astimezone(timezone.utc), "Europe/Stockholm")
     assert got.astimezone(tz).replace(tzinfo=None) == expected
 
 
@@ -65,7 +67,7 @@ def test_board_classifies_every_release_and_says_what_it_waits_for(quick, clock)
     soaking = quick.start_release("app", "1.2", RM)
     quick.record_signal(soaking, "build_green", True, source="ci")
 
-    board = views.board(quick)
+    board = read_board.board(quick)
     (tb,) = board.tracks
     assert [c.id for c in tb.production] == [halted, newest]  # rolling out or halted first, then the live version
     assert {c.id for c in tb.current} == {approval, soaking, held}
@@ -91,7 +93,7 @@ def test_board_classifies_every_release_and_says_what_it_waits_for(quick, clock)
     assert {g.outcome for g in card_of(board, upcoming).lights} == {"inconclusive"}
     assert card_of(board, halted).stage_index == card_of(board, halted).stage_order.index("rollout")
     assert {g.gate: g.outcome for g in card_of(board, halted).lights}["crash"] == "fail"  # what halted it
-    assert card_of(board, newest).lights == []
+    assert card_of(board, newest).lights == ()
 
 
 def test_insights_count_hours_saved_against_the_next_working_morning(quick, clock):
@@ -111,11 +113,11 @@ def test_insights_count_hours_saved_against_the_next_working_morning(quick, cloc
     clock.advance(timedelta(hours=2))
     quick.approve(other, RM, "known")
 
-    (t,) = views.insights(quick)
+    (t,) = read_insights.insights(quick)
     monday_9_cet = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
     expected_saved = (monday_9_cet - FRIDAY_5PM_CET) + 2 * (monday_9_cet - (FRIDAY_5PM_CET + timedelta(hours=1)))
     assert t.robot_transitions == 4  # three for 1.0, branch -> beta for 1.1 (its approval is a human's move)
-    saved_11 = views.next_working_morning(quick.snapshot(other).audit[1].at, "Europe/Stockholm") - quick.snapshot(other).audit[1].at
+    saved_11 = read_insights.next_working_morning(quick.snapshot(other).audit[1].at, "Europe/Stockholm") - quick.snapshot(other).audit[1].at
     assert t.saved_total == expected_saved + saved_11
     assert (t.reached_full, t.ended_short, t.in_flight, t.share_full) == (2, 0, 0, 1.0)
     assert t.human_wait_total == timedelta(hours=2) and t.approvals_asked >= 1
@@ -127,7 +129,7 @@ def test_insights_count_hours_saved_against_the_next_working_morning(quick, cloc
 def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
     rid = drive_to_approval(quick, clock, "1.0")
     quick.record_signal(rid, "crash_free_sessions", None, source="crashlytics", error="timeout", evaluate=False)
-    view = views.release_view(quick, rid)
+    view = read_page.release_view(quick, rid)
     assert view.decision is not None and view.decision.pending
     crash = next(r for r in view.decision.rows if r.gate == "crash")
     assert (crash.value, crash.samples, crash.min_samples, crash.source, crash.max_age) == (99.2, 500, 100, "crashlytics", timedelta(hours=6))
@@ -142,13 +144,13 @@ def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
 
 def test_change_marks_move_with_the_release(quick, clock):
     rid = drive_to_approval(quick, clock, "1.0")
-    before = views.change_marks(quick, rid)
-    board_before = views.change_marks(quick)
-    assert views.change_marks(quick, rid) == before
+    before = read_board.change_marks(quick, rid)
+    board_before = read_board.change_marks(quick)
+    assert read_board.change_marks(quick, rid) == before
     quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)
-    after = views.change_marks(quick, rid)
+    after = read_board.change_marks(quick, rid)
     assert after["signals"] != before["signals"] and after["timeline"] == before["timeline"]
     quick.approve(rid, RM, "fine")
-    after2 = views.change_marks(quick, rid)
+    after2 = read_board.change_marks(quick, rid)
     assert after2["stage"] == "rollout" and after2["timeline"] != after["timeline"]
-    assert views.change_marks(quick) != board_before
+    assert read_board.change_marks(quick) != board_before

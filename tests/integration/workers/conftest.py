@@ -161,13 +161,25 @@ class WorkerProcess:
             return ""
 
 
+def unfinished(db) -> dict[str, int]:
+    """Events and actions not finished yet."""
+    from sqlalchemy import func, select
+
+    from conductor.store.statements import INBOX, OUTBOX
+
+    with db.reading() as conn:
+        events = conn.scalar(select(func.count()).select_from(INBOX).where(INBOX.c.status == "pending"))
+        actions = conn.scalar(select(func.count()).select_from(OUTBOX).where(OUTBOX.c.status.in_(("pending", "sending"))))
+    return {"events": events or 0, "actions": actions or 0}
+
+
 class Stack:
     """The database, the broker and worker processes of one test, plus helpers to drive and inspect them."""
 
     def __init__(self, db_url: str, redis: RedisServer, tmp: Path):
         from conductor.domain.loader import DefinitionCatalog
-        from conductor.service import Conductor
-        from conductor.service.dispatch import CeleryDispatcher
+        from conductor.facade import Conductor
+        from conductor.dispatch.celery import CeleryDispatcher
         from conductor.store.db import Database
 
         self.db_url, self.redis, self.tmp = db_url, redis, tmp
@@ -192,12 +204,10 @@ class Stack:
 
     def quiet(self, timeout: float = 30.0) -> None:
         """Wait until running workers have nothing queued or unfinished (a previous test's tail)."""
-        from conductor.service.jobs import pending_counts
-
         deadline = time.monotonic() + timeout
         client = self.redis.client()
         while time.monotonic() < deadline:
-            if client.llen("conductor") == 0 and pending_counts(self.conductor) == {"events": 0, "actions": 0}:
+            if client.llen("conductor") == 0 and unfinished(self.db) == {"events": 0, "actions": 0}:
                 time.sleep(0.3)  # a task taken off the queue may still be committing
                 return
             time.sleep(0.1)
@@ -217,7 +227,6 @@ class Stack:
                 if attempt == 4:
                     raise
                 time.sleep(0.5)
-        self.conductor._pipelines.clear()
         self.redis.flushall()
 
     def worker(self, name: str, concurrency: int = 1, pool: str = "prefork") -> WorkerProcess:

@@ -81,7 +81,8 @@ def check_invariants(c) -> dict[int, list[tuple[str, str]]]:
         resumes = Counter(a.release_id for a in s.scalars(select(Approval).where(Approval.verdict == "resume")))
         signal_rows = Counter(s.execute(select(SignalRow.event_id).where(SignalRow.event_id.is_not(None))).scalars())
         events = s.scalars(select(InboxEvent)).all()
-        pipelines = {rid: c.pipeline_of(s, r) for rid, r in releases.items()}
+    with db.reading() as conn:
+        pipelines = {rid: c.pinned(conn, r.definition_hash) for rid, r in releases.items()}
     per_event: Counter = Counter()
     position = {rid: pipelines[rid].initial_stage for rid in releases}
     resumed_out_of_halted: Counter = Counter()

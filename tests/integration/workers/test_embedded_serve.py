@@ -24,8 +24,8 @@ from standardwebhooks.webhooks import Webhook
 
 from conductor.actions.http import standard_webhook_headers
 from conductor.domain.loader import DefinitionCatalog
-from conductor.service import Conductor
-from conductor.service.outbox import configure_actions
+from conductor.facade import Conductor
+from conductor.service.tracks import configure_actions
 from conductor.store.db import Database, upgrade
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -23,12 +23,13 @@ from conductor.actions import ActionAdapters
 from conductor.clock import ManualClock
 from conductor.domain.loader import DefinitionCatalog
 from conductor.errors import ConductorError
-from conductor.service import Actor, Conductor
-from conductor.service.dispatch import InlineDispatcher
-from conductor.service.inbox import process_event, store_event
+from conductor.facade import Conductor
+from conductor.service import Actor
+from conductor.service.inbox import store_event
 from conductor.sources.events import InboundEvent, SignalIn
 from conductor.store.db import Database, make_engine
 from event_flow import REPO, TRACK, check_invariants
+from tests.conftest import apply_event, inline
 
 DEFINITIONS = Path(__file__).resolve().parents[3] / "state_definitions"
 START = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
@@ -101,7 +102,7 @@ class EventPath(RuleBasedStateMachine):
             self.conductor.db.dispose()
         self.conductor = Conductor(Database(self.url, engine=fast_sqlite(self.url)), DefinitionCatalog(DEFINITIONS), self.clock)
         never = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
-        self.dispatcher = InlineDispatcher(self.conductor, adapters=ActionAdapters(never))
+        self.dispatcher = inline(self.conductor, adapters=ActionAdapters(never)).dispatcher
 
     # ------------------------------------------------------------------ events
 
@@ -132,7 +133,7 @@ class EventPath(RuleBasedStateMachine):
     @rule(event_id=events)
     def redelivered_task(self, event_id):
         """The broker hands the same task out again (or a sweeper resent it)."""
-        process_event(self.conductor, event_id)
+        apply_event(self.conductor, event_id)
 
     @rule(event_id=events)
     def duplicate_webhook(self, event_id):

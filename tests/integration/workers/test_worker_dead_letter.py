@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from conductor.service.dispatch import DEAD_LETTER_QUEUE, TASK_PROCESS_EVENT
-from conductor.service.inbox import inbox_status, store_event
+from conductor.dispatch.celery import DEAD_LETTER_QUEUE
+from conductor.service.ports import TASK_PROCESS_EVENTS
+from conductor.read.tracks import get_event
+from conductor.service.inbox import store_event
 from event_flow import TRACK, branch_created
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -34,7 +36,7 @@ def worker_app(stack, monkeypatch):
     yield workers.app
     rt = runtime._state.get("rt")
     if rt is not None:
-        rt.conductor.db.dispose()
+        rt.context.db.dispose()
     runtime._state.clear()
     get_settings.cache_clear()
 
@@ -54,20 +56,20 @@ def test_redelivery_cap_sends_a_poison_message_to_the_dead_letter_queue(stack, w
     c.start_release(TRACK, "7.1.0")
     poison = store_event(c, branch_created("7.0.0", "abc", delivery="poison")).event_id
     healthy = store_event(c, branch_created("7.1.0", "abc", delivery="healthy")).event_id
-    task = worker_app.tasks[TASK_PROCESS_EVENT]
+    task = worker_app.tasks[TASK_PROCESS_EVENTS]
     r = stack.redis.client()
     r.set("conductor:deliveries:poison-task", 3)  # three deliveries already died with their worker
 
-    assert deliver(task, "poison-task", poison) is None
-    status = inbox_status(c, poison)
-    assert status["status"] == "failed" and "dead-lettered" in status["note"]
+    assert deliver(task, "poison-task", [poison]) is None
+    status = get_event(c, poison)
+    assert status.status == "failed" and "dead-lettered" in status.note
     parked = r.lrange(DEAD_LETTER_QUEUE, 0, -1)
     assert len(parked) == 1
     body = json.loads(base64.b64decode(json.loads(parked[0])["body"]))
-    assert body["task"] == TASK_PROCESS_EVENT and body["args"] == [poison] and body["id"] == "poison-task"
+    assert body["task"] == TASK_PROCESS_EVENTS and body["args"] == [[poison]] and body["id"] == "poison-task"
     assert c.snapshot("music-android/7.0.0").release.stage == "trunk"  # never applied
 
     # A redelivery under the cap runs normally (it is the second delivery of that task id).
-    assert deliver(task, "healthy-task", healthy) == "processed"
+    assert deliver(task, "healthy-task", [healthy]) == {"processed": 1}
     assert int(r.get("conductor:deliveries:healthy-task")) == 2
     assert c.snapshot("music-android/7.1.0").release.stage == "branch"

@@ -22,20 +22,18 @@ from typing import Any
 
 import structlog
 
-from conductor.service.dispatch import TASK_PROCESS_EVENT, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
 from conductor.service.jobs import RETRYABLE, Runtime, gave_up, run_job
+from conductor.service.ports import PERIODIC_TASKS, TASK_PROCESS_EVENTS, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
 
 log = structlog.get_logger("conductor.runner")
 
 MAX_RETRIES = 5
 RETRY_BACKOFF_MAX_S = 30.0
-PERIODIC = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX)
+PERIODIC = PERIODIC_TASKS
 
 
 class QueueDispatcher:
     """The Dispatcher of embedded mode: jobs go onto the runner's in-memory queue."""
-
-    before_response = True  # event_stored only puts the job on the runner's queue
 
     def __init__(self, runner: "EmbeddedRunner"):
         self.runner = runner
@@ -44,18 +42,15 @@ class QueueDispatcher:
         self.runner.put(task, args)
 
     def event_stored(self, event_id: int) -> None:
-        self.submit(TASK_PROCESS_EVENT, event_id)
+        self.submit(TASK_PROCESS_EVENTS, [event_id])
 
 
 class EmbeddedRunner:
     """Worker threads taking jobs from a queue, and a scheduler thread for periodic and retried jobs."""
 
-    def __init__(self, conductor, settings=None, *, adapters=None, threads: int = 1, rng: random.Random | None = None):
-        from conductor.config import Settings
-
-        self.settings = settings or Settings()
+    def __init__(self, *, tick_interval_s: float, sweep_interval_s: float, threads: int = 1, rng: random.Random | None = None):
         self.dispatcher = QueueDispatcher(self)
-        self.runtime = Runtime.build(conductor, self.dispatcher, settings=self.settings, adapters=adapters)
+        self.runtime: Runtime | None = None  # set by conductor.bootstrap (the runtime needs the dispatcher)
         self.threads = max(1, threads)
         self._queue: queue.Queue[tuple[str, tuple, int] | None] = queue.Queue()
         self._later: list[tuple[float, int, str, tuple, int]] = []  # (due, seq, task, args, attempt)
@@ -67,11 +62,7 @@ class EmbeddedRunner:
         self._rng = rng or random.Random()
         self._workers: list[threading.Thread] = []
         self._scheduler: threading.Thread | None = None
-        self.intervals = {
-            TASK_TICK: self.settings.tick_interval_s,
-            TASK_SWEEP_EVENTS: self.settings.sweep_interval_s,
-            TASK_RELAY_OUTBOX: self.settings.sweep_interval_s,
-        }
+        self.intervals = {TASK_TICK: tick_interval_s, TASK_SWEEP_EVENTS: sweep_interval_s, TASK_RELAY_OUTBOX: sweep_interval_s}
 
     # ------------------------------------------------------------------ queue
 
@@ -159,6 +150,7 @@ class EmbeddedRunner:
     def _run(self, task: str, args: tuple, attempt: int) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(task=task, **({"args": list(args)} if args else {}))
+        assert self.runtime is not None, "EmbeddedRunner started before bootstrap gave it a runtime"
         try:
             run_job(self.runtime, task, *args)
         except RETRYABLE as exc:

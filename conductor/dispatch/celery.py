@@ -1,12 +1,8 @@
-"""How the service hands work to whatever runs it: one interface, three ways to run it.
+"""Distributed mode's dispatcher: jobs go to the broker as Celery tasks, sent by name.
 
-Work is a task name and ids (see conductor.service.jobs for what each task does). conductor
-never imports workers: the Celery dispatcher sends tasks by name, so the API can enqueue work
-without loading the worker code; the embedded runner (conductor.runner) queues the same jobs
-in process; the inline dispatcher runs them at once (tests, scripts).
-
-Every dispatcher is called only after the rows it names are committed, and must not raise for
-a broker outage: the rows are durable and the sweepers enqueue them again.
+conductor never imports workers: the API publishes `workers.tasks.process_events` and friends by
+name (conductor.service.ports), so it can enqueue work without loading the worker code. The
+workers (workers/celery.py) and this publisher share `celery_config`.
 """
 
 from __future__ import annotations
@@ -16,33 +12,19 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
-log = structlog.get_logger("conductor.dispatch")
+from conductor.service.ports import TASK_PROCESS_EVENTS
 
-TASK_PROCESS_EVENT = "workers.tasks.process_event"
-TASK_PROCESS_EVENTS = "workers.tasks.process_events"
-TASK_EVALUATE = "workers.tasks.evaluate_release"
-TASK_RELAY_OUTBOX = "workers.tasks.relay_outbox"
-TASK_RUN_ACTION = "workers.tasks.run_action"
-TASK_TICK = "workers.tasks.tick"
-TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
+log = structlog.get_logger("conductor.dispatch")
 
 QUEUE = "conductor"
 # After a failed publish, for this long, requests hand their ids to the publisher thread instead
 # of publishing themselves (the broker is presumed away; they should not each wait for it).
 INLINE_PAUSE_AFTER_FAILURE_S = 5.0
 DEAD_LETTER_QUEUE = "conductor.dead"
-
-
-class Dispatcher(Protocol):
-    def submit(self, task: str, *args: Any) -> None:
-        """Run `task` with `args` (ids) soon; never raises for an unreachable broker."""
-
-    def event_stored(self, event_id: int) -> None:
-        """Called after the inbox row committed; must not raise for a broker outage (sweepers recover)."""
 
 
 def celery_config(broker_url: str, *, visibility_timeout_s: int = 300) -> dict[str, Any]:
@@ -98,10 +80,6 @@ class CeleryDispatcher:
     sweeper enqueues it again after the grace period.
     """
 
-    # event_stored only hands the event on (here: one publish at most, its own, never waiting
-    # behind other ids), so the webhook calls it before answering, from its worker thread.
-    before_response = True
-
     def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100,
                  publish_timeout_s: float = 1.0):
         if app is None:
@@ -155,13 +133,6 @@ class CeleryDispatcher:
         finally:
             if inline:
                 out.publishing.release()
-
-    def events_stored(self, event_ids: list[int]) -> None:
-        """Many stored events at once (a backlog, a bulk import): all go to the publisher thread,
-        which sends them in messages of up to `max_batch` ids. Returns at once."""
-        out = self._current()
-        with out.cond:
-            self._queue(out, list(event_ids))
 
     def _current(self) -> "_Outgoing":
         out = self._out
@@ -223,24 +194,3 @@ class _Outgoing:
         self.inline_after = 0.0  # time.monotonic() before which callers do not publish themselves
         self.publisher: threading.Thread | None = None
         self.pid = os.getpid()
-
-
-class InlineDispatcher:
-    """Tests and scripts: run each job at once in this process, through the same job functions."""
-
-    def __init__(self, conductor, adapters=None):
-        from conductor.service.jobs import Runtime
-
-        self.runtime = Runtime.build(conductor, self, adapters=adapters)
-
-    @property
-    def conductor(self):
-        return self.runtime.conductor
-
-    def submit(self, task: str, *args: Any) -> None:
-        from conductor.service.jobs import run_job
-
-        run_job(self.runtime, task, *args)
-
-    def event_stored(self, event_id: int) -> None:
-        self.submit(TASK_PROCESS_EVENT, event_id)

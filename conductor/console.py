@@ -1,0 +1,63 @@
+"""How the command line and the demo print the read model: decision cards, timelines, gate lights.
+
+User and stored text (reasons, names, details) always goes into a rich `Text`, never into a
+markup string: a pause reason such as "closing tag [/bold] here" is printed as written and cannot
+break the output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+LIGHTS = {"pass": "[green]●[/]", "fail": "[red]●[/]", "inconclusive": "[yellow]●[/]", "no_data": "[bright_black]●[/]"}
+
+
+def fmt_time(dt: datetime | None) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
+
+
+def plain(value: Any) -> Text:
+    """A table cell of user or stored text: shown as it is, never read as rich markup."""
+    return Text("" if value is None else str(value))
+
+
+def print_decision(console: Console, evaluation) -> None:
+    """The decision card: each gate's value, thresholds, samples, source, age and the fingerprint."""
+    ev = evaluation.evidence
+    table = Table(title=f"Decision {evaluation.id}: {ev['transition']} -> {ev['verdict']}", caption=f"fingerprint {evaluation.fingerprint}",
+                  title_justify="left")
+    for col in ("gate", "outcome", "value", "thresholds", "samples", "source", "age", "why"):
+        table.add_column(col)
+    for g in ev["gates"]:
+        inp = g["inputs"]
+        thr = ", ".join(f"{k}={inp[k]}" for k in ("better", "pass", "fail", "min_samples", "max", "min") if inp.get(k) is not None)
+        age = next(iter(g.get("ages_s", {}).values()), None)
+        value = inp.get("value", "")
+        if "teams" in inp:
+            value = ", ".join(f"{t}:{'✓' if s and s['approved'] else ('✗' if s else '…')}" for t, s in inp["teams"].items())
+        table.add_row(
+            plain(g["gate"]),
+            Text.from_markup(LIGHTS.get(g["outcome"], "")) + plain(f" {g['outcome']}"),
+            plain(value),
+            plain(thr),
+            plain(inp.get("samples") or ""),
+            plain(inp.get("source") or ""),
+            f"{age / 3600:.1f}h" if age is not None else "",
+            plain(g["detail"]),
+        )
+    console.print(table)
+    console.print(Text(f"summary: {ev['summary']}"))
+
+
+def print_timeline(console: Console, snap) -> None:
+    t = Table(title=Text(f"Timeline of {snap.release.key}"))
+    for col in ("at", "what", "from", "to", "actor", "reason"):
+        t.add_column(col)
+    for a in snap.audit:
+        t.add_row(fmt_time(a.at), a.kind, a.from_stage or "", a.to_stage or "", plain(a.actor), plain(a.reason))
+    console.print(t)

@@ -1,0 +1,151 @@
+"""One release in depth, as the dashboard's release page shows it: the snapshot plus its decision
+card (each gate's value, thresholds, samples, source and age), the signal histories with the
+bands the gates judge them by, and when the release entered each stage."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from conductor.context import Context
+from conductor.domain.definition import CountGate, Pipeline, SignoffGate, ThresholdGate
+from conductor.domain.kinds import MOVES
+from conductor.read.board import ReleaseCard, card_of
+from conductor.read.records import EvaluationInfo
+from conductor.read.release import ReleaseSnapshot, snapshot
+from conductor.store.statements import SIGNALS
+
+MAX_POINTS_PER_SIGNAL = 200
+
+
+@dataclass(frozen=True, slots=True)
+class GateRow:
+    """One gate of a decision card, flattened from the stored evidence."""
+
+    gate: str
+    outcome: str
+    reason: str
+    detail: str
+    signal: str | None
+    value: Any
+    thresholds: str
+    samples: int | None
+    min_samples: int | None
+    source: str | None
+    observed_at: datetime | None
+    age: timedelta | None
+    max_age: timedelta | None
+    teams: dict[str, Any] | None = None
+    commits: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCard:
+    evaluation: EvaluationInfo
+    pending: bool
+    rows: tuple[GateRow, ...]
+    summary: str
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalPoint:
+    at: datetime
+    value: float | None
+    samples: int | None
+    source: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSeries:
+    name: str
+    type: str
+    description: str
+    points: tuple[SignalPoint, ...]
+    # (label, value, kind): the bands the gates reading this signal judge it by
+    thresholds: tuple[tuple[str, float, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    snapshot: ReleaseSnapshot
+    card: ReleaseCard
+    decision: DecisionCard | None
+    signals: tuple[SignalSeries, ...]
+    stage_marks: tuple[tuple[datetime, str], ...]  # when the release entered each stage
+    now: datetime
+
+
+def thresholds_text(spec: Any) -> str:
+    if isinstance(spec, ThresholdGate):
+        op_pass, op_fail = ("≥", "≤") if spec.better == "higher" else ("≤", "≥")
+        return f"pass {op_pass} {spec.pass_at:g}, fail {op_fail} {spec.fail_at:g}"
+    if isinstance(spec, CountGate):
+        parts = []
+        if spec.max is not None:
+            parts.append(f"fail > {spec.max}")
+        if spec.min is not None:
+            parts.append(f"wait < {spec.min}")
+        return ", ".join(parts)
+    if isinstance(spec, SignoffGate):
+        return "every team: " + ", ".join(spec.teams)
+    return ""
+
+
+def decision_card(pipeline: Pipeline, ev: EvaluationInfo, pending: bool, now: datetime) -> DecisionCard:
+    """Each gate of an evaluation with its value, thresholds, sample size, source and age (as of now)."""
+    rows = []
+    for g in ev.gates:
+        spec = pipeline.gates.get(g["gate"])
+        inputs = g.get("inputs") or {}
+        observed = datetime.fromisoformat(inputs["observed_at"]) if inputs.get("observed_at") else None
+        rows.append(GateRow(
+            gate=g["gate"], outcome=g["outcome"], reason=g.get("reason", ""), detail=g.get("detail", ""),
+            signal=inputs.get("signal") or getattr(spec, "signal", None), value=inputs.get("value"),
+            thresholds=thresholds_text(spec) if spec is not None else (f"needs {inputs.get('marker')!r}" if "marker" in inputs else ""),
+            samples=inputs.get("samples"), min_samples=getattr(spec, "min_samples", None) or None, source=inputs.get("source"),
+            observed_at=observed, age=(now - observed) if observed else None, max_age=getattr(spec, "max_age", None),
+            teams=inputs.get("teams"), commits=inputs.get("commits"),
+        ))
+    return DecisionCard(ev, pending, tuple(rows), ev.summary, ev.target)
+
+
+def _bands(pipeline: Pipeline, signal: str) -> tuple[tuple[str, float, str], ...]:
+    bands: list[tuple[str, float, str]] = []
+    for gname, g in pipeline.gates.items():
+        if isinstance(g, ThresholdGate) and g.signal == signal:
+            bands += [(f"{gname} pass", g.pass_at, "pass"), (f"{gname} fail", g.fail_at, "fail")]
+        elif isinstance(g, CountGate) and g.signal == signal:
+            bands += [(f"{gname} max", float(g.max), "fail")] if g.max is not None else []
+            bands += [(f"{gname} min", float(g.min), "pass")] if g.min is not None else []
+    return tuple(sorted(set(bands)))
+
+
+def release_view(ctx: Context, ref: int | str) -> ReleaseView:
+    """One release with its decision card, signal histories and stage entry times; NotFound if unknown."""
+    snap = snapshot(ctx, ref)
+    now = snap.read_at or ctx.now()
+    r, p = snap.release, snap.pipeline
+    with ctx.db.reading() as conn:
+        rows = conn.execute(
+            select(SIGNALS.c.name, SIGNALS.c.observed_at, SIGNALS.c.value, SIGNALS.c.samples, SIGNALS.c.source, SIGNALS.c.error)
+            .where(SIGNALS.c.release_id == r.id, ~SIGNALS.c.name.like("signoff.%")).order_by(SIGNALS.c.observed_at, SIGNALS.c.id)
+        ).all()
+    by_name: dict[str, list[SignalPoint]] = defaultdict(list)
+    for row in rows:
+        by_name[row.name].append(SignalPoint(row.observed_at, row.value, row.samples, row.source, row.error))
+    series = tuple(
+        SignalSeries(name, spec.type, spec.description, tuple(by_name[name][-MAX_POINTS_PER_SIGNAL:]), _bands(p, name))
+        for name, spec in p.signals.items() if name in by_name
+    )
+    ev = snap.pending or snap.latest
+    card = decision_card(p, ev, snap.pending is not None, now) if ev is not None and ev.stage == r.stage and ev.gates else None
+    latest_final = r.id if p.stages[r.stage].kind == "final" else None
+    rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now)
+    marks = tuple((a.at, a.to_stage) for a in snap.audit if a.kind in MOVES and a.to_stage)
+    return ReleaseView(snap, rc, card, series, marks, now)

@@ -1,0 +1,90 @@
+"""Use cases for a release manager's answer to a paused decision: approve or reject, with four-eyes."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from conductor.domain.kinds import AnswerVerdict, AuditKind
+from conductor.errors import ConductorError, Forbidden, NotPaused, StaleApproval
+from conductor.context import Context
+from conductor.service.evaluation import advance, current_decision, evaluate, halt, judge
+from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
+from conductor.store.statements import EVALUATIONS
+
+
+def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRef, dict]:
+    """The decision waiting for an answer (its ref and evidence); NotPaused or StaleApproval otherwise."""
+    r = step.release
+    if r.pending_evaluation_id is None:
+        raise NotPaused(f"release {r.key} is not waiting for approval (stage {r.stage})")
+    if evaluation_id is not None and evaluation_id != r.pending_evaluation_id:
+        raise StaleApproval(f"decision {evaluation_id} of {r.key} was superseded by decision {r.pending_evaluation_id}; review that one")
+    row = step.conn.execute(
+        select(EVALUATIONS.c.id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint, EVALUATIONS.c.evidence)
+        .where(EVALUATIONS.c.id == r.pending_evaluation_id)
+    ).one()
+    return EvaluationRef(row.id, row.stage, row.fingerprint), row.evidence or {}
+
+
+def check_four_eyes(step: ReleaseStep, evidence: dict, actor: Actor) -> None:
+    """Forbidden when the track asks for four eyes and the actor authored a change behind the decision."""
+    r = step.release
+    if not r.four_eyes:
+        return
+    authors = {c.get("author") for c in r.unreviewed_commits} | {
+        c.get("author") for g in evidence.get("gates", []) for c in g.get("inputs", {}).get("commits", []) or []
+    }
+    if actor.name in authors:
+        raise Forbidden(f"four-eyes: {actor.name} authored a change behind decision {r.pending_evaluation_id} and cannot approve it")
+
+
+def approve(
+    ctx: Context, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None,
+    fingerprint: str | None = None, expected_version: int | None = None,
+) -> str:
+    """Approve the pending decision and take its transition; returns the stage the release is in after.
+
+    StaleApproval if its evidence changed since it was shown (the new decision is then judged and
+    shown for review); Forbidden under four-eyes for the author of a change behind it."""
+    if not reason.strip():
+        raise ConductorError("an approval needs a reason")
+    try:
+        with open_step(ctx, ref, expected_version=expected_version) as step:
+            r = step.release
+            ev, evidence = _pending(step, evaluation_id)
+            if fingerprint is not None and fingerprint != ev.fingerprint:
+                raise StaleApproval(f"fingerprint {fingerprint[:12]} does not match decision {ev.id} ({ev.fingerprint[:12]})")
+            check_four_eyes(step, evidence, actor)
+            now = current_decision(step)
+            if now is None or now.fingerprint != ev.fingerprint:
+                raise StaleApproval(f"the evidence of decision {ev.id} for {r.key} changed since it was shown; review the new one")
+            step.add_answer(AnswerVerdict.APPROVE, actor, reason, ev)
+            step.audit(AuditKind.APPROVED, actor.name, reason, evaluation_id=ev.id, from_stage=r.stage, to_stage=now.target)
+            r.unreviewed_commits = []  # the human has seen them in the evidence
+            advance(step, ev, actor.name, f"approved: {reason}")
+            judge(step, trigger="approval")
+            return r.stage
+    except StaleApproval:
+        evaluate(ctx, ref, trigger="stale_approval")  # surface the new decision for review
+        raise
+
+
+def reject(
+    ctx: Context, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None,
+    expected_version: int | None = None,
+) -> str:
+    """Reject the pending decision: the transition's on_fail applies (hold, or halt in a rollout stage)."""
+    if not reason.strip():
+        raise ConductorError("a rejection needs a reason")
+    with open_step(ctx, ref, expected_version=expected_version) as step:
+        r = step.release
+        ev, _ = _pending(step, evaluation_id)
+        step.add_answer(AnswerVerdict.REJECT, actor, reason, ev)
+        r.pending_evaluation_id = None
+        r.rejected_fingerprint = ev.fingerprint
+        step.touch()
+        step.audit(AuditKind.REJECTED, actor.name, reason, evaluation_id=ev.id, from_stage=r.stage)
+        transition = step.pipeline.advance_from(r.stage)
+        if transition is not None and transition.on_fail == "halt":
+            halt(step, actor.name, f"rejected: {reason}", ev.id)
+        return r.stage

@@ -1,0 +1,152 @@
+"""Evaluation: judge a release's outgoing transition and act on the verdict, inside one step.
+
+`judge` is what every use case calls after it changed something a gate reads (a signal, a
+sign-off, an approval, a timer): the domain's `decide()` turns the latest signals into a
+verdict, the verdict is stored with its evidence (a new row only when the evidence changed), and
+the step acts on it: advance (and follow a chain of zero-soak passes), wait (arm a timer), ask a
+release manager, hold, or halt the rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
+from conductor.domain.gates import GateResult
+from conductor.domain.kinds import AuditKind, TimerKind
+from conductor.context import Context
+from conductor.service.step import ROBOT, Actor, EvaluationRef, ReleaseStep, open_step
+
+log = structlog.get_logger("conductor.service")
+
+# A chain of passing transitions with zero soak is followed within one step, up to this many.
+MAX_STEPS_PER_EVALUATION = 20
+BRANCH_CUT_FINGERPRINT = "branch-cut"
+
+
+def evaluate(ctx: Context, ref: int | str, trigger: str = "manual", *, expected_version: int | None = None) -> Decision | None:
+    """Use case: judge the release now and act on the verdict (pull sources, an operator's request)."""
+    with open_step(ctx, ref, expected_version=expected_version) as step:
+        return judge(step, trigger)
+
+
+def current_decision(step: ReleaseStep) -> Decision | None:
+    """What the domain decides on the step's release right now (nothing stored)."""
+    return decide(step.pipeline, step.release.stage, step.gate_context(), extra_results(step))
+
+
+def extra_results(step: ReleaseStep) -> tuple[GateResult, ...]:
+    """Pseudo-gates that come from the release rather than the definition (the critical-fix rule)."""
+    r = step.release
+    if not r.unreviewed_commits:
+        return ()
+    return (unapproved_change_result(list(r.unreviewed_commits), r.critical_fix_marker),)
+
+
+def judge(step: ReleaseStep, trigger: str) -> Decision | None:
+    """Decide and act until the release stops moving; returns the last decision (None: nothing to judge)."""
+    r = step.release
+    last: Decision | None = None
+    for _ in range(MAX_STEPS_PER_EVALUATION):
+        if r.paused or step.pipeline.stages[r.stage].kind in ("final", "cancelled", "halted"):
+            return last
+        d = current_decision(step)
+        if d is None:
+            return last
+        last = d
+        ev, changed = _stored(step, d, trigger)
+        if d.verdict is Verdict.ADVANCE:
+            advance(step, ev, ROBOT, "all gates pass")
+            continue
+        if r.pending_evaluation_id is not None and r.pending_evaluation_id != ev.id:
+            # The evidence behind a pending question changed: withdraw it; ASK below re-asks.
+            step.audit(AuditKind.DECISION_WITHDRAWN, ROBOT, "evidence changed", evaluation_id=r.pending_evaluation_id)
+            r.pending_evaluation_id = None
+            step.touch()
+        _act(step, d, ev, changed)
+        return d
+    return last
+
+
+def _stored(step: ReleaseStep, d: Decision, trigger: str) -> tuple[EvaluationRef, bool]:
+    """The stored evaluation for this evidence: the last one if nothing changed, else a new row."""
+    last = step.last_evaluation()
+    if last is not None and last.fingerprint == d.fingerprint and last.stage == step.release.stage:
+        return last, False
+    ev = step.add_evaluation(d.transition, d.verdict.value, d.fingerprint, d.evidence(), trigger)
+    log.info("gates_evaluated", release_id=step.release.id, stage=step.release.stage, verdict=d.verdict.value,
+             fingerprint=d.fingerprint, summary=d.summary)
+    return ev, True
+
+
+def _act(step: ReleaseStep, d: Decision, ev: EvaluationRef, changed: bool) -> None:
+    r = step.release
+    if d.verdict is Verdict.WAIT:
+        if d.wait_until is not None:
+            step.arm_timer(TimerKind.WAIT, d.wait_until, {"evaluation_id": ev.id})
+    elif d.verdict is Verdict.ASK:
+        if r.rejected_fingerprint == ev.fingerprint or r.pending_evaluation_id == ev.id:
+            return  # already answered no to exactly this evidence, or already asked
+        r.pending_evaluation_id = ev.id
+        step.touch()
+        step.audit(AuditKind.APPROVAL_REQUESTED, ROBOT, d.summary, evaluation_id=ev.id, from_stage=r.stage, to_stage=d.target)
+        step.queue_action(f"ask:{ev.id}", "notify", {"event": "approval_requested", "summary": d.summary, "evaluation_id": ev.id})
+        step.arm_timer(TimerKind.APPROVAL_DEADLINE, step.now() + step.pipeline.approval.deadline, {"evaluation_id": ev.id}, tag=str(ev.id))
+    elif d.verdict is Verdict.HOLD:
+        if changed:
+            step.audit(AuditKind.HELD, ROBOT, d.summary, evaluation_id=ev.id, from_stage=r.stage)
+            step.queue_action(f"hold:{ev.id}", "notify", {"event": "held", "summary": d.summary})
+    elif d.verdict is Verdict.HALT:
+        if r.rejected_fingerprint == ev.fingerprint:
+            return  # a human resumed over exactly this evidence; only new evidence halts again
+        halt(step, ROBOT, d.summary, ev.id)
+
+
+def advance(step: ReleaseStep, ev: EvaluationRef, actor: str, reason: str) -> None:
+    """Take the outgoing transition and queue the actions the definition declares on entering it."""
+    r, pipeline = step.release, step.pipeline
+    transition = pipeline.advance_from(r.stage)
+    assert transition is not None
+    before, after = step.move("advance")
+    r.pending_evaluation_id = None
+    r.rejected_fingerprint = None
+    step.audit(AuditKind.TRANSITIONED, actor, reason, from_stage=before, to_stage=after, evaluation_id=ev.id)
+    final_event = "released" if after != pipeline.cancel_stage else "cancelled"
+    declared_notify = False
+    for i, action in enumerate(transition.actions):
+        params: dict[str, Any] = {"stage": after, **action.params}
+        if action.action == "notify" and pipeline.is_terminal(after):
+            params.setdefault("event", final_event)  # the definition's own notify is the release notice
+            declared_notify = True
+        step.queue_action(f"{before}->{after}:{ev.id}:{i}", action.action, params)
+    if pipeline.is_terminal(after) and not declared_notify:
+        step.queue_action(f"done:{after}", "notify", {"event": final_event})
+
+
+def halt(step: ReleaseStep, actor: str, reason: str, evaluation_id: int | None) -> None:
+    """Stop the rollout: the halted stage, the store-side halt and a notification, in one step."""
+    r = step.release
+    stage = r.stage
+    r.halted_from = stage
+    before, after = step.move("halt")
+    r.pending_evaluation_id = None
+    step.audit(AuditKind.HALTED, actor, reason, from_stage=before, to_stage=after, evaluation_id=evaluation_id)
+    key = f"halt:{evaluation_id}:{r.updated_at.isoformat()}"
+    step.queue_action(key, "halt_rollout", {"stage": stage})
+    step.queue_action(key, "notify", {"event": "halted", "summary": reason})
+
+
+def branch_cut(step: ReleaseStep, actor: Actor, reason: str) -> None:
+    """The release branch exists (CI saw it created): leave the initial stage whatever the schedule."""
+    r = step.release
+    transition = step.pipeline.advance_from(r.stage)
+    assert transition is not None
+    ev = step.add_evaluation(
+        transition.name, Verdict.ADVANCE.value, BRANCH_CUT_FINGERPRINT,
+        {"transition": transition.name, "stage": r.stage, "target": transition.target, "verdict": Verdict.ADVANCE.value,
+         "summary": reason, "gates": []},
+        "branch_created",
+    )
+    advance(step, ev, actor.name, reason)

@@ -1,0 +1,286 @@
+"""`ReleaseStep`: the unit of work on one locked release.
+
+A step holds, as plain fields, everything a use case needs to change one release: the connection
+of the open transaction, the locked release row, its pinned pipeline and the clock, the inbound
+event being applied (if any), the version the caller expects (checked when the row is locked) and
+the outbox actions the step queued. Every write a use case makes goes through the step's methods:
+signals, evaluations, the stage change, audit rows, timers and the outbox. The release row itself
+is written once, by `save`, when the step ends.
+
+    with open_step(ctx, "music-android/9.1.0", expected_version=7) as step:
+        ...                                   # read and change step.release, call the domain
+    # committed here; step.queued holds the ids of the actions it queued
+
+Use cases never commit on their own: `open_step` commits when the block ends and rolls back
+everything if it raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection
+from statemachine.exceptions import TransitionNotAllowed
+
+from conductor.clock import Clock
+from conductor.domain.definition import Pipeline
+from conductor.domain.gates import GateContext, SignalValue, Signoff
+from conductor.domain.kinds import ROBOT, AnswerVerdict, AuditKind, TimerKind
+from conductor.errors import ConcurrentUpdate, IllegalTransition, NotFound
+from conductor.machines import machine_for
+from conductor.context import Context
+from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save
+from conductor.store.statements import (
+    INSERT_APPROVAL,
+    INSERT_AUDIT,
+    INSERT_EVALUATION,
+    INSERT_SIGNAL,
+    LAST_EVALUATION,
+    LATEST_SIGNALS,
+    OUTBOX,
+    RETIRE_STAGE_TIMERS,
+    TIMERS,
+    insert_new_id,
+)
+
+log = structlog.get_logger("conductor.service")
+
+SIGNOFF_PREFIX = "signoff."
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a token's name and role, a CI source, or the robot itself."""
+
+    name: str
+    role: str = "release_manager"
+
+
+ROBOT_ACTOR = Actor(ROBOT, "robot")
+
+
+@dataclass(frozen=True)
+class EvaluationRef:
+    """A stored evaluation as the hot path needs it: its id, stage and fingerprint (not the evidence)."""
+
+    id: int
+    stage: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class LatestSignal:
+    """The newest stored row of one signal name (what a gate judges)."""
+
+    id: int
+    name: str
+    value: float | None
+    observed_at: datetime
+    source: str
+    samples: int | None
+    sha: str | None
+    error: str | None
+    actor: str | None
+
+
+_UNREAD: Any = object()
+
+
+@dataclass(eq=False)
+class ReleaseStep:
+    """One locked release inside one open transaction (see the module docstring)."""
+
+    conn: Connection
+    release: ReleaseRecord
+    pipeline: Pipeline
+    clock: Clock
+    event_id: int | None = None
+    # With a lease, queued actions are written already leased (due when it runs out) and their ids
+    # handed to the caller, which sends them right after the commit; the periodic relay picks them
+    # up only if that caller dies first. Without one they are due at once, for the relay.
+    lease: timedelta | None = None
+    queued: list[int] = field(default_factory=list)
+    # The latest signal of each name and the last evaluation, read once and kept current by the
+    # step's own writes (it holds the release's lock, so nobody else writes them meanwhile).
+    _latest: dict[str, LatestSignal] | None = field(default=None, repr=False)
+    _last_evaluation: EvaluationRef | None = field(default=_UNREAD, repr=False)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # ------------------------------------------------------------------ writes
+
+    def audit(
+        self,
+        kind: AuditKind,
+        actor: str,
+        reason: str = "",
+        *,
+        from_stage: str | None = None,
+        to_stage: str | None = None,
+        evaluation_id: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an audit row naming the release and the inbound event being applied."""
+        r = self.release
+        self.conn.execute(INSERT_AUDIT, {
+            "release_id": r.id, "track_id": None, "at": self.now(), "actor": actor, "kind": kind.value,
+            "from_stage": from_stage, "to_stage": to_stage, "reason": reason, "evaluation_id": evaluation_id,
+            "event_id": self.event_id, "data": data or {},
+        })
+        log.info(kind.value, release_id=r.id, release=r.key, actor=actor, from_stage=from_stage, to_stage=to_stage, reason=reason)
+
+    def queue_action(self, key: str, action: str, params: dict[str, Any]) -> None:
+        """Queue an outbox action; its idempotency key makes a repeated step queue it once."""
+        now = self.now()
+        new_id = insert_new_id(self.conn, OUTBOX, "idempotency_key", {
+            "release_id": self.release.id, "idempotency_key": f"{self.release.id}:{key}:{action}", "action": action,
+            "params": {"release": self.release.key, **params}, "created_at": now,
+            "next_attempt_at": now + self.lease if self.lease is not None else now,
+        })
+        if new_id is not None and self.lease is not None:
+            self.queued.append(new_id)
+
+    def arm_timer(self, kind: TimerKind, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
+        """A durable wait for this stage visit; re-arming the same one (same key) is a no-op."""
+        r = self.release
+        insert_new_id(self.conn, TIMERS, "key", {
+            "release_id": r.id, "key": f"{r.id}:{r.stage}:{kind.value}:{due.isoformat()}:{tag}", "kind": kind.value,
+            "due_at": due, "fired_at": None, "payload": payload or {},
+        })
+
+    def move(self, event: str) -> tuple[str, str]:
+        """Send `event` (advance, halt, resume, cancel) to the release's machine; (from, to) stages.
+
+        The timers of the stage left behind are retired. IllegalTransition if the stage has no
+        such edge."""
+        r = self.release
+        before = r.stage
+        try:
+            machine_for(self.pipeline, r, content_hash=r.definition_hash).send(event)
+        except TransitionNotAllowed:
+            raise IllegalTransition(f"release {r.key} cannot {event} from stage {before!r}") from None
+        self.conn.execute(RETIRE_STAGE_TIMERS, {"b_release_id": r.id, "prefix": f"{r.id}:{before}:%", "now": self.now()})
+        r.entered_stage_at = r.updated_at = self.now()
+        return before, r.stage
+
+    def touch(self) -> None:
+        self.release.updated_at = self.now()
+
+    def add_signal(
+        self,
+        name: str,
+        value: float | None,
+        *,
+        actor: str,
+        source: str,
+        samples: int | None = None,
+        observed_at: datetime | None = None,
+        sha: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Store one value (already checked against its declaration) and keep the latest current."""
+        now = self.now()
+        values = {
+            "release_id": self.release.id, "name": name, "value": value, "samples": samples, "source": source, "sha": sha,
+            "error": error, "actor": actor, "event_id": self.event_id, "observed_at": observed_at or now, "recorded_at": now,
+        }
+        new_id = self.conn.execute(INSERT_SIGNAL, values).scalar_one()
+        if self._latest is not None:
+            old = self._latest.get(name)
+            # The latest is the newest observation, the newest row among equals (as LATEST_SIGNALS orders).
+            if old is None or values["observed_at"] >= old.observed_at:
+                self._latest[name] = LatestSignal(new_id, name, value, values["observed_at"], source, samples, sha, error, actor)
+
+    def add_evaluation(self, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str) -> EvaluationRef:
+        """Store a judgement with its evidence; it becomes the step's last evaluation."""
+        r = self.release
+        new_id = self.conn.execute(INSERT_EVALUATION, {
+            "release_id": r.id, "stage": r.stage, "transition": transition, "verdict": verdict,
+            "fingerprint": fingerprint, "evidence": evidence, "trigger": trigger, "created_at": self.now(),
+        }).scalar_one()
+        self._last_evaluation = EvaluationRef(new_id, r.stage, fingerprint)
+        return self._last_evaluation
+
+    def add_answer(self, verdict: AnswerVerdict, actor: Actor, reason: str, evaluation: EvaluationRef | None) -> None:
+        """Store a release manager's answer (approve, reject, resume) and what it answered."""
+        self.conn.execute(INSERT_APPROVAL, {
+            "release_id": self.release.id, "evaluation_id": evaluation.id if evaluation else None,
+            "fingerprint": evaluation.fingerprint if evaluation else None, "verdict": verdict.value, "actor": actor.name,
+            "role": actor.role, "reason": reason, "created_at": self.now(),
+        })
+
+    def save(self) -> None:
+        """Write the release row if it changed; ConcurrentUpdate if someone else changed it first."""
+        try:
+            save(self.conn, self.release)
+        except StaleRelease:
+            raise ConcurrentUpdate("the release changed while this step ran; retry") from None
+
+    # ------------------------------------------------------------------ reads
+
+    def latest_signals(self) -> dict[str, LatestSignal]:
+        if self._latest is None:
+            self._latest = {row.name: LatestSignal(**row._mapping) for row in self.conn.execute(LATEST_SIGNALS, {"release_id": self.release.id})}
+        return self._latest
+
+    def last_evaluation(self) -> EvaluationRef | None:
+        if self._last_evaluation is _UNREAD:
+            row = self.conn.execute(LAST_EVALUATION, {"release_id": self.release.id}).first()
+            self._last_evaluation = EvaluationRef(row.id, row.stage, row.fingerprint) if row is not None else None
+        return self._last_evaluation
+
+    def gate_context(self) -> GateContext:
+        """What the gates judge: the latest value of each signal and each team's latest sign-off."""
+        signals: dict[str, SignalValue] = {}
+        signoffs: dict[str, Signoff] = {}
+        for r in sorted(self.latest_signals().values(), key=lambda r: (r.observed_at, r.id)):
+            if r.name.startswith(SIGNOFF_PREFIX):
+                team = r.name.removeprefix(SIGNOFF_PREFIX)
+                signoffs[team] = Signoff(team, r.value == 1.0, r.actor or "?", r.observed_at)
+            else:
+                signals[r.name] = SignalValue(r.name, r.value, r.observed_at, r.source, r.samples, r.sha, r.id, r.error)
+        rel = self.release
+        return GateContext(self.now(), rel.entered_stage_at, rel.head_sha, signals, signoffs)
+
+
+def lock_one(conn: Connection, ref: int | str, *, lock: bool = True) -> ReleaseRecord:
+    """The release (by id or 'track/version'), row-locked until the transaction ends unless told
+    not to; NotFound otherwise."""
+    where = release_filter(ref)
+    if where is None:
+        raise NotFound(f"unknown release {ref!r}; use its id or TRACK/VERSION")
+    found = records(conn, lock_releases(where, lock=lock))
+    if not found:
+        raise NotFound(f"unknown release {ref!r}")
+    return found[0]
+
+
+@contextmanager
+def open_step(
+    ctx: Context,
+    ref: int | str,
+    *,
+    expected_version: int | None = None,
+    event_id: int | None = None,
+    lease: timedelta | None = None,
+) -> Iterator[ReleaseStep]:
+    """Begin a transaction, lock the release and yield its step; save and commit when the block ends.
+
+    ConcurrentUpdate when `expected_version` is given and the release is at another version (the
+    caller based its write on a state that moved on)."""
+    with ctx.db.begin() as conn:
+        release = lock_one(conn, ref)
+        if expected_version is not None and release.version_id != expected_version:
+            raise ConcurrentUpdate(
+                f"release {release.key} is at version {release.version_id}, not {expected_version}; reload it and retry"
+            )
+        step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, event_id=event_id, lease=lease)
+        yield step
+        step.save()
+
