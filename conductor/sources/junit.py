@@ -2,7 +2,9 @@
 
 Order of defences: the byte size is checked first (``PayloadTooLarge``, nothing parsed); the XML is
 then parsed by defusedxml with DTDs forbidden, so a ``<!DOCTYPE``/``<!ENTITY`` (billion laughs,
-external entities) stops the streaming parser at the declaration, before any expansion.
+external entities) stops the streaming parser at the declaration, before any expansion. Whatever
+else the parser raises (an encoding it cannot read, undecodable bytes, malformed XML) becomes
+``PayloadInvalid``, never a 500.
 
 Counting is done on the ``<testcase>`` elements, not on the ``tests=``/``failures=`` attributes,
 which reporters get wrong (pytest's subtests, jest's root without ``skipped``). Each case is exactly
@@ -15,6 +17,7 @@ attempt; it is flaky when that last attempt passed after a failed or errored one
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
@@ -28,6 +31,8 @@ from conductor.sources.events import SignalIn
 DEFAULT_MAX_BYTES = 5_000_000
 _FLAKY_TAGS = frozenset({"flakyFailure", "flakyError"})
 _RERUN_TAGS = frozenset({"rerunFailure", "rerunError"})
+_DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml\b[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+_MAX_DETAIL = 120  # characters of a parser message or a declared name quoted back to the sender
 
 
 class TestReportSummary(BaseModel):
@@ -76,8 +81,9 @@ def summarize_junit(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TestRepo
 
     Raises PayloadTooLarge when ``body`` exceeds ``max_bytes`` (checked before parsing);
     PayloadInvalid with field ``xml.doctype`` for any DOCTYPE, ``xml.entity`` / ``xml.external``
-    for entity declarations or external references, ``xml`` for malformed XML and ``xml.root`` when
-    the root element is not ``testsuites``/``testsuite``.
+    for entity declarations or external references, ``xml.encoding`` for an encoding declaration
+    the parser cannot use, ``xml`` for malformed or undecodable XML and ``xml.root`` when the root
+    element is not ``testsuites``/``testsuite``.
     """
     if len(body) > max_bytes:
         raise PayloadTooLarge(len(body), max_bytes)
@@ -87,6 +93,10 @@ def summarize_junit(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TestRepo
     except JUnitXmlError:
         raise PayloadInvalid(f"root element must be <testsuites> or <testsuite>, got <{root.tag}>", field="xml.root") from None
     return _count(report)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
 
 
 def _parse_xml(body: bytes) -> Any:
@@ -99,9 +109,22 @@ def _parse_xml(body: bytes) -> Any:
     except ExternalReferenceForbidden:
         raise PayloadInvalid("external references are not accepted", field="xml.external") from None
     except ParseError as exc:
-        raise PayloadInvalid(f"malformed XML: {exc}", field="xml") from None
-    except ValueError as exc:  # e.g. an encoding declaration the parser does not know
-        raise PayloadInvalid(f"unreadable XML: {exc}", field="xml") from None
+        raise PayloadInvalid(f"malformed XML: {_clip(str(exc))}", field="xml") from None
+    except LookupError as exc:
+        # expat asks Python for an encoding it does not know itself: an unknown name ("x-bogus")
+        # or a codec that is not a text encoding ("rot13", "zip") raises LookupError
+        raise PayloadInvalid(_unusable_encoding(body, exc), field="xml.encoding") from None
+    except ValueError as exc:
+        # UnicodeDecodeError and friends, "multi-byte encodings are not supported" (shift_jis, utf-7)
+        raise PayloadInvalid(f"unreadable XML: {_clip(str(exc))}", field="xml") from None
+
+
+def _unusable_encoding(body: bytes, exc: LookupError) -> str:
+    declared = _DECLARED_ENCODING.match(body[:1024])
+    if declared is None:  # e.g. a UTF-16 declaration: the parser's own message names the encoding
+        return f"the XML declares an encoding that cannot be read ({_clip(str(exc))})"
+    name = declared.group(1).decode("ascii", "backslashreplace")
+    return f"the XML declares encoding {_clip(name)!r}, which this parser cannot read (UTF-8 always works)"
 
 
 def _state(case: TestCase) -> str:

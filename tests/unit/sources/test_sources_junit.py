@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import time
 
 import pytest
@@ -185,6 +186,75 @@ def test_malformed_xml():
         parse_junit(b"<testsuites><testsuite></testsuites>")
     assert info.value.field == "xml"
     assert "line 1" in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["x-bogus", "rot13", "zip", "base64", "hex"])
+def test_unknown_declared_encoding_is_refused(encoding):
+    # x-bogus raised LookupError (an HTTP 500); rot13/zip/base64 are codecs but not text encodings
+    xml = f'<?xml version="1.0" encoding="{encoding}"?><testsuite><testcase name="a"/></testsuite>'.encode()
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert repr(encoding) in str(info.value)
+
+
+def test_unknown_encoding_in_a_utf16_declaration_is_refused():
+    xml = '<?xml version="1.0" encoding="x-bogus"?><testsuite/>'.encode("utf-16")
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert "x-bogus" in str(info.value)
+
+
+def test_a_huge_encoding_name_is_not_echoed_whole():
+    xml = b'<?xml version="1.0" encoding="' + b"x" * 100_000 + b'"?><testsuite/>'
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        b'<?xml version="1.0" encoding="idna"?><testsuite/>',  # codec error inside expat's decoder
+        b'<?xml version="1.0" encoding="shift_jis"?><testsuite name="\x81"/>',  # multi-byte: unsupported
+        b'<?xml version="1.0" encoding="utf-8"?><testsuite name="\xff\xfe"/>',  # not UTF-8
+        b'<?xml version="1.0" encoding="utf-16"?><testsuite/>',  # declaration contradicts the bytes
+        b"",
+        b"\x00",
+    ],
+    ids=["idna", "shift_jis", "bad-utf8", "utf16-declared", "empty", "nul"],
+)
+def test_undecodable_xml_is_refused(xml):
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field in ("xml", "xml.encoding")
+
+
+def test_other_declared_encodings_still_work():
+    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><testsuite><testcase name="caf\u00e9"/></testsuite>'.encode("latin-1")
+    utf16 = '<?xml version="1.0" encoding="UTF-16"?><testsuite><testcase name="a"><failure/></testcase></testsuite>'.encode("utf-16")
+    assert summarize_junit(latin1).total == 1
+    assert summarize_junit(utf16).failed == 1
+
+
+_CODEC_NAMES = sorted({codecs.lookup(n).name for n in ("utf-8", "latin-1", "cp1252", "utf-16", "ascii")} | {
+    "x-bogus", "rot13", "zip", "hex", "bz2", "uu", "quopri", "idna", "punycode", "undefined", "utf-7",
+    "utf-32", "big5", "unicode_escape", "raw_unicode_escape", "mbcs", "oem", "",
+})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # expat decoding with unicode_escape
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.sampled_from(_CODEC_NAMES), st.text(max_size=20)), st.binary(max_size=40))
+def test_parse_path_raises_nothing_but_payload_invalid(encoding, junk):
+    head = f'<?xml version="1.0" encoding="{encoding}"?>'.encode("utf-8", "surrogatepass")
+    for xml in (head + b"<testsuite><testcase name='" + junk + b"'/></testsuite>", head + junk, junk):
+        try:
+            summarize_junit(xml)
+        except PayloadInvalid:
+            pass
 
 
 def test_wrong_root_element():
