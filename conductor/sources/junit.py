@@ -2,24 +2,39 @@
 
 Order of defences: the byte size is checked first (``PayloadTooLarge``, nothing parsed); the XML is
 then parsed by defusedxml with DTDs forbidden, so a ``<!DOCTYPE``/``<!ENTITY`` (billion laughs,
-external entities) stops the streaming parser at the declaration, before any expansion.
+external entities) stops the streaming parser at the declaration, before any expansion. Whatever
+else the parser raises (an encoding it cannot read, undecodable bytes, malformed XML) becomes
+``PayloadInvalid``, never a 500.
 
 Counting is done on the ``<testcase>`` elements, not on the ``tests=``/``failures=`` attributes,
-which reporters get wrong (pytest's subtests, jest's root without ``skipped``). Each case is exactly
-one of error > failure > skipped > passed. A case reported more than once in the same suite
-(same classname and name, e.g. Gradle's test-retry plugin) is one test whose result is its last
-attempt; it is flaky when that last attempt passed after a failed or errored one. Surefire's
-``<flakyFailure>``/``<flakyError>`` (failed, then passed on rerun) also mark a case flaky;
-``<rerunFailure>``/``<rerunError>`` on a case that still failed mean it failed every time.
+which reporters get wrong (pytest's subtests, jest's root without ``skipped``, gotestsum's package
+failures, GoogleTest's ad hoc cases). Every ``<testcase>`` element is one test, counted once, even
+when another case has the same classname and name: jest repeats names across ``describe`` blocks,
+TestNG data providers and ``go test -count=N`` repeat them, and so does Gradle's test-retry plugin,
+which without ``reports.junitXml.mergeReruns`` writes each attempt as a separate case with nothing
+marking it a rerun. A failed case therefore stays failed whatever other cases of its name say.
+
+Each case is exactly one of error > failure > skipped > passed, judged by its own child elements.
+A case is also skipped (not executed) when its reporter says so in an attribute:
+``status="disabled"``/``"notrun"`` (CTest ``--output-junit``, cmCTestTestHandler::WriteJUnitXML;
+GoogleTest's DISABLED_ tests) or ``result="skipped"``/``"suppressed"`` (GoogleTest
+1.10, which wrote skipped tests without a ``<skipped>`` child).
+
+Retries are recognised only where the report says so, in the format Maven Surefire documents for
+``rerunFailingTestsCount`` (maven.apache.org/surefire/maven-surefire-plugin/examples/rerun-failing-tests.html),
+which Gradle also writes when ``mergeReruns`` is on: ``<flakyFailure>``/``<flakyError>`` in a case
+that finally passed (counted passed, and flaky) and ``<rerunFailure>``/``<rerunError>`` beside the
+``<failure>``/``<error>`` of a case that failed every time. No reporter we found documents a retry
+attribute on ``<testcase>``, so none is read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from xml.etree.ElementTree import Element
 
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import ParseError, fromstring
-from junitparser import JUnitXml, JUnitXmlError, TestCase, TestSuite
 from pydantic import BaseModel
 
 from conductor.sources.errors import PayloadInvalid, PayloadTooLarge
@@ -28,6 +43,11 @@ from conductor.sources.events import SignalIn
 DEFAULT_MAX_BYTES = 5_000_000
 _FLAKY_TAGS = frozenset({"flakyFailure", "flakyError"})
 _RERUN_TAGS = frozenset({"rerunFailure", "rerunError"})
+# <testcase> attributes meaning "not executed" (see the module docstring for who writes them)
+_NOT_RUN_STATUS = frozenset({"disabled", "notrun"})
+_NOT_RUN_RESULT = frozenset({"skipped", "suppressed"})
+_DECLARED_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml\b[^>]*?\bencoding\s*=\s*["']([^"']*)["']""")
+_MAX_DETAIL = 120  # characters of a parser message or a declared name quoted back to the sender
 
 
 class TestReportSummary(BaseModel):
@@ -76,20 +96,23 @@ def summarize_junit(body: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> TestRepo
 
     Raises PayloadTooLarge when ``body`` exceeds ``max_bytes`` (checked before parsing);
     PayloadInvalid with field ``xml.doctype`` for any DOCTYPE, ``xml.entity`` / ``xml.external``
-    for entity declarations or external references, ``xml`` for malformed XML and ``xml.root`` when
-    the root element is not ``testsuites``/``testsuite``.
+    for entity declarations or external references, ``xml.encoding`` for an encoding declaration
+    the parser cannot use, ``xml`` for malformed or undecodable XML and ``xml.root`` when the root
+    element is not ``testsuites``/``testsuite``.
     """
     if len(body) > max_bytes:
         raise PayloadTooLarge(len(body), max_bytes)
     root = _parse_xml(body)
-    try:
-        report = JUnitXml.fromroot(root)
-    except JUnitXmlError:
-        raise PayloadInvalid(f"root element must be <testsuites> or <testsuite>, got <{root.tag}>", field="xml.root") from None
-    return _count(report)
+    if root.tag not in ("testsuites", "testsuite"):
+        raise PayloadInvalid(f"root element must be <testsuites> or <testsuite>, got <{_clip(str(root.tag))}>", field="xml.root")
+    return _count(root)
 
 
-def _parse_xml(body: bytes) -> Any:
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "..."
+
+
+def _parse_xml(body: bytes) -> Element:
     try:
         return fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DTDForbidden:
@@ -99,56 +122,65 @@ def _parse_xml(body: bytes) -> Any:
     except ExternalReferenceForbidden:
         raise PayloadInvalid("external references are not accepted", field="xml.external") from None
     except ParseError as exc:
-        raise PayloadInvalid(f"malformed XML: {exc}", field="xml") from None
-    except ValueError as exc:  # e.g. an encoding declaration the parser does not know
-        raise PayloadInvalid(f"unreadable XML: {exc}", field="xml") from None
+        raise PayloadInvalid(f"malformed XML: {_clip(str(exc))}", field="xml") from None
+    except LookupError as exc:
+        # expat asks Python for an encoding it does not know itself: an unknown name ("x-bogus")
+        # or a codec that is not a text encoding ("rot13", "zip") raises LookupError
+        raise PayloadInvalid(_unusable_encoding(body, exc), field="xml.encoding") from None
+    except ValueError as exc:
+        # UnicodeDecodeError and friends, "multi-byte encodings are not supported" (shift_jis, utf-7)
+        raise PayloadInvalid(f"unreadable XML: {_clip(str(exc))}", field="xml") from None
 
 
-def _state(case: TestCase) -> str:
-    if case.is_error:
+def _unusable_encoding(body: bytes, exc: LookupError) -> str:
+    declared = _DECLARED_ENCODING.match(body[:1024])
+    if declared is None:  # e.g. a UTF-16 declaration: the parser's own message names the encoding
+        return f"the XML declares an encoding that cannot be read ({_clip(str(exc))})"
+    name = declared.group(1).decode("ascii", "backslashreplace")
+    return f"the XML declares encoding {_clip(name)!r}, which this parser cannot read (UTF-8 always works)"
+
+
+def _suites(root: Element) -> list[Element]:
+    """Every ``<testsuite>``, nested ones included, without recursion (hostile nesting depth is harmless)."""
+    out: list[Element] = []
+    stack = [root] if root.tag == "testsuite" else [child for child in root if child.tag == "testsuite"]
+    while stack:
+        suite = stack.pop()
+        out.append(suite)
+        stack.extend(child for child in suite if child.tag == "testsuite")
+    return out
+
+
+def _state(case: Element, tags: set[str]) -> str:
+    """error > failure > skipped > passed, from the case's own children and not-run attributes."""
+    if "error" in tags:
         return "error"
-    if case.is_failure:
+    if "failure" in tags:
         return "failure"
-    if case.is_skipped:
+    status = (case.get("status") or "").strip().lower()
+    result = (case.get("result") or "").strip().lower()
+    if "skipped" in tags or status in _NOT_RUN_STATUS or result in _NOT_RUN_RESULT:
         return "skipped"
     return "passed"
 
 
-def _suites(report: JUnitXml) -> list[TestSuite]:
-    """Every suite, nested ones included, without recursion (hostile nesting depth is harmless)."""
-    out: list[TestSuite] = []
-    stack = list(reversed(list(report)))
-    while stack:
-        suite = stack.pop()
-        out.append(suite)
-        stack.extend(reversed(list(suite.testsuites())))
-    return out
-
-
-def _count(report: JUnitXml) -> TestReportSummary:
-    # key -> list of (state, surefire_flaky, surefire_rerun) per attempt, in document order
-    attempts: dict[tuple[Any, ...], list[tuple[str, bool, bool]]] = {}
-    for index, suite in enumerate(_suites(report)):
-        for position, case in enumerate(suite.iterchildren(TestCase)):
-            tags = {child.tag for child in case._elem}
-            record = (_state(case), bool(tags & _FLAKY_TAGS), bool(tags & _RERUN_TAGS))
-            # unnamed cases can't be recognised as retries: each one is its own test
-            key = (index, case.classname, case.name) if case.name else (index, position, None)
-            attempts.setdefault(key, []).append(record)
-
+def _count(root: Element) -> TestReportSummary:
     counts = {"error": 0, "failure": 0, "skipped": 0, "passed": 0}
     flaky = 0
     retries_visible = False
-    for runs in attempts.values():
-        final, surefire_flaky, surefire_rerun = runs[-1]
-        counts[final] += 1
-        earlier_failed = any(state in ("error", "failure") for state, _, _ in runs[:-1])
-        if len(runs) > 1 or any(f or r for _, f, r in runs):
-            retries_visible = True
-        if final == "passed" and (earlier_failed or surefire_flaky or surefire_rerun):
-            flaky += 1
+    for suite in _suites(root):
+        for case in suite:
+            if case.tag != "testcase":
+                continue
+            tags = {child.tag for child in case}
+            state = _state(case, tags)
+            counts[state] += 1
+            reran = bool(tags & (_FLAKY_TAGS | _RERUN_TAGS))
+            retries_visible = retries_visible or reran
+            if state == "passed" and reran:
+                flaky += 1
 
-    total = len(attempts)
+    total = sum(counts.values())
     executed = total - counts["skipped"]
     return TestReportSummary(
         total=total,

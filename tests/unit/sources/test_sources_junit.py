@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +23,50 @@ EXPECTED = {
     # XCTest's xunit output drops skips: test_always_skip has no <skipped/> and counts as passed
     "junit/swift-xunit.xml": dict(total=3, failed=1, errors=0, skipped=0, passed=2, pass_rate=2 / 3),
 }
+
+
+# Real reports of other tools, kept in this repository (tests/fixtures/junit/SOURCE says where each
+# comes from). Counted by hand from the <testcase> elements: (total, failed, errors, skipped, flaky).
+LOCAL = Path(__file__).resolve().parents[2] / "fixtures" / "junit"
+LOCAL_EXPECTED = {
+    # 6 suites of jest's own run: "should add 1 to number" x3, two shouldRunInBand() names x6 each,
+    # two names x2 in multiProjectRunner; 2 <failure>, 3 <skipped>
+    "jest-junit-jest-repo.xml": (52, 2, 0, 3, None),
+    # TestNG: 2+3+5+6+6+5 cases; a data provider repeats names; the retry analyzer reports 4 skipped
+    # attempts and 1 pass of shouldCallSetupBeforeRetrying; testVersionStrings is skipped once, failed once
+    "testng-pulsar.xml": (27, 1, 0, 8, None),
+    # testFlaky: 3 <flakyFailure> + 1 <flakyError>, then passed; testStable passed (suite says tests="1")
+    "surefire-flaky.xml": (2, 0, 0, 0, 1),
+    # a test that throws IOException is a <failure> in Gradle's report, not an <error>
+    "gradle.xml": (4, 2, 0, 1, None),
+    # test-retry without mergeReruns: attempts 1 and 2 failed, attempt 3 passed, nothing marks a rerun
+    "gradle-test-retry.xml": (3, 2, 0, 0, None),
+    "go-junit-report.xml": (5, 1, 0, 2, None),
+    "go-junit-report-panic.xml": (2, 0, 2, 0, None),
+    # go test -count=3: three runs of TestRepeat, three cases
+    "go-junit-report-repeated-names.xml": (3, 0, 0, 0, None),
+    # 1 + 18 + 12 + 29 cases (the root says 59: badmain's TestMain is not in its suite's tests=)
+    "gotestsum.xml": (60, 13, 0, 5, None),
+    # UTF-8 BOM and no XML declaration; names like TestE repeat under different classnames
+    "dotnet-junit-testlogger.xml": (52, 14, 0, 6, None),
+    # 30 cases (the root says 28: two ad hoc failures with name=""); the 2 DISABLED_ tests have only
+    # status="notrun" result="suppressed" and are skipped; SkippedAfterFailure has <failure> and <skipped>
+    "googletest.xml": (30, 7, 0, 5, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL_EXPECTED))
+def test_real_reports_of_other_tools(name):
+    total, failed, errors, skipped, flaky = LOCAL_EXPECTED[name]
+    summary = summarize_junit((LOCAL / name).read_bytes())
+    passed = total - failed - errors - skipped
+    assert (summary.total, summary.failed, summary.errors, summary.skipped, summary.flaky) == (total, failed, errors, skipped, flaky)
+    assert summary.passed == passed
+    assert summary.pass_rate == pytest.approx(passed / (total - skipped))
+
+
+def test_every_local_fixture_is_checked():
+    assert sorted(p.name for p in LOCAL.glob("*.xml")) == sorted(LOCAL_EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -99,25 +145,84 @@ def test_surefire_reruns_that_never_passed_are_not_flaky():
     assert (summary.total, summary.failed, summary.flaky) == (1, 1, 0)
 
 
-def test_repeated_case_failed_then_passed():
-    # Gradle test-retry style: the case appears once per attempt
+def test_cases_sharing_a_name_are_distinct_tests():
+    # found by hostile testing: the failure was merged away as a "retry" of the passing case
+    xml = b"""<testsuite name="s"><testcase classname="" name="works"><failure/></testcase>
+      <testcase classname="" name="works"/><testcase classname="" name="other"/></testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.failed, summary.passed, summary.flaky) == (3, 1, 2, None)
+    assert summary.pass_rate == pytest.approx(2 / 3)
+
+
+def test_a_failure_is_not_hidden_by_a_later_pass_of_the_same_name():
+    # what the old rule read as "failed, then passed on retry": nothing in the report says retry
+    # (this test replaces test_repeated_case_failed_then_passed, which expected 2 tests, 0 failed)
     xml = b"""<testsuite name="s">
       <testcase classname="c" name="retried"><failure/></testcase>
       <testcase classname="c" name="retried"/>
       <testcase classname="c" name="stable"/>
     </testsuite>"""
     summary = summarize_junit(xml)
-    assert (summary.total, summary.passed, summary.failed, summary.flaky) == (2, 2, 0, 1)
-    assert summary.pass_rate == 1.0
+    assert (summary.total, summary.passed, summary.failed, summary.flaky) == (3, 2, 1, None)
 
 
-def test_repeated_case_still_failing_is_not_flaky():
+def test_repeated_failures_of_one_name_all_count():
+    # replaces test_repeated_case_still_failing_is_not_flaky, which expected 1 test
     xml = b"""<testsuite name="s">
       <testcase classname="c" name="retried"><failure/></testcase>
-      <testcase classname="c" name="retried"><failure/></testcase>
+      <testcase classname="c" name="retried"><error/></testcase>
+      <testcase classname="c" name="retried"><skipped/></testcase>
     </testsuite>"""
     summary = summarize_junit(xml)
-    assert (summary.total, summary.failed, summary.flaky) == (1, 1, 0)
+    assert (summary.total, summary.failed, summary.errors, summary.skipped, summary.flaky) == (3, 1, 1, 1, None)
+
+
+def test_flaky_case_does_not_hide_a_failure_of_the_same_name():
+    xml = b"""<testsuite name="s">
+      <testcase classname="c" name="t"><flakyFailure message="first try"/></testcase>
+      <testcase classname="c" name="t"><failure/><rerunFailure/></testcase>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.passed, summary.failed, summary.flaky) == (2, 1, 1, 1)
+
+
+def test_ctest_disabled_case_is_skipped():
+    # the shape of cmCTestTestHandler::WriteJUnitXML: a DISABLED test gets status="disabled" and no
+    # <skipped> child; a test that could not run gets status="notrun" and a <skipped> child
+    xml = b"""<testsuite name="build" tests="4" failures="1" disabled="1" skipped="1">
+      <testcase name="ok" classname="ok" time="0.1" status="run"><properties/><system-out/></testcase>
+      <testcase name="off" classname="off" time="0" status="disabled"><properties/><system-out>Disabled</system-out></testcase>
+      <testcase name="gone" classname="gone" time="0" status="notrun"><skipped message="Unable to find executable"/><properties/></testcase>
+      <testcase name="bad" classname="bad" time="0.2" status="fail"><failure message="Failed"/><properties/></testcase>
+    </testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.passed, summary.failed, summary.skipped) == (4, 1, 1, 2)
+    assert summary.pass_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    ['status="disabled"', 'status="notrun" result="suppressed"', 'status="run" result="skipped"', 'status="NotRun"'],
+)
+def test_not_run_attributes_mean_skipped(attrs):
+    xml = f'<testsuite><testcase name="a" {attrs}/><testcase name="b" status="run" result="completed"/></testsuite>'.encode()
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.skipped, summary.passed, summary.pass_rate) == (2, 1, 1, 1.0)
+
+
+def test_failure_child_wins_over_a_not_run_attribute():
+    xml = b"""<testsuite><testcase name="a" status="disabled"><failure/></testcase>
+      <testcase name="b" status="notrun" result="suppressed"><error/></testcase></testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.failed, summary.errors, summary.skipped) == (2, 1, 1, 0)
+
+
+def test_only_direct_children_decide_a_case():
+    # a <failure> nested in a <flakyFailure> or <properties> is not the case's own result
+    xml = b"""<testsuite><testcase name="a"><flakyFailure><failure/></flakyFailure></testcase>
+      <testcase name="b"><properties><skipped/></properties></testcase></testsuite>"""
+    summary = summarize_junit(xml)
+    assert (summary.total, summary.passed, summary.failed, summary.skipped, summary.flaky) == (2, 2, 0, 0, 1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -185,6 +290,75 @@ def test_malformed_xml():
         parse_junit(b"<testsuites><testsuite></testsuites>")
     assert info.value.field == "xml"
     assert "line 1" in str(info.value)
+
+
+@pytest.mark.parametrize("encoding", ["x-bogus", "rot13", "zip", "base64", "hex"])
+def test_unknown_declared_encoding_is_refused(encoding):
+    # x-bogus raised LookupError (an HTTP 500); rot13/zip/base64 are codecs but not text encodings
+    xml = f'<?xml version="1.0" encoding="{encoding}"?><testsuite><testcase name="a"/></testsuite>'.encode()
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert repr(encoding) in str(info.value)
+
+
+def test_unknown_encoding_in_a_utf16_declaration_is_refused():
+    xml = '<?xml version="1.0" encoding="x-bogus"?><testsuite/>'.encode("utf-16")
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert "x-bogus" in str(info.value)
+
+
+def test_a_huge_encoding_name_is_not_echoed_whole():
+    xml = b'<?xml version="1.0" encoding="' + b"x" * 100_000 + b'"?><testsuite/>'
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field == "xml.encoding"
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        b'<?xml version="1.0" encoding="idna"?><testsuite/>',  # codec error inside expat's decoder
+        b'<?xml version="1.0" encoding="shift_jis"?><testsuite name="\x81"/>',  # multi-byte: unsupported
+        b'<?xml version="1.0" encoding="utf-8"?><testsuite name="\xff\xfe"/>',  # not UTF-8
+        b'<?xml version="1.0" encoding="utf-16"?><testsuite/>',  # declaration contradicts the bytes
+        b"",
+        b"\x00",
+    ],
+    ids=["idna", "shift_jis", "bad-utf8", "utf16-declared", "empty", "nul"],
+)
+def test_undecodable_xml_is_refused(xml):
+    with pytest.raises(PayloadInvalid) as info:
+        parse_junit(xml)
+    assert info.value.field in ("xml", "xml.encoding")
+
+
+def test_other_declared_encodings_still_work():
+    latin1 = '<?xml version="1.0" encoding="ISO-8859-1"?><testsuite><testcase name="caf\u00e9"/></testsuite>'.encode("latin-1")
+    utf16 = '<?xml version="1.0" encoding="UTF-16"?><testsuite><testcase name="a"><failure/></testcase></testsuite>'.encode("utf-16")
+    assert summarize_junit(latin1).total == 1
+    assert summarize_junit(utf16).failed == 1
+
+
+_CODEC_NAMES = sorted({codecs.lookup(n).name for n in ("utf-8", "latin-1", "cp1252", "utf-16", "ascii")} | {
+    "x-bogus", "rot13", "zip", "hex", "bz2", "uu", "quopri", "idna", "punycode", "undefined", "utf-7",
+    "utf-32", "big5", "unicode_escape", "raw_unicode_escape", "mbcs", "oem", "",
+})
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # expat decoding with unicode_escape
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.sampled_from(_CODEC_NAMES), st.text(max_size=20)), st.binary(max_size=40))
+def test_parse_path_raises_nothing_but_payload_invalid(encoding, junk):
+    head = f'<?xml version="1.0" encoding="{encoding}"?>'.encode("utf-8", "surrogatepass")
+    for xml in (head + b"<testsuite><testcase name='" + junk + b"'/></testsuite>", head + junk, junk):
+        try:
+            summarize_junit(xml)
+        except PayloadInvalid:
+            pass
 
 
 def test_wrong_root_element():
