@@ -25,11 +25,60 @@ class DefinitionProblem:
         return f"{where}: {self.field}: {self.message}"
 
 
+ANCHORS_REFUSED = "YAML anchors/aliases are not allowed in definitions"
+
+
+class _Refused(yaml.YAMLError):
+    """A definition uses YAML that definitions may not use; knows the line and key path."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None, path: tuple):
+        super().__init__(message)
+        self.message, self.mark, self.path = message, mark, path
+
+
+class _DefinitionLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases while it composes the document.
+
+    An alias makes the document a graph: ten lines of `&a [*b, *b, ...]` describe billions of
+    nodes (the "billion laughs"), and anything that walks or constructs the document then expands
+    them. Definitions have no use for them, so the first anchor or alias event is refused before a
+    single node refers to another; what the composer returns is then a tree no bigger than the text.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        # Key path of the node being composed, for the error message; None marks a mapping key
+        # (a key is not part of the path of the node it names).
+        self._path: list[Any] = []
+
+    def _here(self) -> tuple:
+        return tuple(p for p in self._path if p is not None)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # `index` is what PyYAML passes to its resolver: the position in a sequence, the key node
+        # of a mapping value, or None for a mapping key and for the root.
+        if isinstance(index, yaml.ScalarNode):
+            step: Any = index.value
+        elif isinstance(index, int):
+            step = index
+        else:
+            step = None
+        self._path.append(step)
+        try:
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+                raise _Refused(ANCHORS_REFUSED, event.start_mark, self._here())
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+
+
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
     """Map each key path of a composed YAML document to its 1-based line.
 
     Hand-written because PyYAML keeps positions only on nodes and pydantic knows only paths;
     this walk joins the two so an error at ('transitions', 2, 'to') points at its line.
+    It visits each node once: `_DefinitionLoader` refuses aliases, so the document is a tree.
     """
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
@@ -61,9 +110,19 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
     """Parse and validate one definition; DefinitionError lists every problem with its line."""
+    # One pass over the text: compose it into nodes (refusing anchors and aliases), then build
+    # the raw mapping from those nodes; the nodes also give every key path its line.
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        loader = _DefinitionLoader(text)  # already refuses non-printable characters
+        try:
+            node = loader.get_single_node()
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except _Refused as exc:
+        line = exc.mark.line + 1 if exc.mark else None
+        field = ".".join(map(str, exc.path)) or "<yaml>"
+        raise DefinitionError([DefinitionProblem(filename, line, field, exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
