@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from conductor.domain.definition import Pipeline, cross_check
-from conductor.errors import DefinitionError
+from conductor.errors import DefinitionError, NotFound
 
 
 @dataclass(frozen=True)
@@ -149,14 +149,19 @@ def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
     return pipeline
 
 
-def load_pipeline(path: Path | str) -> Pipeline:
-    """Read a definition file; DefinitionError if it cannot be read or is invalid."""
+def load_pipeline(path: Path | str, shown_as: str | None = None) -> Pipeline:
+    """Read a definition file; DefinitionError if it cannot be read or is invalid.
+
+    Problems name the file as `shown_as`, by default the path as given: `conductor validate`
+    shows users their own paths, the catalog shows API clients only the file name.
+    """
     path = Path(path)
+    name = str(path) if shown_as is None else shown_as
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DefinitionError([DefinitionProblem(str(path), None, "<file>", f"cannot read: {exc.strerror}")]) from None
-    return parse_pipeline(text, str(path))
+        raise DefinitionError([DefinitionProblem(name, None, "<file>", f"cannot read: {exc.strerror}")]) from None
+    return parse_pipeline(text, name)
 
 
 def definition_files(paths: list[Path]) -> list[Path]:
@@ -190,33 +195,55 @@ def validate_paths(paths: list[Path]) -> tuple[list[Pipeline], list[DefinitionPr
 
 
 class DefinitionCatalog:
-    """The definitions of a directory, by name; read on demand and cached by file mtime."""
+    """The definitions of a directory, by name; each file read on its own and cached by mtime.
+
+    A broken file fails only the lookups that might have wanted it: a name found in a valid file
+    is returned whatever else the folder holds. Errors raised here reach API clients, so they
+    name files by their name in the folder, never by the server's path to it.
+    """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
-        self._cache: dict[Path, tuple[float, Pipeline]] = {}
+        # file -> (mtime and size when read, its pipeline or why it could not be read)
+        self._cache: dict[Path, tuple[tuple[int, int], Pipeline | DefinitionError]] = {}
+
+    def _read(self, f: Path) -> Pipeline | DefinitionError:
+        try:
+            st = f.stat()
+        except OSError as exc:  # a dangling symlink, or removed since the directory was listed
+            return DefinitionError([DefinitionProblem(f.name, None, "<file>", f"cannot read: {exc.strerror}")])
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(f)
+        if cached is None or cached[0] != stamp:
+            try:
+                result: Pipeline | DefinitionError = load_pipeline(f, f.name)
+            except DefinitionError as exc:
+                result = exc  # remembered too, so a broken file is not parsed on every lookup
+            cached = (stamp, result)
+            self._cache[f] = cached
+        return cached[1]
+
+    def _entries(self) -> list[tuple[Path, Pipeline | DefinitionError]]:
+        files = definition_files([self.directory])
+        for gone in self._cache.keys() - set(files):
+            del self._cache[gone]
+        return [(f, self._read(f)) for f in files]
 
     def get(self, name: str) -> Pipeline:
-        from conductor.errors import NotFound
-
-        for f in definition_files([self.directory]):
-            mtime = f.stat().st_mtime
-            cached = self._cache.get(f)
-            if cached is None or cached[0] != mtime:
-                cached = (mtime, load_pipeline(f))
-                self._cache[f] = cached
-            if cached[1].name == name:
-                return cached[1]
-        raise NotFound(f"no pipeline definition named {name!r} in {self.directory}")
+        broken: list[str] = []
+        for f, entry in self._entries():
+            if isinstance(entry, DefinitionError):
+                broken.append(f.name)
+            elif entry.name == name:
+                return entry
+        message = f"no pipeline definition named {name!r}"
+        if broken:
+            # The name may be in one of them; say which, by file name (run `conductor validate`).
+            message += f"; {len(broken)} definition file(s) could not be read: {', '.join(broken)}"
+        raise NotFound(message)
 
     def names(self) -> list[str]:
-        out = []
-        for f in definition_files([self.directory]):
-            try:
-                out.append(load_pipeline(f).name)
-            except DefinitionError:
-                continue
-        return out
+        return [entry.name for _, entry in self._entries() if not isinstance(entry, DefinitionError)]
 
 
 def pipeline_from_json(data: dict[str, Any]) -> Pipeline:
