@@ -27,6 +27,18 @@ class DefinitionProblem:
 
 ANCHORS_REFUSED = "YAML anchors/aliases are not allowed in definitions"
 
+# Deepest nesting a definition may use. Real ones nest five levels (transitions, a transition,
+# actions, an action, a parameter); the cap keeps every recursive step after parsing (composer,
+# line index, constructor, pydantic, json) far from Python's recursion limit, which a few hundred
+# `[` would otherwise reach with a RecursionError.
+MAX_DEPTH = 32
+
+# Integers are counts, bounds and seconds; 64 bits hold all of them and every database column.
+# Longer literals are refused before conversion: int() of a long sexagesimal ('1:2:3:...') is
+# quadratic, of a long decimal a ValueError about sys.set_int_max_str_digits.
+_INT_LIMIT = 2**63
+_INT_MAX_CHARS = 100
+
 
 class _Refused(yaml.YAMLError):
     """A definition uses YAML that definitions may not use; knows the line and key path."""
@@ -36,20 +48,30 @@ class _Refused(yaml.YAMLError):
         self.message, self.mark, self.path = message, mark, path
 
 
-class _DefinitionLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing anchors and aliases while it composes the document.
+def _short(text: str, limit: int = 40) -> str:
+    """A scalar from the definition, quoted and cut short so a huge one cannot flood an error."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
-    An alias makes the document a graph: ten lines of `&a [*b, *b, ...]` describe billions of
-    nodes (the "billion laughs"), and anything that walks or constructs the document then expands
-    them. Definitions have no use for them, so the first anchor or alias event is refused before a
-    single node refers to another; what the composer returns is then a tree no bigger than the text.
+
+class _DefinitionLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what definitions do not need while it composes the document.
+
+    Anchors and aliases: an alias makes the document a graph, and ten lines of `&a [*b, *b, ...]`
+    describe billions of nodes (the "billion laughs") that anything walking or constructing the
+    document then expands. The first anchor or alias event is refused before a single node refers
+    to another, so what the composer returns is a tree no bigger than the text.
+    Nesting deeper than MAX_DEPTH, and keys that are lists or mappings, are refused as well, and
+    a scalar its constructor cannot convert ('2020-13-45', '!!int abc', an integer beyond 64 bits)
+    is refused with its own line instead of escaping as a ValueError or OverflowError.
     """
 
     def __init__(self, text: str):
         super().__init__(text)
         # Key path of the node being composed, for the error message; None marks a mapping key
-        # (a key is not part of the path of the node it names).
+        # (a key is not part of the path of the node it names). Its length is the nesting depth.
         self._path: list[Any] = []
+        # id(node) -> key path, filled by `_line_index` before construction, for constructor errors.
+        self.node_paths: dict[int, tuple] = {}
 
     def _here(self) -> tuple:
         return tuple(p for p in self._path if p is not None)
@@ -68,29 +90,60 @@ class _DefinitionLoader(yaml.SafeLoader):
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
                 raise _Refused(ANCHORS_REFUSED, event.start_mark, self._here())
+            if len(self._path) > MAX_DEPTH:
+                raise _Refused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark, self._here())
+            if isinstance(parent, yaml.MappingNode) and index is None and not isinstance(event, yaml.ScalarEvent):
+                raise _Refused("a key must be a plain value, not a list or mapping", event.start_mark, self._here())
             return super().compose_node(parent, index)
         finally:
             self._path.pop()
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # Called for every node, innermost first, so the node named is the one that failed.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            what = _short(node.value) if isinstance(node, yaml.ScalarNode) else "value"
+            raise _Refused(f"cannot read {what}: {exc}", node.start_mark, self.node_paths.get(id(node), ())) from None
 
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > _INT_MAX_CHARS:
+            raise ValueError(f"integers must fit in 64 bits; this one has {len(node.value)} characters")
+        value = super().construct_yaml_int(node)
+        if not -_INT_LIMIT <= value < _INT_LIMIT:
+            raise ValueError("integers must fit in 64 bits")
+        return value
+
+
+_DefinitionLoader.add_constructor("tag:yaml.org,2002:int", _DefinitionLoader.construct_bounded_int)
+
+
+def _line_index(
+    node: yaml.Node, path: tuple = (), out: dict | None = None, node_paths: dict | None = None
+) -> dict[tuple, int]:
     """Map each key path of a composed YAML document to its 1-based line.
 
     Hand-written because PyYAML keeps positions only on nodes and pydantic knows only paths;
     this walk joins the two so an error at ('transitions', 2, 'to') points at its line.
-    It visits each node once: `_DefinitionLoader` refuses aliases, so the document is a tree.
+    It visits each node once and recurses at most MAX_DEPTH deep: `_DefinitionLoader` refuses
+    aliases, deeper nesting and keys that are not scalars, so the document is a shallow tree
+    whose keys are strings. If given, `node_paths` receives id(node) -> path of every node.
     """
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
+    if node_paths is not None:
+        node_paths[id(node)] = path
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             k = key.value
             out[path + (k,)] = key.start_mark.line + 1
-            _line_index(value, path + (k,), out)
+            if node_paths is not None:
+                node_paths[id(key)] = path + (k,)
+            _line_index(value, path + (k,), out, node_paths)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[path + (i,)] = item.start_mark.line + 1
-            _line_index(item, path + (i,), out)
+            _line_index(item, path + (i,), out, node_paths)
     return out
 
 
@@ -110,12 +163,15 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
     """Parse and validate one definition; DefinitionError lists every problem with its line."""
-    # One pass over the text: compose it into nodes (refusing anchors and aliases), then build
-    # the raw mapping from those nodes; the nodes also give every key path its line.
+    # One pass over the text: compose it into nodes (refusing anchors, aliases, deep nesting),
+    # map every key path to its line, then build the raw mapping from those same nodes.
+    index: dict[tuple, int] = {}
     try:
         loader = _DefinitionLoader(text)  # already refuses non-printable characters
         try:
             node = loader.get_single_node()
+            if node is not None:
+                index = _line_index(node, node_paths=loader.node_paths)
             raw = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -130,7 +186,6 @@ def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
         raise DefinitionError([DefinitionProblem(filename, line, "<yaml>", f"YAML syntax error: {problem}")]) from None
     if node is None or not isinstance(raw, dict):
         raise DefinitionError([DefinitionProblem(filename, 1, "<root>", "expected a mapping with name, stages and transitions")])
-    index = _line_index(node)
     problems: list[DefinitionProblem] = []
     pipeline: Pipeline | None = None
     try:
@@ -158,9 +213,15 @@ def load_pipeline(path: Path | str, shown_as: str | None = None) -> Pipeline:
     path = Path(path)
     name = str(path) if shown_as is None else shown_as
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise DefinitionError([DefinitionProblem(name, None, "<file>", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        raise DefinitionError([DefinitionProblem(name, line, "<file>", f"not UTF-8 text: byte 0x{bad} cannot be decoded")]) from None
     return parse_pipeline(text, name)
 
 

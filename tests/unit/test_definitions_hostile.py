@@ -96,3 +96,99 @@ def test_real_billion_laughs_is_refused_in_bounded_memory():
     done = run_isolated(PARSE_STDIN, bomb)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("bomb.yaml:2: l0: ") and ALIAS_REFUSAL in done.stdout
+
+
+# --- anything else a file can hold comes back as a DefinitionProblem, never another exception ---
+
+MINIMAL = """\
+name: mini
+signals:
+  crash: {type: percent}
+gates:
+  crash_ok: {kind: threshold, signal: crash, better: higher, pass: 99.5, fail: 99}
+stages:
+  start: {}
+  out: {kind: rollout}
+  done: {kind: final}
+  halted: {kind: halted}
+  cancelled: {kind: cancelled}
+schedules: {cut: '0 10 * * FRI'}
+transitions:
+  - {from: start, to: out, gates: [crash_ok]}
+  - {from: out, to: done, gates: [crash_ok], on_fail: halt, min_soak: 1h}
+"""
+
+
+def edited(old: str, new: str) -> str:
+    assert old in MINIMAL
+    return MINIMAL.replace(old, new, 1)
+
+
+def test_minimal_is_valid():
+    assert parse_pipeline(MINIMAL).name == "mini"
+
+
+@pytest.mark.parametrize(
+    "text,line,field",
+    [
+        ("name: " + "[" * 2000 + "]" * 2000 + "\n", 1, "name." + ".".join(["0"] * 31)),
+        ("a: " + "{b: " * 2000 + "1" + "}" * 2000 + "\n", 1, "a" + ".b" * 30),
+        (edited("min_soak: 1h}", "min_soak: 1h, actions: [{action: x, p: " + "[" * 40 + "]" * 40 + "}]}"), 15, "transitions.1.actions.0.p." + ".".join(["0"] * 27)),
+    ],
+    ids=["lists", "mappings", "action-parameter"],
+)
+def test_deep_nesting_is_refused_with_its_path(text, line, field):
+    # Was a RecursionError from PyYAML's composer (and, below it, from the line index).
+    problems = problems_of(text)
+    assert [(p.line, p.field) for p in problems] == [(line, field)]
+    assert "nested deeper than 32 levels" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "old,new,line,field",
+    [
+        ("name: mini", "? [a, b]\n: 1\nname: mini", 1, "<yaml>"),
+        ("  start: {}", "  ? {x: 1}\n  : {}\n  start: {}", 7, "stages"),
+        ("  start: {}", "  ? !!set {a}\n  : {}\n  start: {}", 7, "stages"),
+    ],
+)
+def test_keys_that_are_lists_or_mappings_are_refused_with_their_path(old, new, line, field):
+    problems = problems_of(edited(old, new))
+    assert [(p.line, p.field) for p in problems] == [(line, field)]
+    assert "a key must be a plain value" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "old,new,line,field,words",
+    [
+        ("name: mini", "name: 2020-13-45", 1, "name", "month must be in 1..12"),
+        ("name: mini", "name: mini\ndescription: 2020-02-30", 2, "description", "day is out of range"),
+        ("name: mini", "name: 2001-12-14t21:59:43.10-25:00", 1, "name", "offset must be"),
+        ("name: mini", "name: !!int abc", 1, "name", "invalid literal"),
+        ("pass: 99.5", "pass: !!float abc", 5, "gates.crash_ok.pass", "could not convert"),
+        ("min_soak: 1h", "min_soak: " + "9" * 5000, 15, "transitions.1.min_soak", "64 bits"),
+        ("better: higher,", "better: higher, min_samples: 0x" + "f" * 400 + ",", 5, "gates.crash_ok.min_samples", "64 bits"),
+        ("min_soak: 1h", "min_soak: " + ":".join(["59"] * 100), 15, "transitions.1.min_soak", "64 bits"),
+        ("min_soak: 1h", "min_soak: 9223372036854775808", 15, "transitions.1.min_soak", "64 bits"),
+    ],
+)
+def test_scalars_that_cannot_be_built_are_refused_on_their_line(old, new, line, field, words):
+    # Were ValueErrors from PyYAML's constructor (bad dates, bad tagged scalars, int() limits).
+    problems = problems_of(edited(old, new))
+    assert [(p.line, p.field) for p in problems] == [(line, field)]
+    assert words in problems[0].message and len(problems[0].message) < 300
+
+
+def test_file_that_is_not_utf8_names_its_line(tmp_path):
+    from conductor.domain.loader import DefinitionCatalog, load_pipeline
+    from conductor.errors import NotFound
+
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(edited("name: mini", "name: mini\ndescription: caf\xe9").encode("latin-1"))
+    with pytest.raises(DefinitionError) as exc:
+        load_pipeline(f)
+    assert [(p.file, p.line, p.field) for p in exc.value.problems] == [(str(f), 2, "<file>")]
+    assert "not UTF-8" in str(exc.value) and "0xe9" in str(exc.value)
+    with pytest.raises(NotFound) as miss:
+        DefinitionCatalog(tmp_path).get("mini")
+    assert "could not be read: latin1.yaml" in str(miss.value)
