@@ -179,6 +179,39 @@ def test_scalars_that_cannot_be_built_are_refused_on_their_line(old, new, line, 
     assert words in problems[0].message and len(problems[0].message) < 300
 
 
+@pytest.mark.parametrize("soak", ["99999999999999", "99999999999d", "999999999999999h", ".inf", "1.0e+300", ".nan"])
+def test_durations_beyond_timedelta_are_problems(soak):
+    # Were OverflowErrors out of pydantic's validator, which only turns ValueErrors into problems.
+    problems = problems_of(edited("min_soak: 1h", f"min_soak: {soak}"))
+    hit = [p for p in problems if p.field == "transitions.1.min_soak"]
+    assert hit and hit[0].line == 15, [str(p) for p in problems]
+
+
+def test_time_zone_that_is_a_directory_is_unknown():
+    # ZoneInfo('Europe') raises IsADirectoryError, an OSError the validator did not catch.
+    problems = problems_of(edited("name: mini", "name: mini\ntimezone: Europe"))
+    assert [(p.line, p.field) for p in problems] == [(2, "timezone")]
+    assert "unknown time zone 'Europe'" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    "old,new,field",
+    [
+        ("{from: start, to: out,", "{from: [start], to: out,", "transitions.0.from"),
+        ("{from: start, to: out,", "{from: start, to: {a: 1},", "transitions.0.to"),
+        ("signal: crash,", "signal: [crash],", "gates.crash_ok.signal"),
+        ("to: out, gates: [crash_ok]}", "to: out, gates: 5}", "transitions.0.gates"),
+        ("{from: out, to: done,", "{from: out, to: done, schedule: [cut],", "transitions.1.schedule"),
+    ],
+)
+def test_references_that_are_not_strings_are_type_problems(old, new, field):
+    # cross_check looked them up in dicts (TypeError: unhashable) or iterated them (not iterable).
+    problems = problems_of(edited(old, new))
+    hit = [p for p in problems if p.field == field]
+    assert hit and hit[0].line is not None, [str(p) for p in problems]
+    assert "valid" in hit[0].message
+
+
 def test_file_that_is_not_utf8_names_its_line(tmp_path):
     from conductor.domain.loader import DefinitionCatalog, load_pipeline
     from conductor.errors import NotFound
@@ -192,3 +225,20 @@ def test_file_that_is_not_utf8_names_its_line(tmp_path):
     with pytest.raises(NotFound) as miss:
         DefinitionCatalog(tmp_path).get("mini")
     assert "could not be read: latin1.yaml" in str(miss.value)
+
+
+PARSE_DURATION = """\
+import sys
+from conductor.domain.definition import parse_duration
+try:
+    parse_duration(sys.stdin.read())
+except ValueError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_long_blank_run_in_a_duration_does_not_backtrack():
+    # The old pattern tried every split of the blanks among five `\\s*`: 200 took 30 s, 1000 ~forever.
+    done = run_isolated(PARSE_DURATION, "1d" + " " * 1000 + "x", timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("refused:") and "is not a duration" in done.stdout
