@@ -118,6 +118,20 @@ class _DefinitionLoader(yaml.SafeLoader):
 _DefinitionLoader.add_constructor("tag:yaml.org,2002:int", _DefinitionLoader.construct_bounded_int)
 
 
+def _refuse_tag(tag: str) -> Any:
+    def construct(loader: _DefinitionLoader, node: yaml.Node) -> Any:
+        raise ValueError(f"the !!{tag} tag is not allowed in definitions")
+
+    return construct
+
+
+# Types JSON cannot hold: a definition is pinned to its releases as JSON under its content hash,
+# and bytes made that hash raise at release start while a set hashes in a different order in
+# each process. Dates stay allowed; they are written as ISO text.
+for _tag in ("binary", "set", "omap", "pairs"):
+    _DefinitionLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag(_tag))
+
+
 def _line_index(
     node: yaml.Node, path: tuple = (), out: dict | None = None, node_paths: dict | None = None
 ) -> dict[tuple, int]:

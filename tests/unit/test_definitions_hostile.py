@@ -242,3 +242,12 @@ def test_long_blank_run_in_a_duration_does_not_backtrack():
     done = run_isolated(PARSE_DURATION, "1d" + " " * 1000 + "x", timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("refused:") and "is not a duration" in done.stdout
+
+
+@pytest.mark.parametrize("value", ["!!binary //79", "!!set {a, b}", "!!omap [{a: 1}]", "!!pairs [{a: 1}]"])
+def test_yaml_types_json_cannot_hold_are_refused(value):
+    # A definition is pinned to releases as JSON by its content hash; !!binary made content_hash()
+    # raise UnicodeDecodeError at release start, and a set hashes in a different order per process.
+    problems = problems_of(edited("min_soak: 1h}", f"min_soak: 1h, actions: [{{action: notify, p: {value}}}]}}"))
+    assert [(p.line, p.field) for p in problems] == [(15, "transitions.1.actions.0.p")]
+    assert f"the {value.split()[0]} tag is not allowed in definitions" in problems[0].message
