@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -40,7 +41,7 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("a duration such as 30m, 12h or 2d")
     if isinstance(value, int | float):
-        if value != value:  # NaN
+        if math.isnan(value):
             raise ValueError("a duration such as 30m, 12h or 2d, not NaN")
         if value < 0:
             raise ValueError("a duration cannot be negative")

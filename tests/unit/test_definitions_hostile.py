@@ -48,6 +48,7 @@ def run_isolated(code: str, stdin: str, timeout: float = 60) -> subprocess.Compl
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-c", code],
+        check=False,
         input=stdin,
         capture_output=True,
         text=True,
