@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -16,33 +17,51 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
+# Matched against the stripped text. Whitespace is allowed only after a number or a unit, never
+# as a run two patterns could share: `^\s*(..)?\s*(..)?\s*...$` backtracked through every split
+# of a long blank run, and 200 spaces in a definition took half a minute.
+_DURATION = re.compile(r"^(?:(\d+)\s*d\s*)?(?:(\d+)\s*h\s*)?(?:(\d+)\s*m\s*)?(?:(\d+)\s*s)?$")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """repr() of a value from a definition, cut short so a huge one cannot flood an error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def parse_duration(value: Any) -> timedelta:
     """'90m', '12h', '2d', '1d12h' or a number of seconds -> timedelta; ValueError otherwise.
 
     Hand-written because pydantic's timedelta accepts ISO 8601 ('PT12H') but not the short form
-    release engineers write in YAML; both are accepted here.
+    release engineers write in YAML; both are accepted here. A duration beyond what timedelta
+    holds (about 2.7 million years) is a ValueError too, not an OverflowError.
     """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
         raise ValueError("a duration such as 30m, 12h or 2d")
     if isinstance(value, int | float):
+        if math.isnan(value):
+            raise ValueError("a duration such as 30m, 12h or 2d, not NaN")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except OverflowError:  # also float infinity
+            raise ValueError(f"{value!r} seconds is too long for a duration") from None
     if isinstance(value, str):
         if value.strip().upper().startswith("P"):
             from pydantic import TypeAdapter
 
             return TypeAdapter(timedelta).validate_python(value.strip())
-        m = _DURATION.match(value)
+        m = _DURATION.match(value.strip())
         if m and any(m.groups()):
-            d, h, mi, s = (int(x or 0) for x in m.groups())
-            return timedelta(days=d, hours=h, minutes=mi, seconds=s)
-    raise ValueError(f"{value!r} is not a duration; write e.g. 30m, 12h, 2d or 1d12h")
+            try:
+                d, h, mi, s = (int(x or 0) for x in m.groups())
+                return timedelta(days=d, hours=h, minutes=mi, seconds=s)
+            except (OverflowError, ValueError):  # ValueError: more digits than int() converts
+                raise ValueError(f"{_short(value)} is too long for a duration") from None
+    raise ValueError(f"{_short(value)} is not a duration; write e.g. 30m, 12h, 2d or 1d12h")
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -167,7 +186,7 @@ class ApprovalPolicy(_Strict):
 
 def _valid_cron(expr: str) -> str:
     if not isinstance(expr, str) or not croniter.is_valid(expr):
-        raise ValueError(f"{expr!r} is not a valid cron expression (e.g. '0 10 * * FRI')")
+        raise ValueError(f"{_short(expr)} is not a valid cron expression (e.g. '0 10 * * FRI')")
     return expr
 
 
@@ -192,8 +211,8 @@ class Pipeline(_Strict):
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/Stockholm)") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Europe' is a directory
+            raise ValueError(f"unknown time zone {_short(v)} (use an IANA name such as Europe/Stockholm)") from None
         return v
 
     # --- derived views, used by the machine builder, the engine and the CLI ---
@@ -239,6 +258,8 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
 
     Runs even when pydantic found field errors, so one `validate` run reports every problem.
     Returns (path, message) pairs; an empty list means the references hold together.
+    A reference that is not a string (a list, a mapping, a number) is left to pydantic's type
+    error: it cannot name a stage, gate, signal or schedule, and a list is not even hashable.
     """
     problems: list[tuple[tuple[Any, ...], str]] = []
     if not isinstance(raw, dict):
@@ -254,7 +275,7 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
         return body.get("kind", "stage") if isinstance(body, dict) else "stage"
 
     for name, gate in gates.items():
-        if isinstance(gate, dict) and "signal" in gate and gate["signal"] not in signals:
+        if isinstance(gate, dict) and isinstance(gate.get("signal"), str) and gate["signal"] not in signals:
             problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
 
     sources_seen: set[str] = set()
@@ -263,9 +284,9 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
         if not isinstance(t, dict):
             continue
         for end in ("from", "to"):
-            if end in t and t[end] not in stages:
+            if isinstance(t.get(end), str) and t[end] not in stages:
                 problems.append((("transitions", i, end), f"unknown stage {t[end]!r} in transition"))
-        src, dst = t.get("from"), t.get("to")
+        src, dst = (t.get(end) if isinstance(t.get(end), str) else None for end in ("from", "to"))
         if src in stages:
             if src in sources_seen:
                 problems.append((("transitions", i, "from"), f"stage {src!r} already has an outgoing transition"))
@@ -274,11 +295,11 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
                 problems.append((("transitions", i, "from"), f"stage {src!r} is {kind_of(src)} and cannot advance"))
         if src in stages and dst in stages:
             edges.setdefault(src, []).append(dst)
-        for j, g in enumerate(t.get("gates") or []):
+        for j, g in enumerate(t["gates"] if isinstance(t.get("gates"), list) else []):
             if isinstance(g, str) and g not in gates:
                 problems.append((("transitions", i, "gates", j), f"unknown gate {g!r}; declare it under gates"))
         sched = t.get("schedule")
-        if sched is not None and sched not in schedules:
+        if isinstance(sched, str) and sched not in schedules:
             problems.append((("transitions", i, "schedule"), f"unknown schedule {sched!r}; declare it under schedules"))
         if t.get("on_fail") == "halt":
             if src in stages and kind_of(src) != "rollout":
