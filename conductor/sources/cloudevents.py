@@ -21,11 +21,11 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from conductor.sources._common import (
     get,
@@ -79,7 +79,7 @@ def standard_webhook_headers(secret: str, msg_id: str, body: bytes, timestamp: d
     """The ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature`` headers a Standard
     Webhooks sender would add for ``body`` (used by tests and demo senders)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else int(timestamp)
-    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=timezone.utc), body.decode("utf-8"))
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), body.decode("utf-8"))
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
 
@@ -108,8 +108,8 @@ def verify_standard_webhook(
     if not timestamp.isascii() or not timestamp.isdigit():
         raise SignatureInvalid("webhook-timestamp is not integer unix seconds")
     ts = int(timestamp)
-    now = now or datetime.now(timezone.utc)
-    now_ts = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).timestamp()  # naive = UTC
+    now = now or datetime.now(UTC)
+    now_ts = (now if now.tzinfo else now.replace(tzinfo=UTC)).timestamp()  # naive = UTC
     if ts < now_ts - TOLERANCE_SECONDS:
         raise SignatureInvalid("webhook-timestamp is too old (more than 5 minutes)")
     if ts > now_ts + TOLERANCE_SECONDS:
@@ -130,7 +130,7 @@ def verify_standard_webhook(
             continue
     if not offered:
         raise SignatureInvalid("webhook-signature has no v1 signature")
-    when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    when = datetime.fromtimestamp(ts, tz=UTC)
     for webhook in webhooks:
         expected = base64.b64decode(webhook.sign(msg_id, when, text).partition(",")[2])
         if any(hmac.compare_digest(expected, sig) for sig in offered):
@@ -145,7 +145,7 @@ def _webhooks(secrets: list[str]) -> list[Webhook]:
     for i, secret in enumerate(secrets):
         try:
             out.append(Webhook(secret))
-        except Exception as exc:  # EmptyWebhookSecretError, binascii.Error
+        except (EmptyWebhookSecretError, ValueError, RuntimeError) as exc:  # ValueError: binascii.Error
             raise ValueError(f"Standard Webhooks secret #{i} is invalid: {type(exc).__name__}") from None
     return out
 

@@ -17,7 +17,7 @@ Dedupe key: the ``webhook-id`` header, else the body's ``id``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,7 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from conductor.sources._common import load_json_object, lower_headers, strip_heads
 from conductor.sources.cloudevents import verify_standard_webhook
 from conductor.sources.errors import PayloadInvalid
-from conductor.sources.events import InboundEvent, Kind, OutcomeName, SignalIn, outcome_signals
+from conductor.sources.events import (
+    InboundEvent,
+    Kind,
+    OutcomeName,
+    SignalIn,
+    outcome_signals,
+)
 
 __all__ = ["GenericEvent", "GenericSignal", "generic_json_schema", "parse_generic", "verify_generic"]
 
@@ -122,4 +128,4 @@ def _utc(value: datetime | None) -> datetime | None:
     """Aware UTC; a timestamp without offset is taken as UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

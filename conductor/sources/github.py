@@ -29,7 +29,12 @@ from conductor.sources._common import (
     strip_heads,
 )
 from conductor.sources.errors import PayloadInvalid, SignatureInvalid
-from conductor.sources.events import CommitInfo, InboundEvent, OutcomeName, outcome_signals
+from conductor.sources.events import (
+    CommitInfo,
+    InboundEvent,
+    OutcomeName,
+    outcome_signals,
+)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_HEADER = "X-GitHub-Event"
