@@ -20,8 +20,6 @@ from pydantic_core import ErrorDetails
 
 from conductor.sources.errors import PayloadInvalid
 
-_MISSING = object()
-
 
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Header names lower-cased (HTTP header names are case-insensitive), values stripped."""
@@ -69,50 +67,6 @@ def load_json_object(body: bytes | str, field: str = "body") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PayloadInvalid(f"expected a JSON object, got {type(data).__name__}", field=field)
     return data
-
-
-def get(obj: Any, path: str, default: Any = None) -> Any:
-    """Walk a dotted ``path`` through nested dicts (and lists, by index: ``commits.0.id``);
-    ``default`` when any step is absent or null."""
-    cur = obj
-    for part in path.split("."):
-        if isinstance(cur, dict):
-            cur = cur.get(part, _MISSING)
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
-            return default
-        if cur is _MISSING or cur is None:
-            return default
-    return cur
-
-
-def req_str(obj: Any, path: str) -> str:
-    """The non-empty string at dotted ``path``; PayloadInvalid(field=path) if absent or not a string."""
-    value = get(obj, path)
-    if value is None:
-        raise PayloadInvalid("required field is missing", field=path)
-    if not isinstance(value, str) or not value:
-        raise PayloadInvalid(f"expected a non-empty string, got {value!r}", field=path)
-    return value
-
-
-def opt_str(obj: Any, path: str) -> str | None:
-    """The string at dotted ``path``, None if absent or empty; PayloadInvalid(field=path) if not a string."""
-    value = get(obj, path)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise PayloadInvalid(f"expected a string, got {type(value).__name__}", field=path)
-    return value
-
-
-def req_dict(obj: Any, path: str) -> dict[str, Any]:
-    """The object at dotted ``path``; PayloadInvalid(field=path) if absent or not an object."""
-    value = get(obj, path)
-    if not isinstance(value, dict):
-        raise PayloadInvalid("required object is missing" if value is None else "expected an object", field=path)
-    return value
 
 
 def strip_heads(ref: str | None) -> str | None:
