@@ -1,15 +1,24 @@
-"""Small helpers shared by the source parsers: headers, JSON, field access, timestamps."""
+"""Small helpers shared by the source parsers: headers, JSON, timestamps, and the field types and
+validation of the pydantic models each source declares for the payload subset it reads."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
 
 from conductor.sources.errors import PayloadInvalid
-
-_MISSING = object()
 
 
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -60,50 +69,6 @@ def load_json_object(body: bytes | str, field: str = "body") -> dict[str, Any]:
     return data
 
 
-def get(obj: Any, path: str, default: Any = None) -> Any:
-    """Walk a dotted ``path`` through nested dicts (and lists, by index: ``commits.0.id``);
-    ``default`` when any step is absent or null."""
-    cur = obj
-    for part in path.split("."):
-        if isinstance(cur, dict):
-            cur = cur.get(part, _MISSING)
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
-        else:
-            return default
-        if cur is _MISSING or cur is None:
-            return default
-    return cur
-
-
-def req_str(obj: Any, path: str) -> str:
-    """The non-empty string at dotted ``path``; PayloadInvalid(field=path) if absent or not a string."""
-    value = get(obj, path)
-    if value is None:
-        raise PayloadInvalid("required field is missing", field=path)
-    if not isinstance(value, str) or not value:
-        raise PayloadInvalid(f"expected a non-empty string, got {value!r}", field=path)
-    return value
-
-
-def opt_str(obj: Any, path: str) -> str | None:
-    """The string at dotted ``path``, None if absent or empty; PayloadInvalid(field=path) if not a string."""
-    value = get(obj, path)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise PayloadInvalid(f"expected a string, got {type(value).__name__}", field=path)
-    return value
-
-
-def req_dict(obj: Any, path: str) -> dict[str, Any]:
-    """The object at dotted ``path``; PayloadInvalid(field=path) if absent or not an object."""
-    value = get(obj, path)
-    if not isinstance(value, dict):
-        raise PayloadInvalid("required object is missing" if value is None else "expected an object", field=path)
-    return value
-
-
 def strip_heads(ref: str | None) -> str | None:
     """``refs/heads/main`` -> ``main``; other values unchanged."""
     if ref is None:
@@ -119,7 +84,7 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value, tz=timezone.utc)
+            return datetime.fromtimestamp(value, tz=UTC)
         if not isinstance(value, str) or not value.strip():
             return None
         text = value.strip()
@@ -131,5 +96,109 @@ def parse_time(value: Any) -> datetime | None:
     except (ValueError, OverflowError, OSError):
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- payload models
+#
+# Each source declares small pydantic models of the payload subset it reads and validates a parsed
+# body with ``validate``. The field types below carry the rules the parsers rely on.
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _is_true(value: Any) -> bool:
+    return value is True
+
+
+def _object_or_none(value: Any) -> Any:
+    return value if isinstance(value, dict) else None
+
+
+ReqStr = Annotated[StrictStr, Field(min_length=1)]
+"""A required non-empty string."""
+
+OptStr = Annotated[StrictStr | None, BeforeValidator(_empty_is_none)]
+"""An optional string: absent, null and ``""`` all give None; any other type is refused."""
+
+LooseStr = Annotated[str | None, BeforeValidator(_str_or_none)]
+"""A string that only describes (never refuses): anything but a non-empty string gives None."""
+
+Flag = Annotated[bool, BeforeValidator(_is_true)]
+"""True only for JSON ``true``; absent, null, ``"true"``, 1 ... are False."""
+
+Timestamp = Annotated[datetime | None, BeforeValidator(parse_time)]
+"""A best-effort time (see ``parse_time``): an unparseable value gives None, never a refusal."""
+
+T = TypeVar("T")
+
+OptObject = Annotated[T | None, BeforeValidator(_object_or_none)]
+"""An optional nested object (``OptObject[Model]``): anything but a JSON object gives None."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Payload(BaseModel):
+    """Base of the payload-subset models: fields Conductor does not read are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def validate(model: type[M], data: Any, prefix: str | None = None) -> M:
+    """``model.model_validate(data)``, with a ValidationError turned into PayloadInvalid by
+    ``payload_invalid`` (``prefix`` names where ``data`` sits in the delivery, e.g. ``"data"``)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise payload_invalid(exc, prefix) from None
+
+
+def payload_invalid(exc: ValidationError, prefix: str | None = None) -> PayloadInvalid:
+    """PayloadInvalid for the first error of ``exc``.
+
+    ``field`` is the error location joined with "." (``commits.0.id``), after ``prefix`` when given
+    (``data.subject.id``); with an empty location it is ``prefix``, else ``"body"``. The message
+    says what was expected and what came (``expected a string, got 5``) and counts further errors.
+    """
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    parts = ([prefix] if prefix else []) + [str(part) for part in first["loc"]]
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return PayloadInvalid(_message(first) + suffix, field=".".join(parts) or "body")
+
+
+_EXPECTED = {
+    "string_type": "a string",
+    "string_too_short": "a non-empty string",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+    "list_type": "a list",
+}
+
+
+def _message(error: ErrorDetails) -> str:
+    if error["type"] == "missing":
+        return "required field is missing"
+    expected = _EXPECTED.get(error["type"])
+    if expected is None:
+        return error["msg"]
+    return f"expected {expected}, got {_describe(error['input'])}"
+
+
+def _describe(value: Any) -> str:
+    """A short JSON rendering of an offending value (objects and lists only by their kind)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

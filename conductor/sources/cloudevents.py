@@ -21,22 +21,27 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import quote, unquote
 
-from standardwebhooks.webhooks import Webhook
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_core import PydanticCustomError
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from conductor.sources._common import (
-    get,
+    LooseStr,
+    OptObject,
+    OptStr,
+    Payload,
+    ReqStr,
+    Timestamp,
     load_json,
     load_json_object,
     lower_headers,
-    opt_str,
     parse_time,
-    req_dict,
-    req_str,
     strip_heads,
+    validate,
 )
 from conductor.sources.errors import PayloadInvalid, SignatureInvalid
 from conductor.sources.events import InboundEvent, Kind, OutcomeName, outcome_signals
@@ -79,7 +84,7 @@ def standard_webhook_headers(secret: str, msg_id: str, body: bytes, timestamp: d
     """The ``webhook-id`` / ``webhook-timestamp`` / ``webhook-signature`` headers a Standard
     Webhooks sender would add for ``body`` (used by tests and demo senders)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else int(timestamp)
-    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=timezone.utc), body.decode("utf-8"))
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(ts, tz=UTC), body.decode("utf-8"))
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
 
@@ -108,8 +113,8 @@ def verify_standard_webhook(
     if not timestamp.isascii() or not timestamp.isdigit():
         raise SignatureInvalid("webhook-timestamp is not integer unix seconds")
     ts = int(timestamp)
-    now = now or datetime.now(timezone.utc)
-    now_ts = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)).timestamp()  # naive = UTC
+    now = now or datetime.now(UTC)
+    now_ts = (now if now.tzinfo else now.replace(tzinfo=UTC)).timestamp()  # naive = UTC
     if ts < now_ts - TOLERANCE_SECONDS:
         raise SignatureInvalid("webhook-timestamp is too old (more than 5 minutes)")
     if ts > now_ts + TOLERANCE_SECONDS:
@@ -130,7 +135,7 @@ def verify_standard_webhook(
             continue
     if not offered:
         raise SignatureInvalid("webhook-signature has no v1 signature")
-    when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    when = datetime.fromtimestamp(ts, tz=UTC)
     for webhook in webhooks:
         expected = base64.b64decode(webhook.sign(msg_id, when, text).partition(",")[2])
         if any(hmac.compare_digest(expected, sig) for sig in offered):
@@ -145,9 +150,124 @@ def _webhooks(secrets: list[str]) -> list[Webhook]:
     for i, secret in enumerate(secrets):
         try:
             out.append(Webhook(secret))
-        except Exception as exc:  # EmptyWebhookSecretError, binascii.Error
+        except (EmptyWebhookSecretError, ValueError, RuntimeError) as exc:  # ValueError: binascii.Error
             raise ValueError(f"Standard Webhooks secret #{i} is invalid: {type(exc).__name__}") from None
     return out
+
+
+# --------------------------------------------------------------------------- payload models
+
+
+class StructuredEnvelope(Payload):
+    """A structured-mode CloudEvent: the attributes and the data in one JSON object (``data`` or,
+    for binary data, ``data_base64``; the time is informative, so a malformed one is dropped).
+    https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/formats/json-format.md#3-envelope"""
+
+    specversion: ReqStr
+    id: ReqStr
+    source: ReqStr
+    type: ReqStr
+    time: LooseStr = None
+    data_base64: ReqStr | None = None
+    data: Any = None
+
+    @field_validator("data_base64", mode="before")
+    @classmethod
+    def _present_means_data(cls, value: Any) -> Any:
+        if value is None:  # a data_base64 member, when sent, is the data: null is not "no data"
+            raise PydanticCustomError("data_base64_null", "data_base64 is null")
+        return value
+
+
+def _repository_id(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]:
+        return value["id"]
+    return None
+
+
+RepositoryRef = Annotated[str | None, BeforeValidator(_repository_id)]
+"""CDEvents reference a repository as ``{"id": ..., "source": ...}`` (or, older, a plain string);
+anything else counts as no repository."""
+
+
+class CDEventContext(Payload):
+    """https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/spec.md#cdevent-context"""
+
+    type: ReqStr
+    timestamp: Timestamp = None
+
+
+class Content(Payload):
+    """What Conductor reads from any subject's content: an outcome and a repository reference.
+    Used as is for ``artifact.published`` and ``branch.created``:
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/continuous-integration.md#artifact-published
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/source-code-version-control.md#branch-created
+    """
+
+    outcome: OptStr = None
+    repository: RepositoryRef = None
+
+
+class RunContent(Content):
+    """Content of ``pipelineRun.finished`` (``pipelineName``) and ``build.finished`` (``artifactId``);
+    either field is read from both.
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/core.md#pipelinerun-finished
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/continuous-integration.md#build-finished
+    """
+
+    pipelineName: OptStr = None
+    artifactId: OptStr = None
+
+
+class TestSuite(Payload):
+    name: OptStr = None
+
+
+class Environment(Payload):
+    id: OptStr = None
+
+
+class TestSuiteRunContent(Content):
+    """Content of ``testSuiteRun.finished``.
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/testing-events.md#testsuiterun-finished
+    """
+
+    testSuite: OptObject[TestSuite] = None
+    environment: OptObject[Environment] = None
+
+
+C = TypeVar("C", bound=Content)
+
+
+def _null_is_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class CDEventSubject(Payload, Generic[C]):
+    """``content`` may be absent or null (no content), otherwise must be an object.
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/spec.md#cdevent-subject"""
+
+    id: ReqStr
+    content: Annotated[C, BeforeValidator(_null_is_empty)] = Field(default=None, validate_default=True)
+
+
+class CDEvent(Payload, Generic[C]):
+    """A CDEvent (the CloudEvent's data), with the content model of its subject type.
+    https://github.com/cdevents/spec/blob/8917b1843528f0d28402db2dedc0673243437eb7/spec.md"""
+
+    context: CDEventContext
+    subject: CDEventSubject[C]
+
+
+_MODELS: dict[Kind, type[CDEvent[Any]]] = {
+    "pipeline_finished": CDEvent[RunContent],
+    "build_finished": CDEvent[RunContent],
+    "tests_finished": CDEvent[TestSuiteRunContent],
+    "artifact_published": CDEvent[Content],
+    "branch_created": CDEvent[Content],
+}
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -201,22 +321,17 @@ def _envelope(h: dict[str, str], body: bytes) -> tuple[dict[str, str], Any]:
     """(attributes, data) from either mode. Raises PayloadInvalid naming the attribute."""
     ctype = _content_type(h)
     if ctype == STRUCTURED_CONTENT_TYPE:
-        env = load_json_object(body)
-        attrs: dict[str, str] = {}
-        for name in ("specversion", "id", "source", "type"):
-            attrs[name] = req_str(env, name)
-        if time := env.get("time"):
-            attrs["time"] = str(time)
-        if "data_base64" in env:
-            b64 = req_str(env, "data_base64")
-            try:
-                raw = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError):
-                raise PayloadInvalid("not valid base64", field="data_base64") from None
-            data = load_json(raw, field="data_base64")
-        else:
-            data = env.get("data")
-        return attrs, data
+        env = validate(StructuredEnvelope, load_json_object(body))
+        attrs = {"specversion": env.specversion, "id": env.id, "source": env.source, "type": env.type}
+        if env.time:
+            attrs["time"] = env.time
+        if env.data_base64 is None:
+            return attrs, env.data
+        try:
+            raw = base64.b64decode(env.data_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise PayloadInvalid("not valid base64", field="data_base64") from None
+        return attrs, load_json(raw, field="data_base64")
     if ctype.startswith("application/cloudevents"):
         raise PayloadInvalid(f"unsupported CloudEvents content type {ctype!r} (batch mode is not accepted)", field="Content-Type")
     if "ce-specversion" not in h:
@@ -263,69 +378,45 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     kind = _KINDS.get((match["subject"], match["predicate"]))
     if kind is None:
         return InboundEvent(**base, kind="ignored", reason=f"CDEvent {match['subject']}.{match['predicate']} is not handled")
-    if not isinstance(data, dict):
-        raise PayloadInvalid("CDEvent data must be a JSON object", field="data")
     return _cdevent(kind, ce_type, data, base)
 
 
-def _cdevent(kind: Kind, ce_type: str, data: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    req_dict(data, "context")
-    ctx_type = req_str(data, "context.type")
-    if ctx_type != ce_type:
-        raise PayloadInvalid(f"CDEvent type {ctx_type!r} differs from the CloudEvent type {ce_type!r}", field="data.context.type")
-    req_dict(data, "subject")
-    subject_id = _data_str(data, "subject.id", required=True)
-    content = get(data, "subject.content", {})
-    if not isinstance(content, dict):
-        raise PayloadInvalid("expected an object", field="data.subject.content")
-    if occurred := parse_time(get(data, "context.timestamp")):
-        base["occurred_at"] = occurred
+def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any]) -> InboundEvent:
+    event = validate(_MODELS[kind], data, prefix="data")
+    if event.context.type != ce_type:
+        raise PayloadInvalid(
+            f"CDEvent type {event.context.type!r} differs from the CloudEvent type {ce_type!r}",
+            field="data.context.type",
+        )
+    if event.context.timestamp:
+        base["occurred_at"] = event.context.timestamp
 
-    raw_outcome = _data_str(data, "subject.content.outcome")
-    outcome = _OUTCOMES.get(raw_outcome.lower()) if raw_outcome else None
-    repository = _repository(content)
+    subject, content = event.subject, event.subject.content
+    outcome = _OUTCOMES.get(content.outcome.lower()) if content.outcome else None
     labels: list[str] = []
     branch = None
     signals = []
-    if kind in ("pipeline_finished", "build_finished"):
+    if isinstance(content, RunContent):  # pipeline_finished, build_finished
         signals = outcome_signals(outcome)
-        if name := _data_str(data, "subject.content.pipelineName"):
-            labels.append(f"pipeline:{name}")
-        if artifact := _data_str(data, "subject.content.artifactId"):
-            labels.append(f"artifact:{artifact}")
-    elif kind == "tests_finished":
-        if suite := _data_str(data, "subject.content.testSuite.name"):
-            labels.append(f"suite:{suite}")
-        if env := _data_str(data, "subject.content.environment.id"):
-            labels.append(f"env:{env}")
+        if content.pipelineName:
+            labels.append(f"pipeline:{content.pipelineName}")
+        if content.artifactId:
+            labels.append(f"artifact:{content.artifactId}")
+    elif isinstance(content, TestSuiteRunContent):  # tests_finished
+        if content.testSuite and content.testSuite.name:
+            labels.append(f"suite:{content.testSuite.name}")
+        if content.environment and content.environment.id:
+            labels.append(f"env:{content.environment.id}")
     elif kind == "artifact_published":
-        labels.append(f"artifact:{subject_id}")
+        labels.append(f"artifact:{subject.id}")
     elif kind == "branch_created":
-        branch = strip_heads(subject_id)
+        branch = strip_heads(subject.id)
     return InboundEvent(
         **base,
         kind=kind,
-        repository=repository,
+        repository=content.repository,
         branch=branch,
         outcome=outcome,
         signals=signals,
         labels=labels,
     )
-
-
-def _data_str(data: dict[str, Any], path: str, required: bool = False) -> str | None:
-    """A string under the CDEvent; errors name the path as ``data.<path>``."""
-    try:
-        return req_str(data, path) if required else opt_str(data, path)
-    except PayloadInvalid as exc:
-        raise PayloadInvalid(exc.detail, field=f"data.{path}") from None
-
-
-def _repository(content: dict[str, Any]) -> str | None:
-    """CDEvents reference a repository as ``{"id": ..., "source": ...}`` (or, older, a plain string)."""
-    repo = content.get("repository")
-    if isinstance(repo, str) and repo:
-        return repo
-    if isinstance(repo, dict) and isinstance(repo.get("id"), str) and repo["id"]:
-        return repo["id"]
-    return None

@@ -17,15 +17,26 @@ Dedupe key: the ``webhook-id`` header, else the body's ``id``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from conductor.sources._common import load_json_object, lower_headers, strip_heads
+from conductor.sources._common import (
+    load_json_object,
+    lower_headers,
+    strip_heads,
+    validate,
+)
 from conductor.sources.cloudevents import verify_standard_webhook
 from conductor.sources.errors import PayloadInvalid
-from conductor.sources.events import InboundEvent, Kind, OutcomeName, SignalIn, outcome_signals
+from conductor.sources.events import (
+    InboundEvent,
+    Kind,
+    OutcomeName,
+    SignalIn,
+    outcome_signals,
+)
 
 __all__ = ["GenericEvent", "GenericSignal", "generic_json_schema", "parse_generic", "verify_generic"]
 
@@ -80,15 +91,7 @@ def parse_generic(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     when neither a ``webhook-id`` header nor a body ``id`` gives a dedupe key.
     """
     h = lower_headers(headers)
-    raw = load_json_object(body)
-    try:
-        event = GenericEvent.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
-        count = exc.error_count()
-        more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-        raise PayloadInvalid(f"{first['msg']}{more}", field=field) from None
+    event = validate(GenericEvent, load_json_object(body))
 
     delivery = h.get("webhook-id") or event.id
     if not delivery:
@@ -122,4 +125,4 @@ def _utc(value: datetime | None) -> datetime | None:
     """Aware UTC; a timestamp without offset is taken as UTC."""
     if value is None:
         return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

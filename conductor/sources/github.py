@@ -15,21 +15,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 from conductor.sources._common import (
-    get,
+    Flag,
+    LooseStr,
+    OptObject,
+    OptStr,
+    Payload,
+    ReqStr,
+    Timestamp,
     load_json_object,
     lower_headers,
-    opt_str,
-    parse_time,
-    req_dict,
-    req_str,
     require_header,
     strip_heads,
+    validate,
 )
-from conductor.sources.errors import PayloadInvalid, SignatureInvalid
-from conductor.sources.events import CommitInfo, InboundEvent, OutcomeName, outcome_signals
+from conductor.sources.errors import SignatureInvalid
+from conductor.sources.events import (
+    CommitInfo,
+    InboundEvent,
+    OutcomeName,
+    outcome_signals,
+)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_HEADER = "X-GitHub-Event"
@@ -76,6 +86,162 @@ def verify_github(secret: str, body: bytes, headers: Mapping[str, str]) -> None:
         raise SignatureInvalid(f"{SIGNATURE_HEADER} does not match the body")
 
 
+# --------------------------------------------------------------------------- payload models
+
+
+class Repository(Payload):
+    """``repository`` of every repository event (``pushed_at``: unix seconds in push payloads, an
+    ISO string elsewhere). https://docs.github.com/en/webhooks/webhook-events-and-payloads"""
+
+    full_name: OptStr = None
+    pushed_at: Timestamp = None
+
+
+class GitHubEvent(Payload):
+    """The parts read from every event: ``action`` (most events have one) and ``repository``.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads"""
+
+    action: LooseStr = None
+    repository: OptObject[Repository] = None
+
+
+class App(Payload):
+    """The GitHub App behind a check suite or check run."""
+
+    slug: OptStr = None
+    name: OptStr = None
+
+
+# The completed build objects: each gives the commit (head_sha), the conclusion, a branch, names
+# for labels and a time.
+
+
+class WorkflowRun(Payload):
+    head_branch: OptStr = None
+    name: OptStr = None
+    updated_at: Timestamp = None
+    conclusion: OptStr = None
+    head_sha: ReqStr
+
+
+class Workflow(Payload):
+    name: OptStr = None
+
+
+class WorkflowRunPayload(Payload):
+    """``workflow_run`` event, action ``completed``.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#workflow_run"""
+
+    workflow_run: WorkflowRun
+    workflow: OptObject[Workflow] = None
+
+
+class WorkflowJob(Payload):
+    head_branch: OptStr = None  # absent in payloads from before 2022
+    workflow_name: OptStr = None
+    name: OptStr = None
+    completed_at: Timestamp = None
+    conclusion: OptStr = None
+    head_sha: ReqStr
+
+
+class WorkflowJobPayload(Payload):
+    """``workflow_job`` event, action ``completed``.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#workflow_job"""
+
+    workflow_job: WorkflowJob
+
+
+class CheckSuite(Payload):
+    head_branch: OptStr = None
+    app: OptObject[App] = None
+    updated_at: Timestamp = None
+    conclusion: OptStr = None
+    head_sha: ReqStr
+
+
+class CheckSuitePayload(Payload):
+    """``check_suite`` event, action ``completed``.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#check_suite"""
+
+    check_suite: CheckSuite
+
+
+class CheckRunSuite(Payload):
+    head_branch: OptStr = None
+
+
+class CheckRun(Payload):
+    check_suite: OptObject[CheckRunSuite] = None
+    name: OptStr = None
+    app: OptObject[App] = None
+    completed_at: Timestamp = None
+    conclusion: OptStr = None
+    head_sha: ReqStr
+
+
+class CheckRunPayload(Payload):
+    """``check_run`` event, action ``completed``.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#check_run"""
+
+    check_run: CheckRun
+
+
+class CommitAuthor(Payload):
+    username: OptStr = None
+    email: OptStr = None
+
+
+class Commit(Payload):
+    id: ReqStr
+    message: OptStr = None
+    author: OptObject[CommitAuthor] = None
+
+
+def _falsy_is_empty(value: Any) -> Any:
+    return value or []
+
+
+class PushHead(Payload):
+    """The part of a ``push`` read first: whether it updates a branch (not a tag, not a deletion)."""
+
+    ref: ReqStr
+    after: ReqStr
+    deleted: Flag = False
+
+
+class PushPayload(PushHead):
+    """``push`` event to a branch (``commits`` absent, null or empty: no commits).
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#push"""
+
+    created: Flag = False
+    forced: Flag = False
+    commits: Annotated[list[Commit], BeforeValidator(_falsy_is_empty)] = Field(default_factory=list)
+    repository: OptObject[Repository] = None
+
+
+class CreatePayload(Payload):
+    """``create`` event (a branch or tag was created).
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#create"""
+
+    ref_type: OptStr = None
+    ref: ReqStr
+
+
+class Hook(Payload):
+    updated_at: Timestamp = None
+
+
+class PingPayload(Payload):
+    """``ping`` event, sent when a webhook is created.
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#ping"""
+
+    hook: OptObject[Hook] = None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
 def parse_github(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     """Normalize a GitHub delivery (call ``verify_github`` first).
 
@@ -88,125 +254,109 @@ def parse_github(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     event = require_header(h, EVENT_HEADER)
     delivery = require_header(h, DELIVERY_HEADER)
     payload = load_json_object(body)
-    action = payload.get("action")
-    raw_type = f"{event}.{action}" if isinstance(action, str) and action else event
+    common = validate(GitHubEvent, payload)
+    action = common.action
     base: dict[str, Any] = {
         "source": "github",
         "delivery_id": delivery,
-        "raw_type": raw_type,
-        "repository": opt_str(payload, "repository.full_name"),
+        "raw_type": f"{event}.{action}" if action else event,
+        "repository": common.repository.full_name if common.repository else None,
     }
 
     if event in _BUILD_EVENTS:
-        return _build_event(event, action, payload, base)
+        if action != "completed":
+            return InboundEvent(**base, kind="ignored", reason=f"{event} action {action!r} is not 'completed'")
+        return _build_event(event, payload, base)
     if event == "push":
         return _push(payload, base)
     if event == "create":
-        return _create(payload, base)
+        return _create(validate(CreatePayload, payload), base)
     if event == "ping":
-        return InboundEvent(**base, kind="ping", occurred_at=parse_time(get(payload, "hook.updated_at")))
+        hook = validate(PingPayload, payload).hook
+        return InboundEvent(**base, kind="ping", occurred_at=hook.updated_at if hook else None)
     return InboundEvent(**base, kind="ignored", reason=f"unsupported GitHub event {event!r}")
-
-
-def _outcome(conclusion: Any, field: str) -> OutcomeName | None:
-    if conclusion is None:
-        return None
-    if not isinstance(conclusion, str):
-        raise PayloadInvalid(f"expected a string, got {type(conclusion).__name__}", field=field)
-    return _CONCLUSIONS.get(conclusion)
-
-
-def _build_event(event: str, action: Any, payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    if action != "completed":
-        return InboundEvent(**base, kind="ignored", reason=f"{event} action {action!r} is not 'completed'")
-    obj = req_dict(payload, event)
-
-    def field(path: str) -> str | None:  # errors name the full path, e.g. "check_run.check_suite.head_branch"
-        return opt_str(payload, f"{event}.{path}")
-
-    labels: list[str] = []
-    if event == "workflow_run":
-        branch = field("head_branch")
-        occurred = obj.get("updated_at")
-        if name := opt_str(payload, "workflow.name") or field("name"):
-            labels.append(f"workflow:{name}")
-    elif event == "workflow_job":
-        branch = field("head_branch")  # absent in payloads from before 2022
-        occurred = obj.get("completed_at")
-        if workflow := field("workflow_name"):
-            labels.append(f"workflow:{workflow}")
-        if job := field("name"):
-            labels.append(f"job:{job}")
-    elif event == "check_suite":
-        branch = field("head_branch")
-        occurred = obj.get("updated_at")
-        if app := field("app.slug") or field("app.name"):
-            labels.append(f"app:{app}")
-    else:  # check_run
-        branch = field("check_suite.head_branch")
-        occurred = obj.get("completed_at")
-        if name := field("name"):
-            labels.append(f"check:{name}")
-        if app := field("app.slug") or field("app.name"):
-            labels.append(f"app:{app}")
-    outcome = _outcome(obj.get("conclusion"), f"{event}.conclusion")
-    return InboundEvent(
-        **base,
-        kind="build_finished",
-        branch=strip_heads(branch),
-        sha=req_str(payload, f"{event}.head_sha"),
-        outcome=outcome,
-        signals=outcome_signals(outcome),
-        labels=labels,
-        occurred_at=parse_time(occurred),
-    )
 
 
 _BUILD_EVENTS = frozenset({"workflow_run", "workflow_job", "check_suite", "check_run"})
 
 
+def _app_label(app: App | None) -> list[str]:
+    name = (app.slug or app.name) if app else None
+    return [f"app:{name}"] if name else []
+
+
+def _build_event(event: str, payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
+    """A completed workflow run / workflow job / check suite / check run."""
+    obj: WorkflowRun | WorkflowJob | CheckSuite | CheckRun
+    labels: list[str] = []
+    if event == "workflow_run":
+        run_payload = validate(WorkflowRunPayload, payload)
+        obj = run = run_payload.workflow_run
+        branch, occurred = run.head_branch, run.updated_at
+        workflow = run_payload.workflow
+        if name := (workflow.name if workflow else None) or run.name:
+            labels.append(f"workflow:{name}")
+    elif event == "workflow_job":
+        obj = job = validate(WorkflowJobPayload, payload).workflow_job
+        branch, occurred = job.head_branch, job.completed_at
+        if job.workflow_name:
+            labels.append(f"workflow:{job.workflow_name}")
+        if job.name:
+            labels.append(f"job:{job.name}")
+    elif event == "check_suite":
+        obj = suite = validate(CheckSuitePayload, payload).check_suite
+        branch, occurred = suite.head_branch, suite.updated_at
+        labels += _app_label(suite.app)
+    else:  # check_run
+        obj = check = validate(CheckRunPayload, payload).check_run
+        branch = check.check_suite.head_branch if check.check_suite else None
+        occurred = check.completed_at
+        if check.name:
+            labels.append(f"check:{check.name}")
+        labels += _app_label(check.app)
+    outcome = _CONCLUSIONS.get(obj.conclusion) if obj.conclusion else None
+    return InboundEvent(
+        **base,
+        kind="build_finished",
+        branch=strip_heads(branch),
+        sha=obj.head_sha,
+        outcome=outcome,
+        signals=outcome_signals(outcome),
+        labels=labels,
+        occurred_at=occurred,
+    )
+
+
 def _push(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    ref = req_str(payload, "ref")
-    if not ref.startswith("refs/heads/"):
-        return InboundEvent(**base, kind="ignored", reason=f"push to {ref!r} is not a branch push")
-    branch = strip_heads(ref)
-    after = req_str(payload, "after")
-    if payload.get("deleted") is True or after == _ZERO_SHA:
+    head = validate(PushHead, payload)
+    if not head.ref.startswith("refs/heads/"):
+        return InboundEvent(**base, kind="ignored", reason=f"push to {head.ref!r} is not a branch push")
+    branch = strip_heads(head.ref)
+    if head.deleted or head.after == _ZERO_SHA:
         return InboundEvent(**base, kind="ignored", branch=branch, reason=f"branch {branch!r} was deleted")
-    labels = []
-    if payload.get("created") is True:
-        labels.append("branch_created")
-    if payload.get("forced") is True:
-        labels.append("forced")
-    commits_raw = payload.get("commits") or []
-    if not isinstance(commits_raw, list):
-        raise PayloadInvalid("expected a list", field="commits")
-    commits = [_commit(payload, f"commits.{i}") for i in range(len(commits_raw))]
+    push = validate(PushPayload, payload)
+    labels = [label for label, flag in (("branch_created", push.created), ("forced", push.forced)) if flag]
+    commits = [
+        CommitInfo(
+            sha=c.id,
+            message=c.message or "",
+            author=(c.author.username or c.author.email) if c.author else None,
+        )
+        for c in push.commits
+    ]
     return InboundEvent(
         **base,
         kind="branch_push",
         branch=branch,
-        sha=after,
+        sha=push.after,
         commits=commits,
         labels=labels,
-        # repository.pushed_at is unix seconds in push payloads (an ISO string elsewhere)
-        occurred_at=parse_time(get(payload, "repository.pushed_at")),
+        occurred_at=push.repository.pushed_at if push.repository else None,
     )
 
 
-def _commit(payload: dict[str, Any], path: str) -> CommitInfo:
-    """One push commit; errors name the full path (``commits.0.id``)."""
-    req_dict(payload, path)
-    return CommitInfo(
-        sha=req_str(payload, f"{path}.id"),
-        message=opt_str(payload, f"{path}.message") or "",
-        author=opt_str(payload, f"{path}.author.username") or opt_str(payload, f"{path}.author.email"),
-    )
-
-
-def _create(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    ref_type = opt_str(payload, "ref_type")
-    ref = req_str(payload, "ref")
-    if ref_type != "branch":
-        return InboundEvent(**base, kind="ignored", reason=f"create of a {ref_type or 'unknown ref type'} is not handled")
-    return InboundEvent(**base, kind="branch_created", branch=strip_heads(ref))
+def _create(create: CreatePayload, base: dict[str, Any]) -> InboundEvent:
+    if create.ref_type != "branch":
+        kind = create.ref_type or "unknown ref type"
+        return InboundEvent(**base, kind="ignored", reason=f"create of a {kind} is not handled")
+    return InboundEvent(**base, kind="branch_created", branch=strip_heads(create.ref))

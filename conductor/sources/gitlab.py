@@ -21,15 +21,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conductor.sources._common import (
-    get,
+    Flag,
+    OptObject,
+    OptStr,
+    Payload,
+    ReqStr,
+    Timestamp,
     load_json_object,
     lower_headers,
-    opt_str,
-    parse_time,
-    req_dict,
-    req_str,
     require_header,
     strip_heads,
+    validate,
 )
 from conductor.sources.errors import PayloadInvalid, SignatureInvalid
 from conductor.sources.events import InboundEvent, OutcomeName, outcome_signals
@@ -63,6 +65,81 @@ def verify_gitlab(token: str, headers: Mapping[str, str]) -> None:
         raise SignatureInvalid(f"{TOKEN_HEADER} does not match")
 
 
+# --------------------------------------------------------------------------- payload models
+
+
+class Project(Payload):
+    path_with_namespace: OptStr = None
+
+
+class MergeRequest(Payload):
+    source_branch: OptStr = None
+
+
+class GitLabEvent(Payload):
+    """What is read from an event Conductor does not handle: the project, for the record.
+    https://docs.gitlab.com/user/project/integrations/webhook_events/"""
+
+    project: OptObject[Project] = None
+
+
+class PipelineState(Payload):
+    status: ReqStr
+
+
+class PipelineAttributes(PipelineState):
+    ref: ReqStr
+    tag: Flag = False
+    source: OptStr = None
+    sha: ReqStr
+    finished_at: Timestamp = None
+
+
+class PipelineHead(Payload):
+    """The part of a ``Pipeline Hook`` read first: the status decides whether the rest is needed."""
+
+    project: OptObject[Project] = None
+    object_attributes: PipelineState
+
+
+class PipelinePayload(PipelineHead):
+    """``Pipeline Hook`` with a final status.
+    https://docs.gitlab.com/user/project/integrations/webhook_events/#pipeline-events"""
+
+    object_attributes: PipelineAttributes
+    merge_request: OptObject[MergeRequest] = None
+
+
+class JobRepository(Payload):
+    homepage: OptStr = None
+
+
+class JobHead(Payload):
+    """The part of a ``Job Hook`` read first: the status decides whether the rest is needed."""
+
+    build_status: ReqStr
+    project: OptObject[Project] = None  # missing in older GitLab versions
+    repository: OptObject[JobRepository] = None
+    project_name: OptStr = None
+
+
+class JobPayload(JobHead):
+    """``Job Hook`` with a final status (a flat object: ``build_*`` fields).
+    https://docs.gitlab.com/user/project/integrations/webhook_events/#job-events"""
+
+    ref: ReqStr
+    tag: Flag = False
+    merge_request: OptObject[MergeRequest] = None
+    build_name: OptStr = None
+    build_stage: OptStr = None
+    build_allow_failure: Flag = False
+    sha: ReqStr
+    build_finished_at: Timestamp = None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
 def parse_gitlab(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     """Normalize a GitLab delivery (call ``verify_gitlab`` first).
 
@@ -84,82 +161,88 @@ def parse_gitlab(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     return InboundEvent(
         **base,
         kind="ignored",
-        repository=opt_str(payload, "project.path_with_namespace"),
+        repository=_project_path(validate(GitLabEvent, payload).project),
         reason=f"unsupported GitLab event {event!r}",
     )
 
 
-def _branch(ref: str | None, is_tag: bool, payload: dict[str, Any]) -> tuple[str | None, list[str]]:
+def _project_path(project: Project | None) -> str | None:
+    return project.path_with_namespace if project else None
+
+
+def _branch(ref: str, is_tag: bool, merge_request: MergeRequest | None) -> tuple[str | None, list[str]]:
     """Branch name and extra labels for a ref: tags are not branches; MR refs use the source branch."""
-    if ref is None:
-        return None, []
     if is_tag:
         return None, [f"tag:{ref}"]
     if ref.startswith("refs/merge-requests/"):
-        return opt_str(payload, "merge_request.source_branch"), ["merge_request"]
+        return (merge_request.source_branch if merge_request else None), ["merge_request"]
     return strip_heads(ref), []
 
 
 def _pipeline(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    attrs = req_dict(payload, "object_attributes")
-    status = req_str(payload, "object_attributes.status")
-    repository = opt_str(payload, "project.path_with_namespace")
+    head = validate(PipelineHead, payload)
+    repository = _project_path(head.project)
+    status = head.object_attributes.status
     outcome = _FINAL.get(status)
     if outcome is None:
         return InboundEvent(
             **base, kind="ignored", repository=repository, reason=f"pipeline status {status!r} is not final"
         )
-    branch, labels = _branch(req_str(payload, "object_attributes.ref"), attrs.get("tag") is True, payload)
-    if source := opt_str(payload, "object_attributes.source"):
-        labels.append(f"trigger:{source}")
+    pipeline = validate(PipelinePayload, payload)
+    attrs = pipeline.object_attributes
+    branch, labels = _branch(attrs.ref, attrs.tag, pipeline.merge_request)
+    if attrs.source:
+        labels.append(f"trigger:{attrs.source}")
     return InboundEvent(
         **base,
         kind="pipeline_finished",
         repository=repository,
         branch=branch,
-        sha=req_str(payload, "object_attributes.sha"),
+        sha=attrs.sha,
         outcome=outcome,
         signals=outcome_signals(outcome),
         labels=labels,
-        occurred_at=parse_time(attrs.get("finished_at")),
+        occurred_at=attrs.finished_at,
     )
 
 
-def _job_repository(payload: dict[str, Any]) -> str | None:
+def _job_repository(job: JobHead) -> str | None:
     """``project.path_with_namespace`` if present, else the path of ``repository.homepage``,
     else ``project_name`` ("Group / Project") with the spaces removed."""
-    if path := opt_str(payload, "project.path_with_namespace"):
+    if path := _project_path(job.project):
         return path
-    if homepage := opt_str(payload, "repository.homepage"):
-        path = urlsplit(homepage).path.strip("/")
+    if job.repository and job.repository.homepage:
+        path = urlsplit(job.repository.homepage).path.strip("/")
         if path:
             return path
-    if name := opt_str(payload, "project_name"):
-        return "/".join(part.strip() for part in name.split("/"))
+    if job.project_name:
+        return "/".join(part.strip() for part in job.project_name.split("/"))
     return None
 
 
 def _job(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
-    status = req_str(payload, "build_status")
-    repository = _job_repository(payload)
-    outcome = _FINAL.get(status)
+    head = validate(JobHead, payload)
+    repository = _job_repository(head)
+    outcome = _FINAL.get(head.build_status)
     if outcome is None:
-        return InboundEvent(**base, kind="ignored", repository=repository, reason=f"job status {status!r} is not final")
-    branch, labels = _branch(req_str(payload, "ref"), payload.get("tag") is True, payload)
-    if name := opt_str(payload, "build_name"):
-        labels.append(f"job:{name}")
-    if stage := opt_str(payload, "build_stage"):
-        labels.append(f"stage:{stage}")
-    if payload.get("build_allow_failure") is True:
+        reason = f"job status {head.build_status!r} is not final"
+        return InboundEvent(**base, kind="ignored", repository=repository, reason=reason)
+    job = validate(JobPayload, payload)
+    branch, labels = _branch(job.ref, job.tag, job.merge_request)
+    if job.build_name:
+        labels.append(f"job:{job.build_name}")
+    if job.build_stage:
+        labels.append(f"stage:{job.build_stage}")
+    if job.build_allow_failure:
         labels.append("allow_failure")
     return InboundEvent(
         **base,
         kind="build_finished",
         repository=repository,
         branch=branch,
-        sha=req_str(payload, "sha"),
+        sha=job.sha,
         outcome=outcome,
         signals=outcome_signals(outcome),
         labels=labels,
-        occurred_at=parse_time(get(payload, "build_finished_at")),
+        occurred_at=job.build_finished_at,
     )

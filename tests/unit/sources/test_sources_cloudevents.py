@@ -366,3 +366,36 @@ def test_malformed_json(mode):
         parse_cloudevent(headers, b'{"specversion": "1.0", "id": }')
     assert info.value.field == "body"
     assert "line 1 column 30" in str(info.value)
+
+
+@pytest.mark.parametrize(("remove", "field"), [("context", "data.context"), ("subject", "data.subject")])
+def test_cdevent_errors_name_the_path_under_data(fixture_json, remove, field):
+    headers, _ = cloudevent_binary_headers(fixture_json("cdevents/pipelinerun_finished.json"))
+    cdevent = fixture_json("cdevents/pipelinerun_finished.json")
+    del cdevent[remove]
+    with pytest.raises(PayloadInvalid) as info:
+        parse_cloudevent(headers, json.dumps(cdevent).encode())
+    assert info.value.field == field
+
+
+def test_cdevent_content_of_the_wrong_type(fixture_json):
+    cdevent = fixture_json("cdevents/testsuiterun_finished.json")
+    cdevent["subject"]["content"]["testSuite"]["name"] = 7
+    with pytest.raises(PayloadInvalid) as info:
+        parse_cloudevent(*_structured(cdevent))
+    assert info.value.field == "data.subject.content.testSuite.name"
+
+
+def test_cdevent_without_content(fixture_json):
+    cdevent = fixture_json("cdevents/branch_created.json")
+    cdevent["subject"]["content"] = None
+    event = parse_cloudevent(*_structured(cdevent))
+    assert (event.kind, event.branch, event.repository) == ("branch_created", "mySubject123", None)
+
+
+def test_structured_null_data_base64_is_refused(fixture_json):
+    envelope = json.loads(cloudevent_structured(fixture_json("cdevents/branch_created.json")))
+    envelope["data_base64"] = None
+    with pytest.raises(PayloadInvalid) as info:
+        parse_cloudevent({"Content-Type": "application/cloudevents+json"}, json.dumps(envelope).encode())
+    assert info.value.field == "data_base64"

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from conductor.sources import (
     PayloadInvalid,
@@ -20,7 +20,17 @@ from conductor.sources import (
     parse_github,
     parse_gitlab,
 )
-from conductor.sources._common import parse_time
+from conductor.sources._common import (
+    Flag,
+    LooseStr,
+    OptObject,
+    OptStr,
+    Payload,
+    ReqStr,
+    Timestamp,
+    parse_time,
+    validate,
+)
 from conductor.sources.events import InboundEvent, SignalIn, outcome_signals
 
 PARSERS = {
@@ -159,3 +169,94 @@ def test_event_defaults_are_not_shared():
 )
 def test_parse_time(value, expected):
     assert parse_time(value) == expected
+
+
+# ------------------------------------------------------------------ payload models: types and errors
+
+
+class _Author(Payload):
+    name: OptStr = None
+
+
+class _Item(Payload):
+    id: ReqStr
+    author: OptObject[_Author] = None
+
+
+class _Doc(Payload):
+    ref: ReqStr
+    note: OptStr = None
+    label: LooseStr = None
+    draft: Flag = False
+    at: Timestamp = None
+    items: list[_Item] = Field(default_factory=list)
+
+
+def _refusal(data, prefix=None) -> PayloadInvalid:
+    with pytest.raises(PayloadInvalid) as info:
+        validate(_Doc, data, prefix)
+    return info.value
+
+
+def test_field_types_read_what_the_parsers_need():
+    doc = validate(
+        _Doc,
+        {"ref": "main", "note": "", "label": 5, "draft": "true", "at": 1557933657, "items": [{"id": "a", "author": "x"}]},
+    )
+    assert doc.note is None  # "" counts as absent
+    assert doc.label is None  # a descriptive field never refuses
+    assert doc.draft is False  # only JSON true is true
+    assert doc.at == datetime(2019, 5, 15, 15, 20, 57, tzinfo=timezone.utc)
+    assert doc.items[0].author is None  # a nested optional object that is not an object is absent
+    assert validate(_Doc, {"ref": "main", "at": "yesterday", "draft": True}).at is None
+    assert validate(_Doc, {"ref": "main", "draft": True}).draft is True
+    assert validate(_Doc, {"ref": "main", "unknown": {"fields": "are ignored"}}).ref == "main"
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({}, "ref", "required field is missing"),
+        ({"ref": None}, "ref", "expected a string, got null"),
+        ({"ref": ""}, "ref", 'expected a non-empty string, got ""'),
+        ({"ref": 5}, "ref", "expected a string, got 5"),
+        ({"ref": False}, "ref", "expected a string, got false"),
+        ({"ref": "m", "note": ["x"]}, "note", "expected a string, got a list"),
+        ({"ref": "m", "items": {"id": "a"}}, "items", "expected a list, got an object"),
+        ({"ref": "m", "items": ["a"]}, "items.0", 'expected an object, got "a"'),
+        ({"ref": "m", "items": [{"id": "a"}, {}]}, "items.1.id", "required field is missing"),
+        ({"ref": "m", "items": [{"id": "a", "author": {"name": 1.5}}]}, "items.0.author.name", "expected a string, got 1.5"),
+    ],
+)
+def test_validation_errors_name_the_dotted_path(data, field, message):
+    err = _refusal(data)
+    assert err.field == field
+    assert err.detail == message
+
+
+def test_validation_error_counts_further_problems():
+    assert _refusal({"note": 1}).detail == "required field is missing (and 1 more problem)"
+    assert _refusal({"note": 1, "items": 2}).detail == "required field is missing (and 2 more problems)"
+
+
+def test_validation_error_prefix_and_whole_document():
+    assert _refusal({"ref": 5}, prefix="data").field == "data.ref"
+    assert _refusal([1], prefix="data").field == "data"
+    err = _refusal([1])
+    assert (err.field, err.detail) == ("body", "expected an object, got a list")
+
+
+def test_long_values_are_shortened_in_messages():
+    detail = _refusal({"ref": "m", "items": ["x" * 500]}).detail
+    assert detail.startswith('expected an object, got "xxx') and detail.endswith("...")
+    assert len(detail) < 100
+
+
+def test_other_pydantic_errors_keep_pydantic_wording():
+    class Strict(Payload):
+        count: int
+
+    with pytest.raises(PayloadInvalid) as info:
+        validate(Strict, {"count": "many"})
+    assert info.value.field == "count"
+    assert "valid integer" in info.value.detail

@@ -295,3 +295,23 @@ def test_push_commit_without_id_names_the_path(fixture_json):
     with pytest.raises(PayloadInvalid) as info:
         parse_github(_headers("push"), json.dumps(payload).encode())
     assert info.value.field == "commits.0.id"
+
+
+def test_tag_push_needs_only_ref_and_after(fixture_json):
+    body = _variant(fixture_json, "github/push_with-new-branch.payload.json", ref="refs/tags/v1.0", commits=[{"id": 1}])
+    assert parse_github(_headers("push"), body).kind == "ignored"
+
+
+def test_push_commit_author_and_empty_strings(fixture_json):
+    payload = fixture_json("github/push_with-new-branch.payload.json")
+    payload["commits"][0]["author"] = {"username": "", "email": "c@example.com"}
+    payload["commits"][0]["message"] = None
+    event = parse_github(_headers("push"), json.dumps(payload).encode())
+    assert [(c.message, c.author) for c in event.commits] == [("", "c@example.com")]
+
+
+def test_wrong_typed_conclusion_names_the_field(fixture_json):
+    body = _variant(fixture_json, "github/check_suite_completed.payload.json", check_suite__conclusion=1)
+    with pytest.raises(PayloadInvalid) as info:
+        parse_github(_headers("check_suite"), body)
+    assert info.value.field == "check_suite.conclusion"

@@ -183,3 +183,25 @@ def test_malformed_json():
         parse_gitlab(_headers(), b'{"object_kind": "pipeline"')
     assert info.value.field == "body"
     assert "char 26" in str(info.value)
+
+
+def test_non_final_pipeline_needs_only_its_status(fixture_json):
+    payload = fixture_json(PIPELINE)
+    payload["object_attributes"] = {"status": "running"}
+    event = parse_gitlab(_headers(), json.dumps(payload).encode())
+    assert event.kind == "ignored" and event.repository == "TomaszKolek/my-awesome-project"
+
+
+def test_merge_request_pipeline_uses_the_source_branch(fixture_json):
+    payload = fixture_json(PIPELINE)
+    payload["object_attributes"]["ref"] = "refs/merge-requests/7/head"
+    payload["merge_request"] = {"source_branch": "feature/x"}
+    event = parse_gitlab(_headers(), json.dumps(payload).encode())
+    assert event.branch == "feature/x" and "merge_request" in event.labels
+
+
+def test_wrong_typed_project_path_names_the_field():
+    body = json.dumps({**JOB, "project": {"path_with_namespace": 42}}).encode()
+    with pytest.raises(PayloadInvalid) as info:
+        parse_gitlab(_headers("Job Hook"), body)
+    assert info.value.field == "project.path_with_namespace"
