@@ -26,6 +26,10 @@ which Gradle also writes when ``mergeReruns`` is on: ``<flakyFailure>``/``<flaky
 that finally passed (counted passed, and flaky) and ``<rerunFailure>``/``<rerunError>`` beside the
 ``<failure>``/``<error>`` of a case that failed every time. No reporter we found documents a retry
 attribute on ``<testcase>``, so none is read.
+
+The elements are read with defusedxml's ElementTree directly rather than through junitparser: the
+counts depend on exactly what junitparser does not model (Surefire's flaky/rerun children, the
+not-run attributes above), so its objects would only be unwrapped again.
 """
 
 from __future__ import annotations
