@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ from conductor.service.tokens import create_token  # noqa: E402
 from conductor.store.db import Database, upgrade  # noqa: E402
 from conductor.store.models import Approval, AuditEntry, Evaluation, OutboxAction, Release, SignalRow, Timer, Track  # noqa: E402
 
-START = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)  # a Monday
-BRANCH_DAY = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
+BRANCH_DAY = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 RM = Actor("maria.rm", "release_manager")
 TEAMS = ("playback", "search", "payments", "growth")
 # Per track of ten: what the board holds (shape -> count).
@@ -132,11 +132,14 @@ def clone(s, template: Release, track: str, version: str) -> int:
     new_evs = [_row(e, release_id=rel.id) for e in evs]
     s.add_all(new_evs)
     s.flush()
-    ev_map = {old.id: new.id for old, new in zip(evs, new_evs)}
+    ev_map = {old.id: new.id for old, new in zip(evs, new_evs, strict=True)}
     rel.pending_evaluation_id = ev_map.get(template.pending_evaluation_id)
     for model in (AuditEntry, SignalRow, Approval):
         rows = s.scalars(select(model).where(model.release_id == template.id).order_by(model.id)).all()
-        s.add_all(_row(r, release_id=rel.id, **({"evaluation_id": ev_map.get(r.evaluation_id)} if hasattr(r, "evaluation_id") else {})) for r in rows)
+        s.add_all(
+            _row(r, release_id=rel.id, **({"evaluation_id": ev_map.get(r.evaluation_id)} if hasattr(r, "evaluation_id") else {}))
+            for r in rows
+        )
     for t in s.scalars(select(Timer).where(Timer.release_id == template.id)):
         s.add(_row(t, release_id=rel.id, key=f"{rel.id}:{t.key.split(':', 1)[1]}"))
     for o in s.scalars(select(OutboxAction).where(OutboxAction.release_id == template.id)):
@@ -196,8 +199,17 @@ def main() -> int:
         tpl = {shape: s.get(Release, rid) for shape, rid in templates.items()}
         for k in range(n_tracks):
             track = f"app{k:02d}-{'android' if k % 2 else 'ios'}"
-            s.add(Track(id=track, definition_name="mobile_weekly", branch_pattern="release/{version}", critical_fix_marker="Release-Fix: critical",
-                        four_eyes=False, settings={}, created_at=START))
+            s.add(
+                Track(
+                    id=track,
+                    definition_name="mobile_weekly",
+                    branch_pattern="release/{version}",
+                    critical_fix_marker="Release-Fix: critical",
+                    four_eyes=False,
+                    settings={},
+                    created_at=START,
+                )
+            )
             s.flush()
             minor = 0
             for shape, count in MIX.items():

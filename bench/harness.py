@@ -20,8 +20,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "state_definitions"
-PG_URL = os.environ.get("CONDUCTOR_BENCH_POSTGRES_URL", os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-TABLES = ["api_tokens", "audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
+PG_URL = os.environ.get(
+    "CONDUCTOR_BENCH_POSTGRES_URL", os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+)
+TABLES = [
+    "api_tokens",
+    "audit_log",
+    "approvals",
+    "outbox",
+    "timers",
+    "signals",
+    "evaluations",
+    "inbox",
+    "releases",
+    "tracks",
+    "definitions",
+]
 REPO = "acme/music-android"
 TRACK = "music-android"
 
@@ -51,8 +65,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values_ms: list[float]) -> str:
-    return (f"n={len(values_ms)} median={statistics.median(values_ms):.2f} ms p90={percentile(values_ms, 0.9):.2f} ms "
-            f"p99={percentile(values_ms, 0.99):.2f} ms max={max(values_ms):.2f} ms")
+    return (
+        f"n={len(values_ms)} median={statistics.median(values_ms):.2f} ms p90={percentile(values_ms, 0.9):.2f} ms "
+        f"p99={percentile(values_ms, 0.99):.2f} ms max={max(values_ms):.2f} ms"
+    )
 
 
 @contextmanager
@@ -60,8 +76,12 @@ def throwaway_redis():
     """A redis-server of our own on a free port; yields its URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="conductor-bench-redis-") as d:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                 "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         import redis
 
         client = redis.Redis(port=port)
@@ -117,29 +137,44 @@ def conductor_for(url: str):
 
 def start_releases(c, versions: list[str], *, cut: bool = False, sha: str = "c0ffee1") -> list[int]:
     """Releases on the music-android track (created if needed); with cut, each is on its release branch."""
-    from conductor.service.inbox import process_event, store_event
+    from conductor.service.inbox import process_events, store_event
 
     c.ensure_track(TRACK, "mobile_weekly", repository=REPO)
     ids = [c.start_release(TRACK, v) for v in versions]
     if cut:
         for v in versions:
-            process_event(c, store_event(c, branch_created(v, sha)).event_id)
+            process_events(c, [store_event(c, branch_created(v, sha)).event_id])
     return ids
 
 
 def branch_created(version: str, sha: str):
     from conductor.sources.events import InboundEvent
 
-    return InboundEvent(source="generic", delivery_id=f"cut-{version}", kind="branch_created", raw_type="create",
-                        repository=REPO, branch=f"release/{version}", sha=sha)
+    return InboundEvent(
+        source="generic",
+        delivery_id=f"cut-{version}",
+        kind="branch_created",
+        raw_type="create",
+        repository=REPO,
+        branch=f"release/{version}",
+        sha=sha,
+    )
 
 
 def signal_event(version: str, delivery: str, name: str, value: float, samples: int | None = None, sha: str = "c0ffee1"):
     """A generic signal event (the bulk of real traffic: CI results and ring metrics)."""
     from conductor.sources.events import InboundEvent, SignalIn
 
-    return InboundEvent(source="generic", delivery_id=delivery, kind="signal", raw_type="signal", repository=REPO,
-                        branch=f"release/{version}", sha=sha, signals=[SignalIn(name=name, value=value, samples=samples)])
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery,
+        kind="signal",
+        raw_type="signal",
+        repository=REPO,
+        branch=f"release/{version}",
+        sha=sha,
+        signals=[SignalIn(name=name, value=value, samples=samples)],
+    )
 
 
 def bulk_store(c, events) -> list[int]:
@@ -147,8 +182,18 @@ def bulk_store(c, events) -> list[int]:
     from conductor.store.models import InboxEvent
 
     now = c.now()
-    rows = [InboxEvent(source=e.source, delivery_id=e.delivery_id, kind=e.kind, payload=e.model_dump(mode="json"),
-                       status="pending", attempts=0, received_at=now) for e in events]
+    rows = [
+        InboxEvent(
+            source=e.source,
+            delivery_id=e.delivery_id,
+            kind=e.kind,
+            payload=e.model_dump(mode="json"),
+            status="pending",
+            attempts=0,
+            received_at=now,
+        )
+        for e in events
+    ]
     with c.db.transaction() as s:
         s.add_all(rows)
         s.flush()
@@ -160,10 +205,29 @@ class Worker:
 
     def __init__(self, name: str, env: dict[str, str], concurrency: int = 1, pool: str = "prefork", extra: list[str] | None = None):
         self.log = tempfile.NamedTemporaryFile(prefix=f"conductor-bench-{name}-", suffix=".log", delete=False)
-        args = ["worker", "-n", f"{name}@%h", "-c", str(concurrency), "-P", pool, "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "--loglevel", "WARNING", *(extra or [])]
-        self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args], env=env, cwd=str(ROOT),
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        args = [
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+            *(extra or []),
+        ]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", *args],
+            env=env,
+            cwd=str(ROOT),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def pids(self) -> list[int]:
         try:
@@ -200,8 +264,14 @@ class Worker:
 
 def worker_env(db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
-    env.update(CONDUCTOR_DATABASE_URL=db_url, CONDUCTOR_BROKER_URL=broker_url, CONDUCTOR_DEFINITIONS_DIR=str(DEFINITIONS),
-               CONDUCTOR_LOG_FORMAT="json", CONDUCTOR_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    env.update(
+        CONDUCTOR_DATABASE_URL=db_url,
+        CONDUCTOR_BROKER_URL=broker_url,
+        CONDUCTOR_DEFINITIONS_DIR=str(DEFINITIONS),
+        CONDUCTOR_LOG_FORMAT="json",
+        CONDUCTOR_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
     env.update(extra)
     return env
 

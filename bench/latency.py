@@ -31,11 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
 from harness import (
     REPO,
     ROOT,
@@ -45,9 +44,9 @@ from harness import (
     conductor_for,
     free_port,
     load_note,
+    percentile,
     quiet_logs,
     summary,
-    percentile,
     throwaway_redis,
     worker_env,
 )
@@ -79,7 +78,14 @@ async def app(scope, receive, send):
 
 
 def serve(cmd: list[str], env: dict[str, str], port: int, path: str = "/healthz") -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab"), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "ab"),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -87,7 +93,7 @@ def serve(cmd: list[str], env: dict[str, str], port: int, path: str = "/healthz"
             return proc
         except httpx.HTTPError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd} did not start")
+                raise RuntimeError(f"{cmd} did not start") from None
             time.sleep(0.1)
 
 
@@ -105,7 +111,7 @@ def signed(body: dict) -> tuple[bytes, dict[str, str]]:
     from conductor.actions.http import standard_webhook_headers
 
     raw = json.dumps(body)
-    return raw.encode(), {"content-type": "application/json", **standard_webhook_headers(SECRET, body["id"], raw, datetime.now(timezone.utc))}
+    return raw.encode(), {"content-type": "application/json", **standard_webhook_headers(SECRET, body["id"], raw, datetime.now(UTC))}
 
 
 def floor_postgres(db_url: str, n: int) -> list[float]:
@@ -197,19 +203,20 @@ def breakdown(probe_dir: str, client_marks: list[tuple[float, str, str]], warmup
     failed = [ident for _, step, ident in marks if step == "probe_failed"]
     out = [f"breakdown (median over events; each row: from the step above to this one){'; PROBE FAILED: ' + failed[0] if failed else ''}"]
     deliveries = [d for d in at if d.startswith("lat-") and int(d[4:]) >= warmup]
-    for (prev, _), (step, where) in zip(STEPS, STEPS[1:]):
+    for (prev, _), (step, where) in zip(STEPS, STEPS[1:], strict=False):
         gaps = [(at[d][step] - at[d][prev]) * 1000 for d in deliveries if step in at[d] and prev in at[d]]
         out.append(f"  {where:42s} +{statistics.median(gaps):6.2f} ms (n={len(gaps)})" if gaps else f"  {where:42s}  missing")
     return out
 
 
-def measure(args, db_url: str, broker_url: str, via: str, probe_dir: str | None = None,
-            client_marks: list | None = None) -> tuple[list[float], list[float]]:
+def measure(
+    args, db_url: str, broker_url: str, via: str, probe_dir: str | None = None, client_marks: list | None = None
+) -> tuple[list[float], list[float]]:
     """Latencies (ms) from sending each event to seeing its transition, and to its receipt (202 / stored)."""
     import psycopg
     import sqlalchemy as sa
 
-    from conductor.service.dispatch import CeleryDispatcher
+    from conductor.dispatch.celery import CeleryDispatcher
     from conductor.service.inbox import store_event
     from conductor.sources.generic import parse_generic
 
@@ -233,12 +240,23 @@ def measure(args, db_url: str, broker_url: str, via: str, probe_dir: str | None 
     with psycopg.connect(dsn, autocommit=True) as admin:  # benchmark-only: announce each stage change
         admin.execute(NOTIFY_ON_STAGE_CHANGE)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}" if api else "http://unused", timeout=10) as client, \
-                psycopg.connect(dsn, autocommit=True) as poll:
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{port}" if api else "http://unused", timeout=10) as client,
+            psycopg.connect(dsn, autocommit=True) as poll,
+        ):
             poll.execute("LISTEN conductor_stage")
-            for i, (version, rid) in enumerate(zip(versions, release_ids)):
-                body, headers = signed({"type": "build.finished", "id": f"lat-{i}", "repository": REPO, "branch": f"release/{version}",
-                                        "sha": f"{i:07x}", "outcome": "success", "labels": ["branch_created"]})
+            for i, (version, rid) in enumerate(zip(versions, release_ids, strict=True)):
+                body, headers = signed(
+                    {
+                        "type": "build.finished",
+                        "id": f"lat-{i}",
+                        "repository": REPO,
+                        "branch": f"release/{version}",
+                        "sha": f"{i:07x}",
+                        "outcome": "success",
+                        "labels": ["branch_created"],
+                    }
+                )
                 t = time.perf_counter()
                 if client_marks is not None:
                     client_marks.append((time.time(), "sent", f"lat-{i}"))
@@ -269,8 +287,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--via", choices=["api", "direct"], default="api",
-                        help="api: signed POSTs to `conductor api`; direct: store_event + the Celery dispatcher (no HTTP)")
+    parser.add_argument(
+        "--via",
+        choices=["api", "direct"],
+        default="api",
+        help="api: signed POSTs to `conductor api`; direct: store_event + the Celery dispatcher (no HTTP)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="also print the time between the steps of each event (API only)")
     args = parser.parse_args()
     quiet_logs()
@@ -296,8 +318,11 @@ def main() -> None:
         pg, rd = floor_postgres(db_url, n_floor), floor_redis(broker_url, n_floor)
         http = floor_http(n_floor) if via == "api" else []
     what = "webhook POST" if via == "api" else "store_event + enqueue (no HTTP)"
-    print(f"{what} -> transition committed (1 worker of concurrency {WORKER_CONCURRENCY} + PostgreSQL + Redis{' + API' if via == 'api' else ''}): "
-          f"{summary(latencies)}")
+    print(
+        f"{what} -> transition committed (1 worker of concurrency {WORKER_CONCURRENCY} + PostgreSQL + Redis"
+        f"{' + API' if via == 'api' else ''}): "
+        f"{summary(latencies)}"
+    )
     print(f"  of which {'POST answered 202' if via == 'api' else 'stored and enqueued'}: {summary(received)}")
     print(f"floor: PostgreSQL INSERT+COMMIT {summary(pg)}")
     print(f"floor: Redis push+pop           {summary(rd)}")

@@ -1,7 +1,7 @@
 """Does the per-event cost stay flat as releases pile up? And what does tick cost with many timers?
 
 On PostgreSQL, in process (the service layer a worker runs, without the broker), two databases:
-1. per-event cost (store_event + the process_event job) with 10 active releases on their branch;
+1. per-event cost (store_event + the process_events job) with 10 active releases on their branch;
 2. the same with 10,000 active releases, each with signal history, its evaluation and a pending
    timer (bulk-inserted as copies of a real release's state), events spread over all of them.
    Events alternate between the two databases one by one, so both see the same machine load;
@@ -50,10 +50,11 @@ class Nowhere:
 
 def timed_events(c, versions: list[str], seed: int, tag: str):
     """An endless supply of timed event steps on random releases: each call returns one duration (ms)."""
+    from conductor.actions import ActionAdapters
     from conductor.service.inbox import store_event
-    from conductor.service.jobs import Runtime, handle_event
+    from conductor.service.jobs import Runtime, handle_events
 
-    rt = Runtime.build(c, Nowhere())
+    rt = Runtime(c, Nowhere(), ActionAdapters(None))  # type: ignore[arg-type]  (no action runs here)
     rng = random.Random(seed)
     i = 0
 
@@ -63,7 +64,7 @@ def timed_events(c, versions: list[str], seed: int, tag: str):
         name, value, samples = rng.choice(SIGNALS)
         event = signal_event(rng.choice(versions), f"{tag}-{i}", name, value, samples)
         t = time.perf_counter()
-        handle_event(rt, store_event(c, event).event_id)
+        handle_events(rt, [store_event(c, event).event_id])
         return (time.perf_counter() - t) * 1000
 
     return step
@@ -83,28 +84,68 @@ def bulk_releases(c, count: int, start: int) -> list[str]:
     versions = [f"8.{i}.0" for i in range(start, start + count)]
     batch = 2000
     for lo in range(0, count, batch):
-        chunk = versions[lo:lo + batch]
+        chunk = versions[lo : lo + batch]
         with c.db.transaction() as s:
-            ids = s.scalars(insert(Release).returning(Release.id), [
-                {"track_id": TRACK, "version": v, "stage": "branch", "definition_hash": definition_hash, "entered_stage_at": now,
-                 "branch": f"release/{v}", "head_sha": "c0ffee1", "created_at": now, "updated_at": now, "paused": False,
-                 "unreviewed_commits": [], "version_id": 1}
-                for v in chunk
-            ]).all()
-            s.execute(insert(SignalRow), [
-                {"release_id": rid, "name": name, "value": value, "samples": samples, "source": "bench", "sha": "c0ffee1",
-                 "observed_at": now, "recorded_at": now}
-                for rid in ids for name, value, samples in SIGNALS
-            ])
-            s.execute(insert(Evaluation), [
-                {"release_id": rid, "stage": evaluation.stage, "transition": evaluation.transition, "verdict": evaluation.verdict,
-                 "fingerprint": evaluation.fingerprint, "evidence": evaluation.evidence, "trigger": "bench", "created_at": now}
-                for rid in ids
-            ])
-            s.execute(insert(Timer), [
-                {"release_id": rid, "key": f"{rid}:branch:wait:bench", "kind": "wait", "due_at": now + timedelta(days=3), "payload": {}}
-                for rid in ids
-            ])
+            ids = s.scalars(
+                insert(Release).returning(Release.id),
+                [
+                    {
+                        "track_id": TRACK,
+                        "version": v,
+                        "stage": "branch",
+                        "definition_hash": definition_hash,
+                        "entered_stage_at": now,
+                        "branch": f"release/{v}",
+                        "head_sha": "c0ffee1",
+                        "created_at": now,
+                        "updated_at": now,
+                        "paused": False,
+                        "unreviewed_commits": [],
+                        "version_id": 1,
+                    }
+                    for v in chunk
+                ],
+            ).all()
+            s.execute(
+                insert(SignalRow),
+                [
+                    {
+                        "release_id": rid,
+                        "name": name,
+                        "value": value,
+                        "samples": samples,
+                        "source": "bench",
+                        "sha": "c0ffee1",
+                        "observed_at": now,
+                        "recorded_at": now,
+                    }
+                    for rid in ids
+                    for name, value, samples in SIGNALS
+                ],
+            )
+            s.execute(
+                insert(Evaluation),
+                [
+                    {
+                        "release_id": rid,
+                        "stage": evaluation.stage,
+                        "transition": evaluation.transition,
+                        "verdict": evaluation.verdict,
+                        "fingerprint": evaluation.fingerprint,
+                        "evidence": evaluation.evidence,
+                        "trigger": "bench",
+                        "created_at": now,
+                    }
+                    for rid in ids
+                ],
+            )
+            s.execute(
+                insert(Timer),
+                [
+                    {"release_id": rid, "key": f"{rid}:branch:wait:bench", "kind": "wait", "due_at": now + timedelta(days=3), "payload": {}}
+                    for rid in ids
+                ],
+            )
     return versions
 
 
@@ -163,8 +204,10 @@ def main() -> None:
     print(f"per event, 10 active releases:      {summary(few)}")
     print(f"per event, {args.releases} active releases: {summary(many)}")
     print(f"cost ratio {args.releases} vs 10 releases (median): {ratio:.2f}x; target <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'}")
-    print(f"tick with {pending_timers + fired} pending timers, none due: {tick_idle:.1f} ms; "
-          f"with 10 due: {tick_due:.1f} ms ({fired} fired, {tick_due / max(fired, 1):.1f} ms per fired timer)")
+    print(
+        f"tick with {pending_timers + fired} pending timers, none due: {tick_idle:.1f} ms; "
+        f"with 10 due: {tick_due:.1f} ms ({fired} fired, {tick_due / max(fired, 1):.1f} ms per fired timer)"
+    )
     print(load_note())
     print(f"median_ms={statistics.median(many):.2f} p99_ms={percentile(many, 0.99):.2f} ratio={ratio:.2f}")
 

@@ -89,7 +89,9 @@ def build(
 
         dispatcher = InlineDispatcher()
     runtime = Runtime(
-        ctx, dispatcher, adapters,
+        ctx,
+        dispatcher,
+        adapters,
         sweep_grace=timedelta(seconds=settings.sweep_grace_s),
         action_max_attempts=settings.action_max_attempts,
         # A running action holds its row well past the HTTP timeout before anyone assumes it died.

@@ -6,7 +6,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from conductor.console import LIGHTS, fmt_time, plain, print_decision, print_timeline
-from conductor.errors import ConductorError, DefinitionError
+from conductor.domain.errors import ConductorError, DefinitionError
 
 app = typer.Typer(help="Conductor: the release conductor robot.", no_args_is_help=True, pretty_exceptions_enable=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -25,7 +25,7 @@ out = Console()
 err = Console(stderr=True)
 
 
-AsOpt = Annotated[Optional[str], typer.Option("--as", help="Who is acting (default: the OS user).")]
+AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default: the OS user).")]
 RoleOpt = Annotated[str, typer.Option("--role", help="Role recorded with the action.")]
 
 
@@ -91,8 +91,8 @@ def db_upgrade(revision: str = "head") -> None:
 def start(
     track: str,
     version: str,
-    definition: Annotated[Optional[str], typer.Option(help="Pipeline for a new track.")] = None,
-    repository: Annotated[Optional[str], typer.Option(help="owner/name of the track's repository.")] = None,
+    definition: Annotated[str | None, typer.Option(help="Pipeline for a new track.")] = None,
+    repository: Annotated[str | None, typer.Option(help="owner/name of the track's repository.")] = None,
     as_: AsOpt = None,
 ) -> None:
     """Start a release of TRACK at VERSION (creating the track when --definition is given)."""
@@ -105,7 +105,7 @@ def start(
 
 
 @app.command()
-def status(track: Annotated[Optional[str], typer.Option(help="Only this track.")] = None) -> None:
+def status(track: Annotated[str | None, typer.Option(help="Only this track.")] = None) -> None:
     """A table of releases: stage, gate lights and what each waits for."""
     from conductor.read.release import list_releases
 
@@ -114,7 +114,9 @@ def status(track: Annotated[Optional[str], typer.Option(help="Only this track.")
         table.add_column(col)
     for snap in list_releases(_conductor(), track=track, limit=None, newest_first=False).items:
         lights = Text(" ").join(Text.from_markup(LIGHTS.get(g.outcome, "?")) + plain(g.gate) for g in snap.lights)
-        table.add_row(str(snap.id), plain(snap.key), snap.stage, snap.status, lights, plain(snap.waiting_for), fmt_time(snap.entered_stage_at))
+        table.add_row(
+            str(snap.id), plain(snap.key), snap.stage, snap.status, lights, plain(snap.waiting_for), fmt_time(snap.entered_stage_at)
+        )
     out.print(table)
 
 
@@ -125,14 +127,28 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     snap = c.snapshot(release)
     r = snap.release
     if as_json:
-        typer.echo(json.dumps({
-            "id": r.id, "release": r.key, "stage": r.stage, "status": snap.status, "waiting_for": snap.waiting_for,
-            "pending_decision": snap.pending.id if snap.pending else None,
-            "fingerprint": snap.pending.fingerprint if snap.pending else None,
-            "audit": [{"kind": a.kind, "actor": a.actor, "from": a.from_stage, "to": a.to_stage, "reason": a.reason} for a in snap.audit],
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "id": r.id,
+                    "release": r.key,
+                    "stage": r.stage,
+                    "status": snap.status,
+                    "waiting_for": snap.waiting_for,
+                    "pending_decision": snap.pending.id if snap.pending else None,
+                    "fingerprint": snap.pending.fingerprint if snap.pending else None,
+                    "audit": [
+                        {"kind": a.kind, "actor": a.actor, "from": a.from_stage, "to": a.to_stage, "reason": a.reason} for a in snap.audit
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
-    out.print(f"[bold]{escape(r.key)}[/] (id {r.id}) stage [bold]{r.stage}[/] — {snap.status}; definition {snap.pipeline.name}@{r.definition_hash[:12]}")
+    out.print(
+        f"[bold]{escape(r.key)}[/] (id {r.id}) stage [bold]{r.stage}[/] — {snap.status}; "
+        f"definition {snap.pipeline.name}@{r.definition_hash[:12]}"
+    )
     if snap.waiting_for:
         out.print(Text(f"waiting for: {snap.waiting_for}"))
     if snap.pending is not None:
@@ -145,8 +161,13 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         for col in ("action", "params", "status", "attempts", "last error"):
             t.add_column(col)
         for a in snap.outbox:
-            t.add_row(a.action, plain(json.dumps({k: v for k, v in a.params.items() if k != "release"})), a.status, str(a.attempts),
-                      plain(a.last_error or ""))
+            t.add_row(
+                a.action,
+                plain(json.dumps({k: v for k, v in a.params.items() if k != "release"})),
+                a.status,
+                str(a.attempts),
+                plain(a.last_error or ""),
+            )
         out.print(t)
 
 
@@ -155,9 +176,9 @@ def signal(
     release: str,
     name: str,
     value: str,
-    samples: Annotated[Optional[int], typer.Option(help="Sample size behind the value.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Sample size behind the value.")] = None,
     source: str = "cli",
-    sha: Annotated[Optional[str], typer.Option(help="Commit the value was measured on.")] = None,
+    sha: Annotated[str | None, typer.Option(help="Commit the value was measured on.")] = None,
 ) -> None:
     """Record a signal value for RELEASE and re-evaluate it."""
     verdict = _conductor().record_signal(release, name, value, samples=samples, source=source, sha=sha)
@@ -175,8 +196,8 @@ def signoff(release: str, team: str, as_: AsOpt = None, refuse: bool = False, re
 def approve(
     release: str,
     reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
-    decision: Annotated[Optional[int], typer.Option(help="Decision id being approved.")] = None,
-    fingerprint: Annotated[Optional[str], typer.Option(help="Evidence fingerprint being approved.")] = None,
+    decision: Annotated[int | None, typer.Option(help="Decision id being approved.")] = None,
+    fingerprint: Annotated[str | None, typer.Option(help="Evidence fingerprint being approved.")] = None,
     as_: AsOpt = None,
     role: RoleOpt = "release_manager",
 ) -> None:
@@ -189,7 +210,7 @@ def approve(
 def reject(
     release: str,
     reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
-    decision: Annotated[Optional[int], typer.Option()] = None,
+    decision: Annotated[int | None, typer.Option()] = None,
     as_: AsOpt = None,
     role: RoleOpt = "release_manager",
 ) -> None:
@@ -273,8 +294,7 @@ def api(
     import uvicorn
 
     # The factory runs in each worker process: nothing is built here, so workers share no connections.
-    uvicorn.run("conductor.api:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True, log_level="warning")
+    uvicorn.run("conductor.api:create_app", factory=True, host=host, port=port, workers=workers, proxy_headers=True, log_level="warning")
 
 
 @app.command()
@@ -291,8 +311,10 @@ def serve(
 
     settings = get_settings()
     if settings.broker_url:
-        raise ConductorError("CONDUCTOR_BROKER_URL is set: run `conductor api`, `celery -A workers worker` and "
-                             "`celery -A workers beat` (distributed mode), or unset it for `conductor serve`")
+        raise ConductorError(
+            "CONDUCTOR_BROKER_URL is set: run `conductor api`, `celery -A workers worker` and "
+            "`celery -A workers beat` (distributed mode), or unset it for `conductor serve`"
+        )
     wired = build(settings, mode="embedded")
     api_app = create_app(settings, wired)  # given a wired app, the API starts no runner of its own
     out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {wired.conductor.db.engine.dialect.name})")
@@ -307,19 +329,28 @@ def serve(
 @app.command("configure-actions")
 def configure_actions_cmd(
     track: str,
-    slack_url: Annotated[Optional[str], typer.Option(help="Slack-compatible incoming webhook URL ('' removes it).")] = None,
-    webhook_url: Annotated[Optional[str], typer.Option(help="Generic outgoing webhook URL, signed per Standard Webhooks.")] = None,
-    webhook_secret: Annotated[Optional[str], typer.Option(help="whsec_... secret the outgoing webhook is signed with.")] = None,
-    events: Annotated[Optional[str], typer.Option(help="Comma-separated notifications to send (default: all).")] = None,
-    actions_url: Annotated[Optional[str], typer.Option(help="Endpoint that performs cut_branch, distribute, set_rollout, ...")] = None,
-    actions_secret: Annotated[Optional[str], typer.Option(help="whsec_... secret action calls are signed with.")] = None,
+    slack_url: Annotated[str | None, typer.Option(help="Slack-compatible incoming webhook URL ('' removes it).")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Generic outgoing webhook URL, signed per Standard Webhooks.")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(help="whsec_... secret the outgoing webhook is signed with.")] = None,
+    events: Annotated[str | None, typer.Option(help="Comma-separated notifications to send (default: all).")] = None,
+    actions_url: Annotated[str | None, typer.Option(help="Endpoint that performs cut_branch, distribute, set_rollout, ...")] = None,
+    actions_secret: Annotated[str | None, typer.Option(help="whsec_... secret action calls are signed with.")] = None,
     as_: AsOpt = None,
 ) -> None:
     """Where TRACK's notifications and actions go (unset actions are skipped, with the reason on the release)."""
     from conductor.service.tracks import configure_actions
 
-    changes = {k: v for k, v in (("slack_url", slack_url), ("webhook_url", webhook_url), ("webhook_secret", webhook_secret),
-                                 ("actions_url", actions_url), ("actions_secret", actions_secret)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("slack_url", slack_url),
+            ("webhook_url", webhook_url),
+            ("webhook_secret", webhook_secret),
+            ("actions_url", actions_url),
+            ("actions_secret", actions_secret),
+        )
+        if v is not None
+    }
     if events is not None:
         changes["events"] = [e.strip() for e in events.split(",") if e.strip()]
     shown = configure_actions(_conductor(), track, _actor(as_, "admin"), changes)

@@ -7,7 +7,7 @@ break the output.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +18,7 @@ LIGHTS = {"pass": "[green]●[/]", "fail": "[red]●[/]", "inconclusive": "[yell
 
 
 def fmt_time(dt: datetime | None) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
 
 
 def plain(value: Any) -> Text:
@@ -29,8 +29,11 @@ def plain(value: Any) -> Text:
 def print_decision(console: Console, evaluation) -> None:
     """The decision card: each gate's value, thresholds, samples, source, age and the fingerprint."""
     ev = evaluation.evidence
-    table = Table(title=f"Decision {evaluation.id}: {ev['transition']} -> {ev['verdict']}", caption=f"fingerprint {evaluation.fingerprint}",
-                  title_justify="left")
+    table = Table(
+        title=f"Decision {evaluation.id}: {ev['transition']} -> {ev['verdict']}",
+        caption=f"fingerprint {evaluation.fingerprint}",
+        title_justify="left",
+    )
     for col in ("gate", "outcome", "value", "thresholds", "samples", "source", "age", "why"):
         table.add_column(col)
     for g in ev["gates"]:

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, select
 
 from conductor.clock import Clock, system_clock
 from conductor.domain.definition import Pipeline
+from conductor.domain.errors import NotFound
 from conductor.domain.loader import DefinitionCatalog, pipeline_from_json
-from conductor.errors import NotFound
 from conductor.store.db import Database
 from conductor.store.statements import DEFINITIONS
 

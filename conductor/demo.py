@@ -12,7 +12,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -95,7 +95,7 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     configure_logging("json", "INFO", stream=log_path.open("a"))
     url = f"sqlite:///{tmp / 'demo.db'}"
     # Monday 23 Nov 2026, 08:00 UTC; branch day is Friday 10:00 Europe/Stockholm.
-    clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc))
+    clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
     c = wire(Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None), clock=clock)
     c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
     a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
@@ -117,7 +117,12 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
             t.add_column(col)
         for rid in (a, b):
             snap = c.snapshot(rid)
-            t.add_row(snap.release.key, _stage_bar(order, snap.release.halted_from or snap.release.stage, snap.status == "halted"), snap.status, snap.waiting_for[:70])
+            t.add_row(
+                snap.release.key,
+                _stage_bar(order, snap.release.halted_from or snap.release.stage, snap.status == "halted"),
+                snap.status,
+                snap.waiting_for[:70],
+            )
         return Group(t)
 
     with Live(board(), console=console, refresh_per_second=8, transient=False) as live:
@@ -134,7 +139,7 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
             c.tick()
             for rid in (a, b):
                 snap = c.snapshot(rid)
-                for entry in snap.audit[seen_audit[rid]:]:
+                for entry in snap.audit[seen_audit[rid] :]:
                     if entry.kind in ("transitioned", "halted", "approval_requested", "approved", "resumed"):
                         arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
                         live.console.print(f"{clock.now:%a %H:%M}  {snap.release.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}")

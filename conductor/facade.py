@@ -23,10 +23,19 @@ class Conductor(Context):
 
     # ---- tracks and releases
 
-    def ensure_track(self, track_id: str, definition: str, *, repository: str | None = None,
-                     branch_pattern: str = "release/{version}", four_eyes: bool = False, actor: Actor = ROBOT_ACTOR) -> str:
-        return tracks.ensure_track(self, track_id, definition, repository=repository, branch_pattern=branch_pattern,
-                                   four_eyes=four_eyes, actor=actor)
+    def ensure_track(
+        self,
+        track_id: str,
+        definition: str,
+        *,
+        repository: str | None = None,
+        branch_pattern: str = "release/{version}",
+        four_eyes: bool = False,
+        actor: Actor = ROBOT_ACTOR,
+    ) -> str:
+        return tracks.ensure_track(
+            self, track_id, definition, repository=repository, branch_pattern=branch_pattern, four_eyes=four_eyes, actor=actor
+        )
 
     def start_release(self, track_id: str, version: str, actor: Actor = ROBOT_ACTOR) -> int:
         return releases.start_release(self, track_id, version, actor)
@@ -42,11 +51,33 @@ class Conductor(Context):
 
     # ---- signals and evaluation
 
-    def record_signal(self, ref: int | str, name: str, value: Any, *, samples: int | None = None, source: str = "manual",
-                      observed_at: datetime | None = None, sha: str | None = None, error: str | None = None,
-                      actor: Actor = ROBOT_ACTOR, evaluate: bool = True) -> str | None:
-        return signals.record_signal(self, ref, name, value, samples=samples, source=source, observed_at=observed_at, sha=sha,
-                                     error=error, actor=actor, evaluate=evaluate)
+    def record_signal(
+        self,
+        ref: int | str,
+        name: str,
+        value: Any,
+        *,
+        samples: int | None = None,
+        source: str = "manual",
+        observed_at: datetime | None = None,
+        sha: str | None = None,
+        error: str | None = None,
+        actor: Actor = ROBOT_ACTOR,
+        evaluate: bool = True,
+    ) -> str | None:
+        return signals.record_signal(
+            self,
+            ref,
+            name,
+            value,
+            samples=samples,
+            source=source,
+            observed_at=observed_at,
+            sha=sha,
+            error=error,
+            actor=actor,
+            evaluate=evaluate,
+        )
 
     def sign_off(self, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "") -> str | None:
         return signals.sign_off(self, ref, team, actor, approved=approved, reason=reason)
@@ -56,8 +87,9 @@ class Conductor(Context):
 
     # ---- human decisions
 
-    def approve(self, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None,
-                fingerprint: str | None = None) -> str:
+    def approve(
+        self, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None, fingerprint: str | None = None
+    ) -> str:
         return approvals.approve(self, ref, actor, reason, evaluation_id=evaluation_id, fingerprint=fingerprint)
 
     def reject(self, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None) -> str:

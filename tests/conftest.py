@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ FIXTURES = Path(os.environ.get("CONDUCTOR_FIXTURES_DIR", ROOT.parent / "shared" 
 PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-MONDAY = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+MONDAY = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
 def service_unavailable(what: str, how: str) -> None:
@@ -70,7 +70,19 @@ def postgres_url():
     admin.dispose()
 
 
-TABLES = ["api_tokens", "audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
+TABLES = [
+    "api_tokens",
+    "audit_log",
+    "approvals",
+    "outbox",
+    "timers",
+    "signals",
+    "evaluations",
+    "inbox",
+    "releases",
+    "tracks",
+    "definitions",
+]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -4,7 +4,7 @@ Tasks are thin (ids in, one conductor.service.jobs call); configuration comes fr
 CONDUCTOR_* settings when Celery first needs it, never at import.
 """
 
+from workers import signals, tasks  # noqa: E402,F401  (registers the signal handlers and the tasks on the app)
 from workers.celery import app
-from workers import tasks  # noqa: E402,F401  (registers the tasks on the app)
 
 __all__ = ["app"]

@@ -10,15 +10,15 @@ therefore costs a bounded number of crashes, and nothing is dropped silently.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from celery import Task
 
 from conductor.dispatch.celery import DEAD_LETTER_QUEUE
-from conductor.service.ports import TASK_PROCESS_EVENTS
 from conductor.service.jobs import RETRYABLE, gave_up
+from conductor.service.ports import TASK_PROCESS_EVENTS
 
 log = structlog.get_logger("workers")
 
@@ -77,8 +77,14 @@ class ConductorTask(Task):
         """Park the message in the dead-letter queue and record the failure on what it names."""
         from kombu import Exchange, Queue
 
-        body = {"task": self.name, "id": self.request.id, "args": list(args), "kwargs": kwargs, "reason": reason,
-                "dead_lettered_at": datetime.now(timezone.utc).isoformat()}
+        body = {
+            "task": self.name,
+            "id": self.request.id,
+            "args": list(args),
+            "kwargs": kwargs,
+            "reason": reason,
+            "dead_lettered_at": datetime.now(UTC).isoformat(),
+        }
         queue = Queue(DEAD_LETTER_QUEUE, Exchange("", type="direct"), routing_key=DEAD_LETTER_QUEUE)
         with self.app.producer_or_acquire() as producer:
             producer.publish(body, exchange="", routing_key=DEAD_LETTER_QUEUE, serializer="json", declare=[queue], retry=True)

@@ -24,9 +24,10 @@ from celery import Celery
 from conductor.dispatch.celery import celery_config
 from conductor.service.ports import TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
 
-
-NO_BROKER = ("CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "
-             "without one, run `conductor serve` (embedded worker and scheduler)")
+NO_BROKER = (
+    "CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "
+    "without one, run `conductor serve` (embedded worker and scheduler)"
+)
 
 
 def require_broker() -> None:
@@ -65,8 +66,16 @@ def build_config() -> dict[str, Any]:
         beat_sync_every=1,
         beat_schedule={
             "tick": {"task": TASK_TICK, "schedule": settings.tick_interval_s, "options": {"expires": settings.tick_interval_s}},
-            "sweep-events": {"task": TASK_SWEEP_EVENTS, "schedule": settings.sweep_interval_s, "options": {"expires": settings.sweep_interval_s}},
-            "relay-outbox": {"task": TASK_RELAY_OUTBOX, "schedule": settings.sweep_interval_s, "options": {"expires": settings.sweep_interval_s}},
+            "sweep-events": {
+                "task": TASK_SWEEP_EVENTS,
+                "schedule": settings.sweep_interval_s,
+                "options": {"expires": settings.sweep_interval_s},
+            },
+            "relay-outbox": {
+                "task": TASK_RELAY_OUTBOX,
+                "schedule": settings.sweep_interval_s,
+                "options": {"expires": settings.sweep_interval_s},
+            },
         },
     )
     return conf
@@ -74,5 +83,3 @@ def build_config() -> dict[str, Any]:
 
 app = Celery("conductor", include=["workers.tasks"])
 app.add_defaults(build_config)  # a callable: evaluated when the configuration is first read
-
-import workers.signals  # noqa: E402,F401  (binds log context and per-process state to Celery's signals)

@@ -47,7 +47,8 @@ def _install() -> None:
     sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repository
     import conductor.api.webhooks as webhooks
     import conductor.service.jobs as jobs
-    from conductor.service.dispatch import TASK_PROCESS_EVENTS, CeleryDispatcher
+    from conductor.dispatch.celery import CeleryDispatcher
+    from conductor.service.ports import TASK_PROCESS_EVENTS
 
     receive = webhooks.receive
 
@@ -57,8 +58,8 @@ def _install() -> None:
 
     store_event = webhooks.store_event
 
-    def probed_store_event(c, event, **kwargs):
-        stored = store_event(c, event, **kwargs)
+    def probed_store_event(c, event):
+        stored = store_event(c, event)
         mark("stored", f"{event.delivery_id}={stored.event_id}")
         return stored
 
@@ -79,9 +80,9 @@ def _install() -> None:
     process_events = jobs.process_events
 
     def probed_process_events(c, ids, **kwargs):
-        statuses = process_events(c, ids, **kwargs)  # returns once its transaction committed
+        batch = process_events(c, ids, **kwargs)  # returns once its transaction committed
         mark("committed", _ids(ids))
-        return statuses
+        return batch
 
     webhooks.receive, webhooks.store_event = probed_receive, probed_store_event
     CeleryDispatcher.submit = probed_submit

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,15 @@ class ReleaseRef:
         return f"{self.track}/{self.version}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "key": self.key, "track": self.track, "version": self.version,
-                "stage": self.stage, "branch": self.branch, "head_sha": self.head_sha}
+        return {
+            "id": self.id,
+            "key": self.key,
+            "track": self.track,
+            "version": self.version,
+            "stage": self.stage,
+            "branch": self.branch,
+            "head_sha": self.head_sha,
+        }
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ A 2xx answer means done (a JSON body is kept as the action's result).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -31,9 +31,14 @@ def action_payload(request: ActionRequest, now: datetime | None = None) -> dict:
     params = {k: v for k, v in request.params.items() if k != "release"}
     return {
         "type": f"action.{request.action}",
-        "timestamp": (now or datetime.now(timezone.utc)).isoformat(),
-        "data": {"action": request.action, "idempotency_key": request.idempotency_key, "attempt": request.attempt,
-                 "release": request.release.as_dict(), "params": params},
+        "timestamp": (now or datetime.now(UTC)).isoformat(),
+        "data": {
+            "action": request.action,
+            "idempotency_key": request.idempotency_key,
+            "attempt": request.attempt,
+            "release": request.release.as_dict(),
+            "params": params,
+        },
     }
 
 
@@ -44,6 +49,12 @@ class EndpointAdapter:
         self.client, self.url, self.secret = client, url, secret
 
     def run(self, request: ActionRequest) -> ActionOutcome:
-        resp = post_json(self.client, self.url, action_payload(request), what=f"{request.action} via actions_url",
-                         idempotency_key=request.idempotency_key, secret=self.secret)
+        resp = post_json(
+            self.client,
+            self.url,
+            action_payload(request),
+            what=f"{request.action} via actions_url",
+            idempotency_key=request.idempotency_key,
+            secret=self.secret,
+        )
         return ActionOutcome("done", f"accepted by {httpx.URL(self.url).host}", response_summary(resp))

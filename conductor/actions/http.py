@@ -8,7 +8,7 @@ the same request again cannot help (not retryable; it is shown on the release in
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ def standard_webhook_headers(secret: str, msg_id: str, body: str, now: datetime 
     """webhook-id / webhook-timestamp / webhook-signature for `body`, signed with `secret` (standardwebhooks)."""
     from standardwebhooks.webhooks import Webhook
 
-    ts = now or datetime.now(timezone.utc)
+    ts = now or datetime.now(UTC)
     signature = Webhook(secret).sign(msg_id=msg_id, timestamp=ts, data=body)
     return {"webhook-id": msg_id, "webhook-timestamp": str(int(ts.timestamp())), "webhook-signature": signature}
 

@@ -7,7 +7,7 @@ its channels in Track.settings["notify"]; `events` narrows what is sent.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -39,8 +39,10 @@ def slack_text(event: str, request: ActionRequest) -> str:
     key, stage = e(r.key), e(r.stage)
     rel = f"*{key}*"
     if event == "approval_requested":
-        return (f":double_vertical_bar: {rel} waits for approval at {stage}: {summary} "
-                f"— `conductor approve {key} --decision {e(p.get('evaluation_id'))} --reason \"...\"`")
+        return (
+            f":double_vertical_bar: {rel} waits for approval at {stage}: {summary} "
+            f'— `conductor approve {key} --decision {e(p.get("evaluation_id"))} --reason "..."`'
+        )
     if event == "halted":
         return f":octagonal_sign: {rel} halted its rollout at {e(p.get('stage') or r.stage)}: {summary}. Resuming needs a release manager."
     if event == "action_failed":
@@ -61,7 +63,7 @@ def webhook_payload(event: str, request: ActionRequest, now: datetime | None = N
     data = {k: v for k, v in request.params.items() if k != "release"}
     return {
         "type": f"release.{event}",
-        "timestamp": (now or datetime.now(timezone.utc)).isoformat(),
+        "timestamp": (now or datetime.now(UTC)).isoformat(),
         "data": {"release": request.release.as_dict(), "event": event, **data},
     }
 
@@ -77,7 +79,9 @@ class Notifier:
         cfg = self.settings
         channels = [name for name, url in (("slack", cfg.slack_url), ("webhook", cfg.webhook_url)) if url]
         if not channels:
-            return ActionOutcome("skipped", f"no notification channel configured for track {self.track_id} (settings.notify.slack_url / webhook_url)")
+            return ActionOutcome(
+                "skipped", f"no notification channel configured for track {self.track_id} (settings.notify.slack_url / webhook_url)"
+            )
         if cfg.events is not None and event not in cfg.events:
             return ActionOutcome("skipped", f"{event} is not in settings.notify.events of track {self.track_id}")
         delivered = list(request.delivered)
@@ -88,14 +92,28 @@ class Notifier:
                 continue
             try:
                 if channel == "slack":
-                    resp = post_json(self.client, cfg.slack_url, {"text": slack_text(event, request)},
-                                     what="slack notification", idempotency_key=request.idempotency_key)
+                    resp = post_json(
+                        self.client,
+                        cfg.slack_url,
+                        {"text": slack_text(event, request)},
+                        what="slack notification",
+                        idempotency_key=request.idempotency_key,
+                    )
                 else:
                     if not cfg.webhook_secret:
-                        raise ActionFailed(f"track {self.track_id}: settings.notify.webhook_url is set but webhook_secret is not; "
-                                           "outgoing webhooks are always signed", retryable=False)
-                    resp = post_json(self.client, cfg.webhook_url, webhook_payload(event, request), what="webhook notification",
-                                     idempotency_key=request.idempotency_key, secret=cfg.webhook_secret)
+                        raise ActionFailed(
+                            f"track {self.track_id}: settings.notify.webhook_url is set but webhook_secret is not; "
+                            "outgoing webhooks are always signed",
+                            retryable=False,
+                        )
+                    resp = post_json(
+                        self.client,
+                        cfg.webhook_url,
+                        webhook_payload(event, request),
+                        what="webhook notification",
+                        idempotency_key=request.idempotency_key,
+                        secret=cfg.webhook_secret,
+                    )
                 delivered.append(channel)
                 result[channel] = response_summary(resp)
             except ActionFailed as exc:

@@ -16,7 +16,7 @@ from conductor.actions.base import ActionAdapter, ActionFailed, ActionOutcome, A
 from conductor.actions.endpoint import EndpointAdapter
 from conductor.actions.notify import Notifier
 from conductor.actions.settings import parse_action_settings
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 
 
 class ActionAdapters:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 
 ACTION_KEYS = ("notify", "actions_url", "actions_secret")
 

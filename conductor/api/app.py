@@ -26,7 +26,7 @@ from conductor.api.deps import ApiState
 from conductor.api.errors import install_error_handlers
 from conductor.api.limits import BodyLimit
 from conductor.api.metrics import ApiMetrics
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 from conductor.sources.generic import GenericEvent
 from conductor.sources.junit import DEFAULT_MAX_BYTES
 
@@ -149,8 +149,9 @@ def create_app(
     api.add_middleware(BodyLimit, limit_for=body_limit, on_refused=body_refused)
     api.add_middleware(RequestContext)
     # Outermost: the request id exists before anything logs, and every answer carries it back.
-    api.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID", validator=_plausible_request_id,
-                       generator=lambda: uuid.uuid4().hex)
+    api.add_middleware(
+        CorrelationIdMiddleware, header_name="X-Request-ID", validator=_plausible_request_id, generator=lambda: uuid.uuid4().hex
+    )
 
     api.include_router(health.build_router())
     api.include_router(webhooks.build_router())

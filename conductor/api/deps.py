@@ -114,8 +114,12 @@ _ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,10})"?\s*$')
 
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", max_length=20, pattern=r'^(\*|(W/)?"?[0-9]{1,10}"?)$',
-           description='The release `version` you last read (e.g. "7", as in the ETag); 409 if it changed since'),
+    Header(
+        alias="If-Match",
+        max_length=20,
+        pattern=r'^(\*|(W/)?"?[0-9]{1,10}"?)$',
+        description='The release `version` you last read (e.g. "7", as in the ETag); 409 if it changed since',
+    ),
 ]
 
 
@@ -127,5 +131,5 @@ def wanted_version(if_match: str | None, body_version: int | None) -> int | None
         return None
     m = _ETAG.match(if_match)
     if m is None:
-        raise InvalidRequest(f"If-Match must be a release version such as \"7\", got {if_match[:40]!r}", field="If-Match")
+        raise InvalidRequest(f'If-Match must be a release version such as "7", got {if_match[:40]!r}', field="If-Match")
     return int(m[1])

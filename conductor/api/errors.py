@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 from conductor.sources.errors import PayloadInvalid
 
 log = structlog.get_logger("conductor.api")

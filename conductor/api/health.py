@@ -34,8 +34,12 @@ def build_router() -> APIRouter:
     async def healthz(_q: NoParams) -> HealthOut:  # no I/O: on the event loop, no threadpool hop
         return HealthOut(status="ok")
 
-    @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Database or broker unreachable"}, **error_responses(422)},
-                summary="Ready to take traffic: database and broker reachable")
+    @router.get(
+        "/readyz",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "Database or broker unreachable"}, **error_responses(422)},
+        summary="Ready to take traffic: database and broker reachable",
+    )
     async def readyz(state: State, _q: NoParams) -> JSONResponse:
         checks: dict[str, str] = {}
         try:
@@ -55,9 +59,15 @@ def build_router() -> APIRouter:
         body = ReadyOut(status="ready" if ready else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-                responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
-                           **error_responses(422)})
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+            **error_responses(422),
+        },
+    )
     async def metrics(state: State, _q: NoParams) -> Response:
         return Response(await run_in_threadpool(state.metrics.render), media_type=CONTENT_TYPE_LATEST)
 

@@ -33,16 +33,22 @@ class ApiMetrics:
     def __init__(self, conductor: Context):
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
-            "conductor_webhook_events_received", "Webhook deliveries authenticated and stored (or found stored)",
-            ["source"], registry=self.registry,
+            "conductor_webhook_events_received",
+            "Webhook deliveries authenticated and stored (or found stored)",
+            ["source"],
+            registry=self.registry,
         )
         self.deduplicated = Counter(
-            "conductor_webhook_events_deduplicated", "Webhook deliveries whose delivery id was already in the inbox",
-            ["source"], registry=self.registry,
+            "conductor_webhook_events_deduplicated",
+            "Webhook deliveries whose delivery id was already in the inbox",
+            ["source"],
+            registry=self.registry,
         )
         self.rejected = Counter(
-            "conductor_webhook_events_rejected", "Webhook deliveries refused, by reason",
-            ["source", "reason"], registry=self.registry,
+            "conductor_webhook_events_rejected",
+            "Webhook deliveries refused, by reason",
+            ["source", "reason"],
+            registry=self.registry,
         )
         self.registry.register(ReleaseCollector(conductor))
 
@@ -78,10 +84,14 @@ class ReleaseCollector(Collector):
         transitions = CounterMetricFamily("conductor_transitions", "Stage transitions, by the stage entered", labels=["stage"])
         for stage, n in sorted(stats.transitions_by_stage(self.c).items()):
             transitions.add_metric([stage], n)
-        decisions = CounterMetricFamily("conductor_decisions", "Stored decisions, by outcome (advance, wait, ask, hold, halt)", labels=["outcome"])
+        decisions = CounterMetricFamily(
+            "conductor_decisions", "Stored decisions, by outcome (advance, wait, ask, hold, halt)", labels=["outcome"]
+        )
         for outcome, n in sorted(stats.decisions_by_outcome(self.c).items()):
             decisions.add_metric([outcome], n)
-        answers = CounterMetricFamily("conductor_human_decisions", "Release managers' answers, by outcome (approve, reject, resume)", labels=["outcome"])
+        answers = CounterMetricFamily(
+            "conductor_human_decisions", "Release managers' answers, by outcome (approve, reject, resume)", labels=["outcome"]
+        )
         for outcome, n in sorted(stats.human_answers_by_verdict(self.c).items()):
             answers.add_metric([outcome], n)
         inbox = GaugeMetricFamily("conductor_inbox_events", "Inbound events in the inbox, by status", labels=["status"])

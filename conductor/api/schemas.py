@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-
 MAX_INT = 2**31 - 1
 # Identifiers: letters, digits and . _ - (no slash: "track/version" is how releases are named).
 TrackId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -133,7 +132,9 @@ class ReleaseSummary(Response):
     pending_decision_id: int | None
     branch: str | None
     head_sha: str | None
-    gates: list[GateOut] = Field(description="The latest outcome of each gate of the outgoing transition (for a halted release: what halted it)")
+    gates: list[GateOut] = Field(
+        description="The latest outcome of each gate of the outgoing transition (for a halted release: what halted it)"
+    )
     waiting_for: str = Field(description="What the release waits for before it can move")
     entered_stage_at: datetime
     created_at: datetime
@@ -254,7 +255,8 @@ class WebhookAccepted(BaseModel):
     kind: str = Field(description="The normalized event kind, e.g. build_finished, branch_push, ignored")
     duplicate: bool = Field(description="True when this delivery id was stored before (nothing new stored)")
     status: Literal["accepted", "duplicate", "ignored"] = Field(
-        description="accepted: stored, to be applied to its release; GET /webhooks/events/{event_id} tells what it matched")
+        description="accepted: stored, to be applied to its release; GET /webhooks/events/{event_id} tells what it matched"
+    )
     reason: str | None = Field(description="Why the event is ignored")
     event_url: str = Field(description="Where to see what became of the event (GET, viewer token)")
 

@@ -22,12 +22,23 @@ def build_router() -> APIRouter:
     def list_(state: State, _: Viewer, _q: NoParams) -> list[TrackOut]:
         return [TrackOut.model_validate(t) for t in list_tracks(state.conductor)]
 
-    @router.post("", status_code=201, response_model=TrackOut, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
-                 summary="Create a track (admin)")
+    @router.post(
+        "",
+        status_code=201,
+        response_model=TrackOut,
+        responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+        summary="Create a track (admin)",
+    )
     def create(body: TrackCreate, state: State, principal: Admin, response: Response, _q: NoParams) -> TrackOut:
         track_id = create_track(
-            state.conductor, body.id, body.definition, principal.actor, repository=body.repository,
-            branch_pattern=body.branch_pattern, critical_fix_marker=body.critical_fix_marker, four_eyes=body.four_eyes,
+            state.conductor,
+            body.id,
+            body.definition,
+            principal.actor,
+            repository=body.repository,
+            branch_pattern=body.branch_pattern,
+            critical_fix_marker=body.critical_fix_marker,
+            four_eyes=body.four_eyes,
             secrets=body.secrets.model_dump() if body.secrets else None,
         )
         response.headers["Location"] = f"/tracks/{track_id}"
@@ -37,13 +48,20 @@ def build_router() -> APIRouter:
     def get(track_id: TrackPath, state: State, _: Viewer, _q: NoParams) -> TrackOut:
         return TrackOut.model_validate(get_track(state.conductor, track_id))
 
-    @router.patch("/{track_id}", response_model=TrackOut, responses=error_responses(400, 401, 403, 404, 413, 422, 503),
-                  summary="Change a track's repository, branch pattern, marker, four-eyes or secrets (admin)")
+    @router.patch(
+        "/{track_id}",
+        response_model=TrackOut,
+        responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+        summary="Change a track's repository, branch pattern, marker, four-eyes or secrets (admin)",
+    )
     def update(track_id: TrackPath, body: TrackUpdate, state: State, principal: Admin, _q: NoParams) -> TrackOut:
         sent = body.model_fields_set
         changes = TrackChanges(
-            repository=body.repository, clear_repository="repository" in sent and body.repository is None,
-            branch_pattern=body.branch_pattern, critical_fix_marker=body.critical_fix_marker, four_eyes=body.four_eyes,
+            repository=body.repository,
+            clear_repository="repository" in sent and body.repository is None,
+            branch_pattern=body.branch_pattern,
+            critical_fix_marker=body.critical_fix_marker,
+            four_eyes=body.four_eyes,
             secrets=(body.secrets.model_dump(exclude_unset=True) if body.secrets else {}) if "secrets" in sent else None,
         )
         update_track(state.conductor, track_id, principal.actor, changes)

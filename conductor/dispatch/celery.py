@@ -80,8 +80,15 @@ class CeleryDispatcher:
     sweeper enqueues it again after the grace period.
     """
 
-    def __init__(self, broker_url: str | None = None, *, app=None, visibility_timeout_s: int = 300, max_batch: int = 100,
-                 publish_timeout_s: float = 1.0):
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        *,
+        app=None,
+        visibility_timeout_s: int = 300,
+        max_batch: int = 100,
+        publish_timeout_s: float = 1.0,
+    ):
         if app is None:
             from celery import Celery
 
@@ -92,9 +99,11 @@ class CeleryDispatcher:
             # This app only publishes, often from a request's thread: a broker that accepts the
             # connection and never answers must not hold that request for good (a healthy one
             # answers in well under a millisecond; each publish is tried 3 times).
-            app.conf.broker_transport_options = {**app.conf.broker_transport_options,
-                                                 "socket_timeout": publish_timeout_s,
-                                                 "socket_connect_timeout": publish_timeout_s}
+            app.conf.broker_transport_options = {
+                **app.conf.broker_transport_options,
+                "socket_timeout": publish_timeout_s,
+                "socket_connect_timeout": publish_timeout_s,
+            }
         self.app = app
         self.max_batch = max_batch
         self._out = _Outgoing()
@@ -123,8 +132,7 @@ class CeleryDispatcher:
                 # over from now on wait for this publish (the publisher thread takes the same lock).
                 # After a failed publish the broker is presumed away for a while: requests then
                 # hand their ids over instead of each paying the connection attempts.
-                inline = (out.unsent == 0 and time.monotonic() >= out.inline_after
-                          and out.publishing.acquire(blocking=False))
+                inline = out.unsent == 0 and time.monotonic() >= out.inline_after and out.publishing.acquire(blocking=False)
                 if not inline:
                     self._queue(out, [event_id])
                     return
@@ -134,7 +142,7 @@ class CeleryDispatcher:
             if inline:
                 out.publishing.release()
 
-    def _current(self) -> "_Outgoing":
+    def _current(self) -> _Outgoing:
         out = self._out
         if out.pid != os.getpid():
             # A forked child must not touch the parent's lock (it may have been held at the fork)
@@ -142,7 +150,7 @@ class CeleryDispatcher:
             out = self._out = _Outgoing()
         return out
 
-    def _queue(self, out: "_Outgoing", ids: list[int]) -> None:
+    def _queue(self, out: _Outgoing, ids: list[int]) -> None:
         """For the publisher thread (the caller holds out.cond, so ids queue in hand-over order)."""
         if out.publisher is None or not out.publisher.is_alive():
             thread = threading.Thread(target=self._publish_loop, args=(out,), name="conductor-publisher", daemon=True)
@@ -160,7 +168,7 @@ class CeleryDispatcher:
         with out.cond:
             return out.cond.wait_for(lambda: out.unsent == 0, timeout)
 
-    def _publish_loop(self, out: "_Outgoing") -> None:
+    def _publish_loop(self, out: _Outgoing) -> None:
         while True:
             ids = [out.events.get()]
             with out.publishing:  # after a publish in progress: what arrived meanwhile goes along
@@ -171,7 +179,7 @@ class CeleryDispatcher:
                         break
                 self._publish(out, ids)
 
-    def _publish(self, out: "_Outgoing", ids: list[int]) -> None:
+    def _publish(self, out: _Outgoing, ids: list[int]) -> None:
         published = False
         try:
             published = self.submit(TASK_PROCESS_EVENTS, ids)

@@ -35,7 +35,7 @@ PERIODIC = PERIODIC_TASKS
 class QueueDispatcher:
     """The Dispatcher of embedded mode: jobs go onto the runner's in-memory queue."""
 
-    def __init__(self, runner: "EmbeddedRunner"):
+    def __init__(self, runner: EmbeddedRunner):
         self.runner = runner
 
     def submit(self, task: str, *args: Any) -> None:
@@ -80,7 +80,7 @@ class EmbeddedRunner:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "EmbeddedRunner":
+    def start(self) -> EmbeddedRunner:
         for i in range(self.threads):
             t = threading.Thread(target=self._work, name=f"conductor-worker-{i}", daemon=True)
             t.start()
@@ -157,7 +157,7 @@ class EmbeddedRunner:
             if task in PERIODIC:
                 log.warning("periodic_job_failed", error=str(exc).splitlines()[0][:300])
             elif attempt < MAX_RETRIES:
-                delay = min(2.0 ** attempt, RETRY_BACKOFF_MAX_S) * self._rng.uniform(0.5, 1.0)
+                delay = min(2.0**attempt, RETRY_BACKOFF_MAX_S) * self._rng.uniform(0.5, 1.0)
                 log.warning("job_retry_scheduled", attempt=attempt + 1, delay_s=round(delay, 2), error=str(exc).splitlines()[0][:300])
                 self._later_put(delay, task, args, attempt + 1)
             else:

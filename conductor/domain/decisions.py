@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from conductor.domain.definition import Pipeline, Transition
-from conductor.domain.kinds import WaitKind
 from conductor.domain.gates import WAITING_REASONS, GateContext, GateResult, Outcome, Reason, evaluate_gate
+from conductor.domain.kinds import WaitKind
 
 
 class Verdict(StrEnum):
@@ -45,8 +45,7 @@ class Decision:
             "transition": self.transition,
             "verdict": self.verdict.value,
             "gates": [
-                {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value, "inputs": _judged(r.inputs)}
-                for r in self.results
+                {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value, "inputs": _judged(r.inputs)} for r in self.results
             ],
         }
         blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
@@ -75,7 +74,7 @@ def next_schedule_time(pipeline: Pipeline, schedule: str, after: datetime) -> da
     """The first cron occurrence strictly after `after`, in the pipeline's time zone, as UTC."""
     tz = ZoneInfo(pipeline.timezone)
     it = croniter(pipeline.schedules[schedule], after.astimezone(tz))
-    return it.get_next(datetime).astimezone(timezone.utc)
+    return it.get_next(datetime).astimezone(UTC)
 
 
 def not_before(pipeline: Pipeline, transition: Transition, entered_at: datetime) -> datetime:

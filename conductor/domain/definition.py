@@ -103,15 +103,11 @@ class ThresholdGate(_Strict):
     head_sha: bool = False
 
     @model_validator(mode="after")
-    def _bands_do_not_overlap(self) -> "ThresholdGate":
+    def _bands_do_not_overlap(self) -> ThresholdGate:
         if self.better == "higher" and not self.fail_at < self.pass_at:
-            raise ValueError(
-                f"bad threshold band: with better=higher, fail ({self.fail_at}) must be below pass ({self.pass_at})"
-            )
+            raise ValueError(f"bad threshold band: with better=higher, fail ({self.fail_at}) must be below pass ({self.pass_at})")
         if self.better == "lower" and not self.pass_at < self.fail_at:
-            raise ValueError(
-                f"bad threshold band: with better=lower, pass ({self.pass_at}) must be below fail ({self.fail_at})"
-            )
+            raise ValueError(f"bad threshold band: with better=lower, pass ({self.pass_at}) must be below fail ({self.fail_at})")
         return self
 
 
@@ -127,7 +123,7 @@ class CountGate(_Strict):
     head_sha: bool = False
 
     @model_validator(mode="after")
-    def _has_a_bound(self) -> "CountGate":
+    def _has_a_bound(self) -> CountGate:
         if self.max is None and self.min is None:
             raise ValueError("bad threshold band: a count gate needs max, min or both")
         if self.max is not None and self.min is not None and self.min > self.max:

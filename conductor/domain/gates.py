@@ -182,9 +182,7 @@ def evaluate_count(name: str, gate: CountGate, ctx: GateContext) -> GateResult:
 def evaluate_signoff(name: str, gate: SignoffGate, ctx: GateContext) -> GateResult:
     got = {t: ctx.signoffs.get(t) for t in gate.teams}
     inputs = {
-        "teams": {
-            t: (None if s is None else {"approved": s.approved, "actor": s.actor, "at": s.at.isoformat()}) for t, s in got.items()
-        }
+        "teams": {t: (None if s is None else {"approved": s.approved, "actor": s.actor, "at": s.at.isoformat()}) for t, s in got.items()}
     }
     rejected = [t for t, s in got.items() if s is not None and not s.approved]
     missing = [t for t, s in got.items() if s is None]

@@ -41,10 +41,17 @@ class AuditKind(StrEnum):
 # of a lifted manual pause has no to_stage: the release stayed where it was.)
 MOVES = frozenset({AuditKind.RELEASE_STARTED, AuditKind.TRANSITIONED, AuditKind.HALTED, AuditKind.RESUMED, AuditKind.CANCELLED})
 # What ends a wait for a human: an answer, or the question going away.
-ANSWERS = frozenset({
-    AuditKind.APPROVED, AuditKind.REJECTED, AuditKind.DECISION_WITHDRAWN, AuditKind.APPROVAL_ESCALATED,
-    AuditKind.CANCELLED, AuditKind.HALTED, AuditKind.TRANSITIONED,
-})
+ANSWERS = frozenset(
+    {
+        AuditKind.APPROVED,
+        AuditKind.REJECTED,
+        AuditKind.DECISION_WITHDRAWN,
+        AuditKind.APPROVAL_ESCALATED,
+        AuditKind.CANCELLED,
+        AuditKind.HALTED,
+        AuditKind.TRANSITIONED,
+    }
+)
 
 
 class ReleaseStatus(StrEnum):

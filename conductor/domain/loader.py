@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from conductor.domain.definition import Pipeline, cross_check
-from conductor.errors import DefinitionError, NotFound
-
-
-@dataclass(frozen=True)
-class DefinitionProblem:
-    file: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}"
-
+from conductor.domain.errors import DefinitionError, DefinitionProblem, NotFound
 
 ANCHORS_REFUSED = "YAML anchors/aliases are not allowed in definitions"
 
@@ -132,9 +118,7 @@ for _tag in ("binary", "set", "omap", "pairs"):
     _DefinitionLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag(_tag))
 
 
-def _line_index(
-    node: yaml.Node, path: tuple = (), out: dict | None = None, node_paths: dict | None = None
-) -> dict[tuple, int]:
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, node_paths: dict | None = None) -> dict[tuple, int]:
     """Map each key path of a composed YAML document to its 1-based line.
 
     Hand-written because PyYAML keeps positions only on nodes and pydantic knows only paths;

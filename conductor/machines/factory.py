@@ -35,9 +35,7 @@ def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
         if stage.kind == "rollout" and halt:
             on["halt"] = [{"target": halt}]
         if stage.kind == "halted":
-            on["resume"] = [
-                {"target": s, "cond": _halted_from(s)} for s, st in pipeline.stages.items() if st.kind == "rollout"
-            ]
+            on["resume"] = [{"target": s, "cond": _halted_from(s)} for s, st in pipeline.stages.items() if st.kind == "rollout"]
         if cancel and stage.kind not in ("final", "cancelled"):
             on["cancel"] = [{"target": cancel}]
         body: dict[str, Any] = {"name": name.replace("_", " ")}

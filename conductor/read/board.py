@@ -14,7 +14,7 @@ from sqlalchemy import Connection, func, select
 
 from conductor.context import Context
 from conductor.domain.definition import Pipeline
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
 from conductor.read.status import GateLight, Waiting, lights_of, stage_index, status_of, view_of, waiting_of
@@ -77,21 +77,46 @@ class Board:
 
 
 def card_of(
-    pipeline: Pipeline, order: tuple[str, ...], release: ReleaseInfo, latest: EvaluationInfo | None, pending: EvaluationInfo | None,
-    latest_final_id: int | None, now: datetime,
+    pipeline: Pipeline,
+    order: tuple[str, ...],
+    release: ReleaseInfo,
+    latest: EvaluationInfo | None,
+    pending: EvaluationInfo | None,
+    latest_final_id: int | None,
+    now: datetime,
 ) -> ReleaseCard:
     """A release's card: the same status, lights and wait as every other surface (conductor.read.status)."""
     pa = None
     if pending is not None:
-        pa = PendingApproval(release.id, release.key, pending.id, release.stage, pending.target or "", pending.summary,
-                             pending.created_at, now - pending.created_at)
+        pa = PendingApproval(
+            release.id,
+            release.key,
+            pending.id,
+            release.stage,
+            pending.target or "",
+            pending.summary,
+            pending.created_at,
+            now - pending.created_at,
+        )
     return ReleaseCard(
-        id=release.id, key=release.key, track_id=release.track_id, version=release.version, stage=release.stage,
-        status=status_of(pipeline, release, latest, pending).value, view=view_of(pipeline, release, latest_final_id),
-        stage_order=order, stage_index=stage_index(list(order), pipeline, release), halted_from=release.halted_from,
-        paused=release.paused, lights=lights_of(pipeline, release, latest), waiting=waiting_of(pipeline, release, latest, pending, now),
-        entered_stage_at=release.entered_stage_at, time_in_stage=now - release.entered_stage_at, timezone=pipeline.timezone,
-        pending=pa, updated_at=release.updated_at,
+        id=release.id,
+        key=release.key,
+        track_id=release.track_id,
+        version=release.version,
+        stage=release.stage,
+        status=status_of(pipeline, release, latest, pending).value,
+        view=view_of(pipeline, release, latest_final_id),
+        stage_order=order,
+        stage_index=stage_index(list(order), pipeline, release),
+        halted_from=release.halted_from,
+        paused=release.paused,
+        lights=lights_of(pipeline, release, latest),
+        waiting=waiting_of(pipeline, release, latest, pending, now),
+        entered_stage_at=release.entered_stage_at,
+        time_in_stage=now - release.entered_stage_at,
+        timezone=pipeline.timezone,
+        pending=pa,
+        updated_at=release.updated_at,
     )
 
 
@@ -104,7 +129,7 @@ def evaluations_by_id(ctx: Context, conn: Connection, ids: list[int], *, keep: b
     missing = [i for i in ids if i not in found]
     loaded: dict[int, EvaluationInfo] = {}
     for start in range(0, len(missing), 500):
-        rows = conn.execute(select(*EVALUATION_COLUMNS).where(EVALUATIONS.c.id.in_(missing[start:start + 500])))
+        rows = conn.execute(select(*EVALUATION_COLUMNS).where(EVALUATIONS.c.id.in_(missing[start : start + 500])))
         loaded.update({row.id: build(EvaluationInfo, row) for row in rows})
     if loaded and keep:
         with ctx.cache_lock:
@@ -116,7 +141,8 @@ def _latest_evaluation_ids(conn: Connection, release_ids: list[int]) -> dict[int
     if not release_ids:
         return {}
     rows = conn.execute(
-        select(EVALUATIONS.c.release_id, func.max(EVALUATIONS.c.id)).where(EVALUATIONS.c.release_id.in_(release_ids))
+        select(EVALUATIONS.c.release_id, func.max(EVALUATIONS.c.id))
+        .where(EVALUATIONS.c.release_id.in_(release_ids))
         .group_by(EVALUATIONS.c.release_id)
     ).all()
     return {rid: eid for rid, eid in rows}
@@ -139,22 +165,32 @@ def board(ctx: Context) -> Board:
         pipelines = {h: ctx.pinned(conn, h) for h in {r.definition_hash for r in releases}}
         live = [r.id for r in releases if not pipelines[r.definition_hash].is_terminal(r.stage)]
         newest = _latest_evaluation_ids(conn, live)
-        by_id = evaluations_by_id(ctx, conn, sorted(set(newest.values()) | {r.pending_evaluation_id for r in releases if r.pending_evaluation_id}))
+        by_id = evaluations_by_id(
+            ctx, conn, sorted(set(newest.values()) | {r.pending_evaluation_id for r in releases if r.pending_evaluation_id})
+        )
     orders = {h: tuple(p.stage_order()) for h, p in pipelines.items()}
     latest_final: dict[str, tuple[datetime, int]] = {}
     for r in releases:
         if pipelines[r.definition_hash].stages[r.stage].kind == "final":
             latest_final[r.track_id] = max(latest_final.get(r.track_id, (r.entered_stage_at, r.id)), (r.entered_stage_at, r.id))
     with_releases = {r.track_id for r in releases}
-    boards = {tid: TrackBoard(tid, definition, "UTC" if tid in with_releases else _track_timezone(ctx, definition))
-              for tid, definition in tracks.items()}
+    boards = {
+        tid: TrackBoard(tid, definition, "UTC" if tid in with_releases else _track_timezone(ctx, definition))
+        for tid, definition in tracks.items()
+    }
     pending: list[PendingApproval] = []
     counts = {"production": 0, "current": 0, "upcoming": 0, "finished": 0, "releases": len(releases)}
     for r in releases:
         p = pipelines[r.definition_hash]
-        card = card_of(p, orders[r.definition_hash], r, by_id.get(newest.get(r.id, -1)),
-                       by_id.get(r.pending_evaluation_id) if r.pending_evaluation_id else None,
-                       latest_final.get(r.track_id, (None, None))[1], now)
+        card = card_of(
+            p,
+            orders[r.definition_hash],
+            r,
+            by_id.get(newest.get(r.id, -1)),
+            by_id.get(r.pending_evaluation_id) if r.pending_evaluation_id else None,
+            latest_final.get(r.track_id, (None, None))[1],
+            now,
+        )
         tb = boards.setdefault(r.track_id, TrackBoard(r.track_id, "?", p.timezone))
         tb.timezone = p.timezone
         getattr(tb, card.view).append(card)

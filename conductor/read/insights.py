@@ -151,21 +151,27 @@ def insights(ctx: Context) -> list[TrackInsights]:
         cols = (AUDIT.c.release_id, AUDIT.c.at, AUDIT.c.kind, AUDIT.c.actor, AUDIT.c.from_stage, AUDIT.c.to_stage, AUDIT.c.evaluation_id)
         for a in conn.execute(select(*cols).where(AUDIT.c.release_id.is_not(None)).order_by(AUDIT.c.release_id, AUDIT.c.id)):
             audit[a.release_id].append(a)
-        robot_ids = [a.evaluation_id for rows in audit.values() for a in rows
-                     if a.kind == AuditKind.TRANSITIONED and a.actor == ROBOT and a.evaluation_id]
+        robot_ids = [
+            a.evaluation_id
+            for rows in audit.values()
+            for a in rows
+            if a.kind == AuditKind.TRANSITIONED and a.actor == ROBOT and a.evaluation_id
+        ]
         evidence_times = _evidence_times(ctx, conn, robot_ids)
     by_track: dict[str, list[ReleaseInfo]] = defaultdict(list)
     for r in releases:
         by_track[r.track_id].append(r)
-    return [
-        _track(t.id, t.definition_name, rels, pipelines, audit, evidence_times, now)
-        for t in tracks if (rels := by_track.get(t.id))
-    ]
+    return [_track(t.id, t.definition_name, rels, pipelines, audit, evidence_times, now) for t in tracks if (rels := by_track.get(t.id))]
 
 
 def _track(
-    track: str, definition: str, rels: list[ReleaseInfo], pipelines: dict[int, Pipeline], audit: dict[int, list[Any]],
-    evidence_times: dict[int, datetime | None], now: datetime,
+    track: str,
+    definition: str,
+    rels: list[ReleaseInfo],
+    pipelines: dict[int, Pipeline],
+    audit: dict[int, list[Any]],
+    evidence_times: dict[int, datetime | None],
+    now: datetime,
 ) -> TrackInsights:
     pipeline = pipelines[rels[-1].id]
     order = pipeline.stage_order()
@@ -179,7 +185,7 @@ def _track(
         p = pipelines[r.id]
         entries = audit.get(r.id, [])
         visits = [(a.at, a.to_stage) for a in entries if a.kind in MOVES and a.to_stage]
-        for (at, stage), (nxt, _) in zip(visits, visits[1:]):
+        for (at, stage), (nxt, _) in zip(visits, visits[1:], strict=False):
             durations[stage].append(nxt - at)
         if any(st == full for _, st in visits) or p.stages[r.stage].kind == "final":
             tally.reached += 1
@@ -199,15 +205,27 @@ def _track(
         if durations.get(st)
     )
     return TrackInsights(
-        track=track, definition=definition, timezone=pipeline.timezone, full_rollout_stage=full, releases=len(rels),
-        reached_full=tally.reached, ended_short=tally.ended_short, in_flight=tally.in_flight, stage_times=stage_times,
-        human_wait_total=sum(waits, timedelta(0)), human_wait_median=_median(waits), approvals_asked=tally.approvals,
-        robot_transitions=tally.robot_moves, saved_total=sum(saved, timedelta(0)), saved_median=_median(saved),
+        track=track,
+        definition=definition,
+        timezone=pipeline.timezone,
+        full_rollout_stage=full,
+        releases=len(rels),
+        reached_full=tally.reached,
+        ended_short=tally.ended_short,
+        in_flight=tally.in_flight,
+        stage_times=stage_times,
+        human_wait_total=sum(waits, timedelta(0)),
+        human_wait_median=_median(waits),
+        approvals_asked=tally.approvals,
+        robot_transitions=tally.robot_moves,
+        saved_total=sum(saved, timedelta(0)),
+        saved_median=_median(saved),
     )
 
 
-def _saved_by_robot(p: Pipeline, entries: list[Any], visits: list[tuple[datetime, str]],
-                    evidence_times: dict[int, datetime | None]) -> list[timedelta]:
+def _saved_by_robot(
+    p: Pipeline, entries: list[Any], visits: list[tuple[datetime, str]], evidence_times: dict[int, datetime | None]
+) -> list[timedelta]:
     """Per gated robot transition of one release: the next working morning after the gates passed, minus when it moved."""
     entered = {st: at for at, st in visits}
     saved = []

@@ -104,14 +104,25 @@ def decision_card(pipeline: Pipeline, ev: EvaluationInfo, pending: bool, now: da
         spec = pipeline.gates.get(g["gate"])
         inputs = g.get("inputs") or {}
         observed = datetime.fromisoformat(inputs["observed_at"]) if inputs.get("observed_at") else None
-        rows.append(GateRow(
-            gate=g["gate"], outcome=g["outcome"], reason=g.get("reason", ""), detail=g.get("detail", ""),
-            signal=inputs.get("signal") or getattr(spec, "signal", None), value=inputs.get("value"),
-            thresholds=thresholds_text(spec) if spec is not None else (f"needs {inputs.get('marker')!r}" if "marker" in inputs else ""),
-            samples=inputs.get("samples"), min_samples=getattr(spec, "min_samples", None) or None, source=inputs.get("source"),
-            observed_at=observed, age=(now - observed) if observed else None, max_age=getattr(spec, "max_age", None),
-            teams=inputs.get("teams"), commits=inputs.get("commits"),
-        ))
+        rows.append(
+            GateRow(
+                gate=g["gate"],
+                outcome=g["outcome"],
+                reason=g.get("reason", ""),
+                detail=g.get("detail", ""),
+                signal=inputs.get("signal") or getattr(spec, "signal", None),
+                value=inputs.get("value"),
+                thresholds=thresholds_text(spec) if spec is not None else (f"needs {inputs.get('marker')!r}" if "marker" in inputs else ""),
+                samples=inputs.get("samples"),
+                min_samples=getattr(spec, "min_samples", None) or None,
+                source=inputs.get("source"),
+                observed_at=observed,
+                age=(now - observed) if observed else None,
+                max_age=getattr(spec, "max_age", None),
+                teams=inputs.get("teams"),
+                commits=inputs.get("commits"),
+            )
+        )
     return DecisionCard(ev, pending, tuple(rows), ev.summary, ev.target)
 
 
@@ -134,14 +145,16 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
     with ctx.db.reading() as conn:
         rows = conn.execute(
             select(SIGNALS.c.name, SIGNALS.c.observed_at, SIGNALS.c.value, SIGNALS.c.samples, SIGNALS.c.source, SIGNALS.c.error)
-            .where(SIGNALS.c.release_id == r.id, ~SIGNALS.c.name.like("signoff.%")).order_by(SIGNALS.c.observed_at, SIGNALS.c.id)
+            .where(SIGNALS.c.release_id == r.id, ~SIGNALS.c.name.like("signoff.%"))
+            .order_by(SIGNALS.c.observed_at, SIGNALS.c.id)
         ).all()
     by_name: dict[str, list[SignalPoint]] = defaultdict(list)
     for row in rows:
         by_name[row.name].append(SignalPoint(row.observed_at, row.value, row.samples, row.source, row.error))
     series = tuple(
         SignalSeries(name, spec.type, spec.description, tuple(by_name[name][-MAX_POINTS_PER_SIGNAL:]), _bands(p, name))
-        for name, spec in p.signals.items() if name in by_name
+        for name, spec in p.signals.items()
+        if name in by_name
     )
     ev = snap.pending or snap.latest
     card = decision_card(p, ev, snap.pending is not None, now) if ev is not None and ev.stage == r.stage and ev.gates else None

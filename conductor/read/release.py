@@ -17,8 +17,8 @@ from sqlalchemy import Connection, func, select
 
 from conductor.context import Context
 from conductor.domain.definition import Pipeline
+from conductor.domain.errors import NotFound
 from conductor.domain.kinds import ReleaseStatus
-from conductor.errors import NotFound
 from conductor.read.records import ActionInfo, AuditInfo, EvaluationInfo, ReleaseInfo, TimerInfo, build, columns
 from conductor.read.status import GateLight, Waiting, lights_of, status_of, waiting_of
 from conductor.store.releases import release_filter
@@ -52,8 +52,21 @@ class DecisionView:
             GateLight(g["gate"], g["outcome"], g.get("reason"), g.get("detail", ""), g.get("inputs") or {}, g.get("ages_s") or {})
             for g in ev.gates
         )
-        return cls(ev.id, ev.release_id, ev.stage, ev.transition, ev.target, ev.verdict, ev.summary, ev.fingerprint, ev.trigger,
-                   pending, ev.created_at, gates, ev.evidence)
+        return cls(
+            ev.id,
+            ev.release_id,
+            ev.stage,
+            ev.transition,
+            ev.target,
+            ev.verdict,
+            ev.summary,
+            ev.fingerprint,
+            ev.trigger,
+            pending,
+            ev.created_at,
+            gates,
+            ev.evidence,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +86,26 @@ class ReleaseSnapshot:
     read_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, pending: EvaluationInfo | None,
-           now: datetime, **rows: Any) -> ReleaseSnapshot:
-        return cls(release, pipeline, latest, pending, status_of(pipeline, release, latest, pending),
-                   waiting_of(pipeline, release, latest, pending, now), lights_of(pipeline, release, latest), read_at=now, **rows)
+    def of(
+        cls,
+        pipeline: Pipeline,
+        release: ReleaseInfo,
+        latest: EvaluationInfo | None,
+        pending: EvaluationInfo | None,
+        now: datetime,
+        **rows: Any,
+    ) -> ReleaseSnapshot:
+        return cls(
+            release,
+            pipeline,
+            latest,
+            pending,
+            status_of(pipeline, release, latest, pending),
+            waiting_of(pipeline, release, latest, pending, now),
+            lights_of(pipeline, release, latest),
+            read_at=now,
+            **rows,
+        )
 
     # ---- the API's names (api.schemas.ReleaseSummary / ReleaseDetail read these)
 
@@ -198,11 +227,17 @@ def snapshot(ctx: Context, ref: int | str) -> ReleaseSnapshot:
         latest = build(EvaluationInfo, latest_row) if latest_row is not None else None
         pending = None
         if release.pending_evaluation_id is not None:
-            pending = latest if latest is not None and latest.id == release.pending_evaluation_id else evaluation(conn, release.pending_evaluation_id)
+            pending = (
+                latest
+                if latest is not None and latest.id == release.pending_evaluation_id
+                else evaluation(conn, release.pending_evaluation_id)
+            )
         audit = tuple(build(AuditInfo, a) for a in conn.execute(select(AUDIT).where(AUDIT.c.release_id == rid).order_by(AUDIT.c.id)))
         outbox = tuple(build(ActionInfo, o) for o in conn.execute(select(OUTBOX).where(OUTBOX.c.release_id == rid).order_by(OUTBOX.c.id)))
-        timers = tuple(build(TimerInfo, t) for t in conn.execute(
-            select(TIMERS).where(TIMERS.c.release_id == rid, TIMERS.c.fired_at.is_(None)).order_by(TIMERS.c.due_at)))
+        timers = tuple(
+            build(TimerInfo, t)
+            for t in conn.execute(select(TIMERS).where(TIMERS.c.release_id == rid, TIMERS.c.fired_at.is_(None)).order_by(TIMERS.c.due_at))
+        )
         pipeline = ctx.pinned(conn, release.definition_hash)
     return ReleaseSnapshot.of(pipeline, release, latest, pending, ctx.now(), audit=audit, outbox=outbox, timers=timers)
 
@@ -210,17 +245,30 @@ def snapshot(ctx: Context, ref: int | str) -> ReleaseSnapshot:
 def summaries(ctx: Context, conn: Connection, releases: list[ReleaseInfo]) -> list[ReleaseSnapshot]:
     """Snapshots without timeline, actions and timers (enough for status, lights and waiting), read in bulk."""
     ids = [r.id for r in releases]
-    latest_ids = list(conn.scalars(
-        select(func.max(EVALUATIONS.c.id)).where(EVALUATIONS.c.release_id.in_(ids)).group_by(EVALUATIONS.c.release_id)
-    )) if ids else []
+    latest_ids = (
+        list(conn.scalars(select(func.max(EVALUATIONS.c.id)).where(EVALUATIONS.c.release_id.in_(ids)).group_by(EVALUATIONS.c.release_id)))
+        if ids
+        else []
+    )
     wanted = set(latest_ids) | {r.pending_evaluation_id for r in releases if r.pending_evaluation_id}
-    evaluations = {e.id: e for e in (build(EvaluationInfo, row) for row in conn.execute(
-        select(*EVALUATION_COLUMNS).where(EVALUATIONS.c.id.in_(wanted))))} if wanted else {}
+    evaluations = (
+        {
+            e.id: e
+            for e in (build(EvaluationInfo, row) for row in conn.execute(select(*EVALUATION_COLUMNS).where(EVALUATIONS.c.id.in_(wanted))))
+        }
+        if wanted
+        else {}
+    )
     latest = {evaluations[i].release_id: evaluations[i] for i in latest_ids if i in evaluations}
     now = ctx.now()
     return [
-        ReleaseSnapshot.of(ctx.pinned(conn, r.definition_hash), r, latest.get(r.id),
-                           evaluations.get(r.pending_evaluation_id) if r.pending_evaluation_id else None, now)
+        ReleaseSnapshot.of(
+            ctx.pinned(conn, r.definition_hash),
+            r,
+            latest.get(r.id),
+            evaluations.get(r.pending_evaluation_id) if r.pending_evaluation_id else None,
+            now,
+        )
         for r in releases
     ]
 
@@ -268,8 +316,9 @@ def list_releases(
 def get_decision(ctx: Context, release_id: int, decision_id: int) -> DecisionView:
     """A stored decision of the release (pending or not); NotFound otherwise."""
     with ctx.db.reading() as conn:
-        release = conn.execute(select(RELEASES.c.track_id, RELEASES.c.version, RELEASES.c.pending_evaluation_id)
-                               .where(RELEASES.c.id == release_id)).first()
+        release = conn.execute(
+            select(RELEASES.c.track_id, RELEASES.c.version, RELEASES.c.pending_evaluation_id).where(RELEASES.c.id == release_id)
+        ).first()
         if release is None:
             raise NotFound(f"unknown release {release_id}")
         ev = evaluation(conn, decision_id)

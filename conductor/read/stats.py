@@ -92,11 +92,15 @@ def transition_delays(ctx: Context, after_audit_id: int = 0, limit: int = 5000) 
             # The stage visit starts when the release last entered from_stage before this move.
             entered = conn.scalar(
                 select(func.max(AUDIT.c.at)).where(
-                    AUDIT.c.release_id == release_id, AUDIT.c.to_stage == from_stage, AUDIT.c.id < audit_id,
+                    AUDIT.c.release_id == release_id,
+                    AUDIT.c.to_stage == from_stage,
+                    AUDIT.c.id < audit_id,
                     AUDIT.c.kind.in_(sorted(MOVES)),
                 )
             )
-            q = select(*EVALUATION_COLUMNS).where(EVALUATIONS.c.release_id == release_id, EVALUATIONS.c.stage == from_stage, EVALUATIONS.c.id <= ev_id)
+            q = select(*EVALUATION_COLUMNS).where(
+                EVALUATIONS.c.release_id == release_id, EVALUATIONS.c.stage == from_stage, EVALUATIONS.c.id <= ev_id
+            )
             if entered is not None:
                 q = q.where(EVALUATIONS.c.created_at >= entered)
             first_pass = ev.created_at

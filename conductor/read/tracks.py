@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, text
 
 from conductor.context import Context
-from conductor.errors import NotFound
+from conductor.domain.errors import NotFound
 from conductor.read.records import EventInfo, TrackInfo, build, columns
 from conductor.store.statements import INBOX, TRACKS
 

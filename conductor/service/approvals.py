@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from conductor.domain.kinds import AnswerVerdict, AuditKind
-from conductor.errors import ConductorError, Forbidden, NotPaused, StaleApproval
 from conductor.context import Context
+from conductor.domain.errors import ConductorError, Forbidden, NotPaused, StaleApproval
+from conductor.domain.kinds import AnswerVerdict, AuditKind
 from conductor.service.evaluation import advance, current_decision, evaluate, halt, judge
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
 from conductor.store.statements import EVALUATIONS
@@ -20,8 +20,9 @@ def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRe
     if evaluation_id is not None and evaluation_id != r.pending_evaluation_id:
         raise StaleApproval(f"decision {evaluation_id} of {r.key} was superseded by decision {r.pending_evaluation_id}; review that one")
     row = step.conn.execute(
-        select(EVALUATIONS.c.id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint, EVALUATIONS.c.evidence)
-        .where(EVALUATIONS.c.id == r.pending_evaluation_id)
+        select(EVALUATIONS.c.id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint, EVALUATIONS.c.evidence).where(
+            EVALUATIONS.c.id == r.pending_evaluation_id
+        )
     ).one()
     return EvaluationRef(row.id, row.stage, row.fingerprint), row.evidence or {}
 
@@ -39,8 +40,14 @@ def check_four_eyes(step: ReleaseStep, evidence: dict, actor: Actor) -> None:
 
 
 def approve(
-    ctx: Context, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None,
-    fingerprint: str | None = None, expected_version: int | None = None,
+    ctx: Context,
+    ref: int | str,
+    actor: Actor,
+    reason: str,
+    *,
+    evaluation_id: int | None = None,
+    fingerprint: str | None = None,
+    expected_version: int | None = None,
 ) -> str:
     """Approve the pending decision and take its transition; returns the stage the release is in after.
 
@@ -70,7 +77,12 @@ def approve(
 
 
 def reject(
-    ctx: Context, ref: int | str, actor: Actor, reason: str, *, evaluation_id: int | None = None,
+    ctx: Context,
+    ref: int | str,
+    actor: Actor,
+    reason: str,
+    *,
+    evaluation_id: int | None = None,
     expected_version: int | None = None,
 ) -> str:
     """Reject the pending decision: the transition's on_fail applies (hold, or halt in a rollout stage)."""

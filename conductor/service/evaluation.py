@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
+from conductor.context import Context
 from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
 from conductor.domain.gates import GateResult
 from conductor.domain.kinds import AuditKind, TimerKind
-from conductor.context import Context
 from conductor.service.step import ROBOT, Actor, EvaluationRef, ReleaseStep, open_step
 
 log = structlog.get_logger("conductor.service")
@@ -76,8 +76,14 @@ def _stored(step: ReleaseStep, d: Decision, trigger: str) -> tuple[EvaluationRef
     if last is not None and last.fingerprint == d.fingerprint and last.stage == step.release.stage:
         return last, False
     ev = step.add_evaluation(d.transition, d.verdict.value, d.fingerprint, d.evidence(), trigger)
-    log.info("gates_evaluated", release_id=step.release.id, stage=step.release.stage, verdict=d.verdict.value,
-             fingerprint=d.fingerprint, summary=d.summary)
+    log.info(
+        "gates_evaluated",
+        release_id=step.release.id,
+        stage=step.release.stage,
+        verdict=d.verdict.value,
+        fingerprint=d.fingerprint,
+        summary=d.summary,
+    )
     return ev, True
 
 
@@ -144,9 +150,17 @@ def branch_cut(step: ReleaseStep, actor: Actor, reason: str) -> None:
     transition = step.pipeline.advance_from(r.stage)
     assert transition is not None
     ev = step.add_evaluation(
-        transition.name, Verdict.ADVANCE.value, BRANCH_CUT_FINGERPRINT,
-        {"transition": transition.name, "stage": r.stage, "target": transition.target, "verdict": Verdict.ADVANCE.value,
-         "summary": reason, "gates": []},
+        transition.name,
+        Verdict.ADVANCE.value,
+        BRANCH_CUT_FINGERPRINT,
+        {
+            "transition": transition.name,
+            "stage": r.stage,
+            "target": transition.target,
+            "verdict": Verdict.ADVANCE.value,
+            "summary": reason,
+            "gates": [],
+        },
         "branch_created",
     )
     advance(step, ev, actor.name, reason)

@@ -20,14 +20,14 @@ import structlog
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import DBAPIError
 
-from conductor.domain.kinds import DEFERRED, AuditKind, InboxStatus
-from conductor.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.context import Context
+from conductor.domain.errors import ConcurrentUpdate, ConductorError, NotFound
+from conductor.domain.kinds import DEFERRED, AuditKind, InboxStatus
 from conductor.service.evaluation import branch_cut, judge
 from conductor.service.signals import add_signal
 from conductor.service.step import Actor, ReleaseStep
 from conductor.sources.events import InboundEvent
-from conductor.store.releases import ReleaseRecord, by_keys, lock_releases, records
+from conductor.store.releases import by_keys, lock_releases, records
 from conductor.store.statements import (
     EVENT_BY_DELIVERY,
     FAIL_PENDING_EVENT,
@@ -78,11 +78,20 @@ def store_event(ctx: Context, event: InboundEvent) -> Stored:
 
 def _store(ctx: Context, event: InboundEvent) -> Stored:
     with ctx.db.begin() as conn:
-        new_id = insert_new_id(conn, INBOX, ("source", "delivery_id"), {
-            "source": event.source, "delivery_id": event.delivery_id, "kind": event.kind,
-            "payload": event.model_dump(mode="json"), "status": InboxStatus.PENDING.value, "attempts": 0,
-            "received_at": ctx.now(),
-        })
+        new_id = insert_new_id(
+            conn,
+            INBOX,
+            ("source", "delivery_id"),
+            {
+                "source": event.source,
+                "delivery_id": event.delivery_id,
+                "kind": event.kind,
+                "payload": event.model_dump(mode="json"),
+                "status": InboxStatus.PENDING.value,
+                "attempts": 0,
+                "received_at": ctx.now(),
+            },
+        )
         if new_id is not None:
             stored = Stored(new_id, True, InboxStatus.PENDING.value)
         else:  # a redelivery, or a concurrent delivery of the same id won the insert: read its row
@@ -211,7 +220,8 @@ def _apply_batch(ctx: Context, ids: list[int], *, wait: bool, lease: timedelta |
             skip = not wait and not sqlite
             for release in records(conn, lock_releases(by_keys(wanted), skip_locked=skip)):
                 steps[(release.track_id, release.version)] = ReleaseStep(
-                    conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, lease=lease)
+                    conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, lease=lease
+                )
             if skip and len(steps) < len(wanted):  # skipped, or never started?
                 busy = {tuple(k) for k in conn.execute(release_keys([k for k in wanted if k not in steps]))}  # type: ignore[misc]
         finished = []
@@ -259,8 +269,16 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
                 if sig.name not in pipeline.signals:
                     notes.append(f"{sig.name} is not a signal of {pipeline.name}")
                     continue
-                add_signal(step, sig.name, sig.value, actor=actor, source=event.source, samples=sig.samples, sha=event.sha,
-                           observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= now else None)
+                add_signal(
+                    step,
+                    sig.name,
+                    sig.value,
+                    actor=actor,
+                    source=event.source,
+                    samples=sig.samples,
+                    sha=event.sha,
+                    observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= now else None,
+                )
             judge(step, trigger=f"event:{event_id}")
             status, note, release_id = InboxStatus.PROCESSED.value, "; ".join(notes) or None, r.id
     log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)

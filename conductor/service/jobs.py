@@ -21,8 +21,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
+from conductor.domain.errors import ConcurrentUpdate
 from conductor.domain.kinds import DEFERRED, InboxStatus
-from conductor.errors import ConcurrentUpdate
 from conductor.service import evaluation, outbox, timers
 from conductor.service.inbox import process_events
 from conductor.service.ports import (
@@ -127,7 +127,9 @@ def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     with ctx.db.begin() as conn:
         q = (
             select(INBOX.c.id)
-            .where(INBOX.c.status == InboxStatus.PENDING.value, func.coalesce(INBOX.c.enqueued_at, INBOX.c.received_at) <= now - rt.sweep_grace)
+            .where(
+                INBOX.c.status == InboxStatus.PENDING.value, func.coalesce(INBOX.c.enqueued_at, INBOX.c.received_at) <= now - rt.sweep_grace
+            )
             .order_by(INBOX.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -136,7 +138,7 @@ def sweep_events(rt: Runtime, limit: int = 1000) -> int:
         if ids:
             conn.execute(INBOX.update().where(INBOX.c.id.in_(ids)).values(enqueued_at=now))
     for i in range(0, len(ids), SWEEP_BATCH):
-        rt.dispatcher.submit(TASK_PROCESS_EVENTS, ids[i:i + SWEEP_BATCH])
+        rt.dispatcher.submit(TASK_PROCESS_EVENTS, ids[i : i + SWEEP_BATCH])
     if ids:
         log.warning("events_reenqueued", count=len(ids), first=ids[0], last=ids[-1])
     return len(ids)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, select
 from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, ReleaseRef
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
-from conductor.domain.kinds import ActionStatus, AuditKind, FINISHED_ACTIONS
+from conductor.domain.kinds import FINISHED_ACTIONS, ActionStatus, AuditKind
 from conductor.service.step import ROBOT, ReleaseStep, lock_one
 from conductor.store.statements import OUTBOX, TRACKS
 
@@ -98,8 +98,11 @@ def run_action(
         release = lock_one(conn, row.release_id, lock=False)  # read only: the action is about it
         settings = conn.execute(select(TRACKS.c.settings).where(TRACKS.c.id == release.track_id)).scalar()
         attempt = row.attempts + 1
-        conn.execute(OUTBOX.update().where(OUTBOX.c.id == action_id).values(
-            status=ActionStatus.SENDING.value, attempts=attempt, next_attempt_at=now + run_lease))
+        conn.execute(
+            OUTBOX.update()
+            .where(OUTBOX.c.id == action_id)
+            .values(status=ActionStatus.SENDING.value, attempts=attempt, next_attempt_at=now + run_lease)
+        )
         request = ActionRequest(
             action=row.action,
             params=dict(row.params or {}),
@@ -143,10 +146,21 @@ def _record(
         update = OUTBOX.update().where(OUTBOX.c.id == action_id)
         if outcome is not None:
             status = ActionStatus(outcome.status)
-            conn.execute(update.values(status=status.value, done_at=now, result={**outcome.result, "detail": outcome.detail},
-                                       last_error=outcome.detail if status is ActionStatus.SKIPPED else None))
+            conn.execute(
+                update.values(
+                    status=status.value,
+                    done_at=now,
+                    result={**outcome.result, "detail": outcome.detail},
+                    last_error=outcome.detail if status is ActionStatus.SKIPPED else None,
+                )
+            )
             if status is ActionStatus.SKIPPED:
-                step.audit(AuditKind.ACTION_SKIPPED, ROBOT, f"{row.action} skipped: {outcome.detail}", data={"action_id": row.id, "action": row.action})
+                step.audit(
+                    AuditKind.ACTION_SKIPPED,
+                    ROBOT,
+                    f"{row.action} skipped: {outcome.detail}",
+                    data={"action_id": row.id, "action": row.action},
+                )
             log.info("action_" + status.value, action=row.action, action_id=row.id, attempt=attempt, detail=outcome.detail)
             return ActionRun(status.value, release.id)
         assert error is not None
@@ -154,17 +168,28 @@ def _record(
         if error.retryable and attempt < max_attempts:
             next_at = now + backoff(attempt, rng)
             conn.execute(update.values(status=ActionStatus.PENDING.value, next_attempt_at=next_at, last_error=str(error), result=result))
-            log.warning("action_retry_scheduled", action=row.action, action_id=row.id, attempt=attempt,
-                        next_attempt_at=next_at.isoformat(), error=str(error))
+            log.warning(
+                "action_retry_scheduled",
+                action=row.action,
+                action_id=row.id,
+                attempt=attempt,
+                next_attempt_at=next_at.isoformat(),
+                error=str(error),
+            )
             return ActionRun(ActionStatus.PENDING.value, release.id)
         conn.execute(update.values(status=ActionStatus.FAILED.value, done_at=now, last_error=str(error), result=result))
         why = f"{row.action} failed after {attempt} attempt(s): {error}"
-        step.audit(AuditKind.ACTION_FAILED, ROBOT, why, data={"action_id": row.id, "action": row.action, "idempotency_key": row.idempotency_key})
+        step.audit(
+            AuditKind.ACTION_FAILED, ROBOT, why, data={"action_id": row.id, "action": row.action, "idempotency_key": row.idempotency_key}
+        )
         log.error("action_failed", action=row.action, action_id=row.id, attempts=attempt, error=str(error))
         queued = False
         if row.action != "notify":  # a failed notification is not announced by another notification
-            step.queue_action(f"action_failed:{row.id}", "notify",
-                              {"event": "action_failed", "action": row.action, "attempts": attempt, "error": str(error), "stage": release.stage})
+            step.queue_action(
+                f"action_failed:{row.id}",
+                "notify",
+                {"event": "action_failed", "action": row.action, "attempts": attempt, "error": str(error), "stage": release.stage},
+            )
             queued = True
         return ActionRun(ActionStatus.FAILED.value, release.id, queued)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from conductor.domain.kinds import AnswerVerdict, AuditKind
-from conductor.errors import AlreadyExists, ConductorError, IllegalTransition, NotFound, NotPaused
 from conductor.context import Context
+from conductor.domain.errors import AlreadyExists, ConductorError, IllegalTransition, NotFound, NotPaused
+from conductor.domain.kinds import AnswerVerdict, AuditKind
 from conductor.service.evaluation import judge
 from conductor.service.step import ROBOT_ACTOR, Actor, ReleaseStep, lock_one, open_step
 from conductor.store.statements import DEFINITIONS, LATEST_FINGERPRINT, RELEASES, TRACKS, insert_new_id
@@ -23,18 +23,38 @@ def start_release(ctx: Context, track_id: str, version: str, actor: Actor = ROBO
         pipeline = ctx.catalog.get(track.definition_name)
         pinned = pipeline.content_hash()
         now = ctx.now()
-        insert_new_id(conn, DEFINITIONS, "hash", {
-            "hash": pinned, "name": pipeline.name, "body": pipeline.model_dump(mode="json", by_alias=True), "created_at": now,
-        })
-        release_id = insert_new_id(conn, RELEASES, ("track_id", "version"), {
-            "track_id": track_id, "version": version, "stage": pipeline.initial_stage, "definition_hash": pinned,
-            "entered_stage_at": now, "branch": track.branch_pattern.format(version=version), "created_at": now, "updated_at": now,
-        })
+        insert_new_id(
+            conn,
+            DEFINITIONS,
+            "hash",
+            {
+                "hash": pinned,
+                "name": pipeline.name,
+                "body": pipeline.model_dump(mode="json", by_alias=True),
+                "created_at": now,
+            },
+        )
+        release_id = insert_new_id(
+            conn,
+            RELEASES,
+            ("track_id", "version"),
+            {
+                "track_id": track_id,
+                "version": version,
+                "stage": pipeline.initial_stage,
+                "definition_hash": pinned,
+                "entered_stage_at": now,
+                "branch": track.branch_pattern.format(version=version),
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
         if release_id is None:
             raise AlreadyExists(f"release {track_id}/{version} already exists")
         step = ReleaseStep(conn, lock_one(conn, release_id), pipeline, ctx.clock)
-        step.audit(AuditKind.RELEASE_STARTED, actor.name, f"on {pipeline.name}", to_stage=pipeline.initial_stage,
-                   data={"definition_hash": pinned})
+        step.audit(
+            AuditKind.RELEASE_STARTED, actor.name, f"on {pipeline.name}", to_stage=pipeline.initial_stage, data={"definition_hash": pinned}
+        )
         judge(step, trigger="start")
         step.save()
         return release_id

@@ -9,10 +9,10 @@ from typing import Any
 
 import structlog
 
-from conductor.domain.definition import SignalType
-from conductor.domain.kinds import AuditKind
-from conductor.errors import InvalidSignal
 from conductor.context import Context
+from conductor.domain.definition import SignalType
+from conductor.domain.errors import InvalidSignal
+from conductor.domain.kinds import AuditKind
 from conductor.service.evaluation import judge
 from conductor.service.step import ROBOT_ACTOR, SIGNOFF_PREFIX, Actor, ReleaseStep, open_step
 from conductor.sources.events import SignalIn
@@ -137,15 +137,25 @@ def record_signals(
         verdict = None
         if recorded:
             values = {sig.name: sig.value for sig in items if sig.name in recorded}
-            step.audit(AuditKind.SIGNALS_RECORDED, actor.name, f"{what} from {source}: {', '.join(recorded)}",
-                       data={"values": values, "sha": sha, "role": actor.role})
+            step.audit(
+                AuditKind.SIGNALS_RECORDED,
+                actor.name,
+                f"{what} from {source}: {', '.join(recorded)}",
+                data={"values": values, "sha": sha, "role": actor.role},
+            )
             d = judge(step, trigger=f"{what}:{source}")
             verdict = d.verdict.value if d else None
         return SignalBatch(step.release.id, recorded, ignored, verdict)
 
 
 def sign_off(
-    ctx: Context, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "",
+    ctx: Context,
+    ref: int | str,
+    team: str,
+    actor: Actor,
+    *,
+    approved: bool = True,
+    reason: str = "",
     expected_version: int | None = None,
 ) -> str | None:
     """A team's sign-off (or its refusal) for the release; re-evaluates and returns the verdict."""

@@ -28,12 +28,12 @@ from sqlalchemy import Connection
 from statemachine.exceptions import TransitionNotAllowed
 
 from conductor.clock import Clock
+from conductor.context import Context
 from conductor.domain.definition import Pipeline
+from conductor.domain.errors import ConcurrentUpdate, IllegalTransition, NotFound
 from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.kinds import ROBOT, AnswerVerdict, AuditKind, TimerKind
-from conductor.errors import ConcurrentUpdate, IllegalTransition, NotFound
 from conductor.machines import machine_for
-from conductor.context import Context
 from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save
 from conductor.store.statements import (
     INSERT_APPROVAL,
@@ -128,31 +128,59 @@ class ReleaseStep:
     ) -> None:
         """Append an audit row naming the release and the inbound event being applied."""
         r = self.release
-        self.conn.execute(INSERT_AUDIT, {
-            "release_id": r.id, "track_id": None, "at": self.now(), "actor": actor, "kind": kind.value,
-            "from_stage": from_stage, "to_stage": to_stage, "reason": reason, "evaluation_id": evaluation_id,
-            "event_id": self.event_id, "data": data or {},
-        })
+        self.conn.execute(
+            INSERT_AUDIT,
+            {
+                "release_id": r.id,
+                "track_id": None,
+                "at": self.now(),
+                "actor": actor,
+                "kind": kind.value,
+                "from_stage": from_stage,
+                "to_stage": to_stage,
+                "reason": reason,
+                "evaluation_id": evaluation_id,
+                "event_id": self.event_id,
+                "data": data or {},
+            },
+        )
         log.info(kind.value, release_id=r.id, release=r.key, actor=actor, from_stage=from_stage, to_stage=to_stage, reason=reason)
 
     def queue_action(self, key: str, action: str, params: dict[str, Any]) -> None:
         """Queue an outbox action; its idempotency key makes a repeated step queue it once."""
         now = self.now()
-        new_id = insert_new_id(self.conn, OUTBOX, "idempotency_key", {
-            "release_id": self.release.id, "idempotency_key": f"{self.release.id}:{key}:{action}", "action": action,
-            "params": {"release": self.release.key, **params}, "created_at": now,
-            "next_attempt_at": now + self.lease if self.lease is not None else now,
-        })
+        new_id = insert_new_id(
+            self.conn,
+            OUTBOX,
+            "idempotency_key",
+            {
+                "release_id": self.release.id,
+                "idempotency_key": f"{self.release.id}:{key}:{action}",
+                "action": action,
+                "params": {"release": self.release.key, **params},
+                "created_at": now,
+                "next_attempt_at": now + self.lease if self.lease is not None else now,
+            },
+        )
         if new_id is not None and self.lease is not None:
             self.queued.append(new_id)
 
     def arm_timer(self, kind: TimerKind, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
         """A durable wait for this stage visit; re-arming the same one (same key) is a no-op."""
         r = self.release
-        insert_new_id(self.conn, TIMERS, "key", {
-            "release_id": r.id, "key": f"{r.id}:{r.stage}:{kind.value}:{due.isoformat()}:{tag}", "kind": kind.value,
-            "due_at": due, "fired_at": None, "payload": payload or {},
-        })
+        insert_new_id(
+            self.conn,
+            TIMERS,
+            "key",
+            {
+                "release_id": r.id,
+                "key": f"{r.id}:{r.stage}:{kind.value}:{due.isoformat()}:{tag}",
+                "kind": kind.value,
+                "due_at": due,
+                "fired_at": None,
+                "payload": payload or {},
+            },
+        )
 
     def move(self, event: str) -> tuple[str, str]:
         """Send `event` (advance, halt, resume, cancel) to the release's machine; (from, to) stages.
@@ -187,8 +215,17 @@ class ReleaseStep:
         """Store one value (already checked against its declaration) and keep the latest current."""
         now = self.now()
         values = {
-            "release_id": self.release.id, "name": name, "value": value, "samples": samples, "source": source, "sha": sha,
-            "error": error, "actor": actor, "event_id": self.event_id, "observed_at": observed_at or now, "recorded_at": now,
+            "release_id": self.release.id,
+            "name": name,
+            "value": value,
+            "samples": samples,
+            "source": source,
+            "sha": sha,
+            "error": error,
+            "actor": actor,
+            "event_id": self.event_id,
+            "observed_at": observed_at or now,
+            "recorded_at": now,
         }
         new_id = self.conn.execute(INSERT_SIGNAL, values).scalar_one()
         if self._latest is not None:
@@ -200,20 +237,37 @@ class ReleaseStep:
     def add_evaluation(self, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str) -> EvaluationRef:
         """Store a judgement with its evidence; it becomes the step's last evaluation."""
         r = self.release
-        new_id = self.conn.execute(INSERT_EVALUATION, {
-            "release_id": r.id, "stage": r.stage, "transition": transition, "verdict": verdict,
-            "fingerprint": fingerprint, "evidence": evidence, "trigger": trigger, "created_at": self.now(),
-        }).scalar_one()
+        new_id = self.conn.execute(
+            INSERT_EVALUATION,
+            {
+                "release_id": r.id,
+                "stage": r.stage,
+                "transition": transition,
+                "verdict": verdict,
+                "fingerprint": fingerprint,
+                "evidence": evidence,
+                "trigger": trigger,
+                "created_at": self.now(),
+            },
+        ).scalar_one()
         self._last_evaluation = EvaluationRef(new_id, r.stage, fingerprint)
         return self._last_evaluation
 
     def add_answer(self, verdict: AnswerVerdict, actor: Actor, reason: str, evaluation: EvaluationRef | None) -> None:
         """Store a release manager's answer (approve, reject, resume) and what it answered."""
-        self.conn.execute(INSERT_APPROVAL, {
-            "release_id": self.release.id, "evaluation_id": evaluation.id if evaluation else None,
-            "fingerprint": evaluation.fingerprint if evaluation else None, "verdict": verdict.value, "actor": actor.name,
-            "role": actor.role, "reason": reason, "created_at": self.now(),
-        })
+        self.conn.execute(
+            INSERT_APPROVAL,
+            {
+                "release_id": self.release.id,
+                "evaluation_id": evaluation.id if evaluation else None,
+                "fingerprint": evaluation.fingerprint if evaluation else None,
+                "verdict": verdict.value,
+                "actor": actor.name,
+                "role": actor.role,
+                "reason": reason,
+                "created_at": self.now(),
+            },
+        )
 
     def save(self) -> None:
         """Write the release row if it changed; ConcurrentUpdate if someone else changed it first."""
@@ -226,7 +280,9 @@ class ReleaseStep:
 
     def latest_signals(self) -> dict[str, LatestSignal]:
         if self._latest is None:
-            self._latest = {row.name: LatestSignal(**row._mapping) for row in self.conn.execute(LATEST_SIGNALS, {"release_id": self.release.id})}
+            self._latest = {
+                row.name: LatestSignal(**row._mapping) for row in self.conn.execute(LATEST_SIGNALS, {"release_id": self.release.id})
+            }
         return self._latest
 
     def last_evaluation(self) -> EvaluationRef | None:
@@ -277,10 +333,7 @@ def open_step(
     with ctx.db.begin() as conn:
         release = lock_one(conn, ref)
         if expected_version is not None and release.version_id != expected_version:
-            raise ConcurrentUpdate(
-                f"release {release.key} is at version {release.version_id}, not {expected_version}; reload it and retry"
-            )
+            raise ConcurrentUpdate(f"release {release.key} is at version {release.version_id}, not {expected_version}; reload it and retry")
         step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, event_id=event_id, lease=lease)
         yield step
         step.save()
-

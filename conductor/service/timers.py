@@ -16,9 +16,9 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
-from conductor.domain.kinds import AuditKind, TimerKind
-from conductor.errors import ConcurrentUpdate, ConductorError
 from conductor.context import Context
+from conductor.domain.errors import ConcurrentUpdate, ConductorError
+from conductor.domain.kinds import AuditKind, TimerKind
 from conductor.service.evaluation import judge
 from conductor.service.step import ROBOT, ReleaseStep
 from conductor.store.releases import RELEASES, lock_releases, records

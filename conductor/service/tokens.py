@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from conductor.context import Context
-from conductor.errors import AlreadyExists, ConductorError, Forbidden, NotFound
+from conductor.domain.errors import AlreadyExists, ConductorError, Forbidden, NotFound
 from conductor.service.step import Actor
 from conductor.store.statements import TOKENS, insert_new_id
 

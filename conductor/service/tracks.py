@@ -15,8 +15,8 @@ from standardwebhooks.webhooks import Webhook
 
 from conductor.actions.settings import parse_action_settings
 from conductor.context import Context
+from conductor.domain.errors import AlreadyExists, ConductorError, NotFound
 from conductor.domain.kinds import AuditKind
-from conductor.errors import AlreadyExists, ConductorError, NotFound
 from conductor.service.inbox import branch_regex
 from conductor.service.step import ROBOT_ACTOR, Actor
 from conductor.store.statements import INSERT_AUDIT, TRACKS, insert_new_id
@@ -72,9 +72,22 @@ def check_secrets(secrets: dict[str, Any]) -> dict[str, Any]:
 
 
 def _audit(conn: Connection, ctx: Context, track_id: str, kind: AuditKind, actor: Actor, reason: str, data: dict[str, Any]) -> None:
-    conn.execute(INSERT_AUDIT, {"release_id": None, "track_id": track_id, "at": ctx.now(), "actor": actor.name, "kind": kind.value,
-                                "from_stage": None, "to_stage": None, "reason": reason, "evaluation_id": None,
-                                "event_id": None, "data": data})
+    conn.execute(
+        INSERT_AUDIT,
+        {
+            "release_id": None,
+            "track_id": track_id,
+            "at": ctx.now(),
+            "actor": actor.name,
+            "kind": kind.value,
+            "from_stage": None,
+            "to_stage": None,
+            "reason": reason,
+            "evaluation_id": None,
+            "event_id": None,
+            "data": data,
+        },
+    )
 
 
 def _locked(conn: Connection, track_id: str) -> Any:
@@ -101,16 +114,37 @@ def create_track(
     check_branch_pattern(branch_pattern)
     settings = check_secrets(secrets or {})
     with ctx.db.begin() as conn:
-        created = insert_new_id(conn, TRACKS, "id", {
-            "id": track_id, "definition_name": definition, "repository": repository, "branch_pattern": branch_pattern,
-            "critical_fix_marker": critical_fix_marker, "four_eyes": four_eyes, "settings": settings, "created_at": ctx.now(),
-        })
+        created = insert_new_id(
+            conn,
+            TRACKS,
+            "id",
+            {
+                "id": track_id,
+                "definition_name": definition,
+                "repository": repository,
+                "branch_pattern": branch_pattern,
+                "critical_fix_marker": critical_fix_marker,
+                "four_eyes": four_eyes,
+                "settings": settings,
+                "created_at": ctx.now(),
+            },
+        )
         if created is None:
             raise AlreadyExists(f"track {track_id!r} already exists")
-        _audit(conn, ctx, track_id, AuditKind.TRACK_CREATED, actor, f"on {definition}", {
-            "repository": repository, "branch_pattern": branch_pattern, "four_eyes": four_eyes,
-            "secrets": sorted(settings),  # secret names, never their values
-        })
+        _audit(
+            conn,
+            ctx,
+            track_id,
+            AuditKind.TRACK_CREATED,
+            actor,
+            f"on {definition}",
+            {
+                "repository": repository,
+                "branch_pattern": branch_pattern,
+                "four_eyes": four_eyes,
+                "secrets": sorted(settings),  # secret names, never their values
+            },
+        )
     log.info("track_created", track=track_id, definition=definition, actor=actor.name, role=actor.role)
     return track_id
 

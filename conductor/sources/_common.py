@@ -50,9 +50,7 @@ def load_json(body: bytes | str, field: str = "body") -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise PayloadInvalid(
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})", field=field
-        ) from None
+        raise PayloadInvalid(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})", field=field) from None
     except UnicodeDecodeError as exc:
         raise PayloadInvalid(f"body is not valid UTF-8 JSON (byte {exc.start})", field=field) from None
     except RecursionError:

@@ -88,9 +88,7 @@ def standard_webhook_headers(secret: str, msg_id: str, body: bytes, timestamp: d
     return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
 
 
-def verify_standard_webhook(
-    secrets: list[str], body: bytes, headers: Mapping[str, str], now: datetime | None = None
-) -> None:
+def verify_standard_webhook(secrets: list[str], body: bytes, headers: Mapping[str, str], now: datetime | None = None) -> None:
     """Authenticate a Standard Webhooks delivery against any of ``secrets`` (rotation).
 
     The signature is computed with ``standardwebhooks.Webhook.sign``; verification is done here

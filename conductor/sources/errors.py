@@ -1,10 +1,10 @@
 """Errors raised by the inbound layer when a delivery is refused.
 
-``SourceError`` is a ``ConductorError`` (conductor.errors imports nothing of ours, so no cycle).
+``SourceError`` is a ``ConductorError`` (conductor.domain.errors imports nothing of ours, so no cycle).
 Each subclass carries the HTTP status the API layer answers with (``http_status``).
 """
 
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 
 
 class SourceError(ConductorError):

@@ -185,9 +185,7 @@ def _pipeline(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
     status = head.object_attributes.status
     outcome = _FINAL.get(status)
     if outcome is None:
-        return InboundEvent(
-            **base, kind="ignored", repository=repository, reason=f"pipeline status {status!r} is not final"
-        )
+        return InboundEvent(**base, kind="ignored", repository=repository, reason=f"pipeline status {status!r} is not final")
     pipeline = validate(PipelinePayload, payload)
     attrs = pipeline.object_attributes
     branch, labels = _branch(attrs.ref, attrs.tag, pipeline.merge_request)

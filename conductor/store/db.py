@@ -20,10 +20,12 @@ def make_engine(url: str, **kwargs) -> Engine:
         import sqlite3
 
         if sqlite3.sqlite_version_info < SQLITE_MIN:
-            from conductor.errors import ConductorError
+            from conductor.domain.errors import ConductorError
 
-            raise ConductorError(f"SQLite {sqlite3.sqlite_version} is too old: Conductor needs {'.'.join(map(str, SQLITE_MIN))} "
-                                 "or newer (INSERT ... RETURNING); use a newer Python build or PostgreSQL")
+            raise ConductorError(
+                f"SQLite {sqlite3.sqlite_version} is too old: Conductor needs {'.'.join(map(str, SQLITE_MIN))} "
+                "or newer (INSERT ... RETURNING); use a newer Python build or PostgreSQL"
+            )
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, fields
-from functools import cache
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, Update, bindparam, select, tuple_
@@ -69,8 +69,19 @@ class ReleaseRecord:
 
 
 # Columns a step may change; the rest (id, track, version, definition, created_at) never change.
-MUTABLE = ("stage", "entered_stage_at", "branch", "head_sha", "paused", "pause_reason", "pending_evaluation_id",
-           "rejected_fingerprint", "halted_from", "unreviewed_commits", "updated_at")
+MUTABLE = (
+    "stage",
+    "entered_stage_at",
+    "branch",
+    "head_sha",
+    "paused",
+    "pause_reason",
+    "pending_evaluation_id",
+    "rejected_fingerprint",
+    "halted_from",
+    "unreviewed_commits",
+    "updated_at",
+)
 _ROW_COLUMNS = [RELEASES.c[f.name] for f in fields(ReleaseRecord) if f.name in RELEASES.c]
 _LOCK = select(*_ROW_COLUMNS, TRACKS.c.critical_fix_marker, TRACKS.c.four_eyes).join(TRACKS, TRACKS.c.id == RELEASES.c.track_id)
 _DIGITS = re.compile(r"[0-9]{1,18}")

@@ -124,17 +124,20 @@ DUE_TIMERS = (
     .order_by(TIMERS.c.due_at, TIMERS.c.id)
     .limit(bindparam("limit"))
 )
-FIRE_TIMER = (
-    TIMERS.update().where(TIMERS.c.id == bindparam("timer_id"), TIMERS.c.fired_at.is_(None)).values(fired_at=bindparam("now"))
-)
+FIRE_TIMER = TIMERS.update().where(TIMERS.c.id == bindparam("timer_id"), TIMERS.c.fired_at.is_(None)).values(fired_at=bindparam("now"))
 
 # ---------------------------------------------------------------------------- inbox
 
 FINISH_EVENT = (
     INBOX.update()
     .where(INBOX.c.id == bindparam("event_id"))
-    .values(status=bindparam("status"), note=bindparam("note"), release_id=bindparam("release_id"),
-            processed_at=bindparam("processed_at"), attempts=INBOX.c.attempts + 1)
+    .values(
+        status=bindparam("status"),
+        note=bindparam("note"),
+        release_id=bindparam("release_id"),
+        processed_at=bindparam("processed_at"),
+        attempts=INBOX.c.attempts + 1,
+    )
 )
 FAIL_PENDING_EVENT = (
     INBOX.update()

@@ -43,10 +43,16 @@ def _on_release(path: str, kind: str, body: dict | None = None, setup=cut_branch
 WRITES: dict[str, Write] = {
     "create_track": Write("admin", 201, lambda c, clock: ("POST", "/tracks", {"json": {"id": "web", "definition": "desktop"}}, None)),
     "update_track": Write("admin", 200, lambda c, clock: ("PATCH", "/tracks/music-android", {"json": {"four_eyes": True}}, None)),
-    "create_release": Write("release_manager", 201, lambda c, clock: (
-        "POST", "/releases", {"json": {"track": "music-android", "release_version": "9.9.0"}}, None), "release_started"),
+    "create_release": Write(
+        "release_manager",
+        201,
+        lambda c, clock: ("POST", "/releases", {"json": {"track": "music-android", "release_version": "9.9.0"}}, None),
+        "release_started",
+    ),
     "push_signals": _on_release("/releases/{rid}/signals", "signals_recorded", {"signals": [{"name": "build_green", "value": True}]}),
-    "test_report": _on_release("/releases/{rid}/test-reports", "signals_recorded", content=XML, headers={"Content-Type": "application/xml"}),
+    "test_report": _on_release(
+        "/releases/{rid}/test-reports", "signals_recorded", content=XML, headers={"Content-Type": "application/xml"}
+    ),
     "sign_off": _on_release("/releases/{rid}/signoffs", "signed_off", {"team": "playback"}),
     "approve": _on_release("/releases/{rid}/decisions/{decision}/approve", "approved", {"reason": "seen it"}, setup=ask_for_approval),
     "reject": _on_release("/releases/{rid}/decisions/{decision}/reject", "rejected", {"reason": "not yet"}, setup=ask_for_approval),

@@ -33,8 +33,14 @@ DERANDOMIZE = "CONDUCTOR_FUZZ_EXAMPLES" not in os.environ
 
 def _fuzzer(operation, mode: GenerationMode, auth: dict[str, str], ran: dict[str, int]):
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case):
         ran[operation.label] = ran.get(operation.label, 0) + 1
         case.call_and_validate(headers=auth, excluded_checks=[positive_data_acceptance])

@@ -121,11 +121,17 @@ def test_conductor_api_command_serves_the_app(tmp_path):
     from tests.e2e.conftest import WEBHOOK_SECRET, free_port
 
     port = free_port()
-    env = {**os.environ, "CONDUCTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}", "CONDUCTOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "CONDUCTOR_LOG_FORMAT": "json", "CONDUCTOR_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "CONDUCTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
+        "CONDUCTOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "CONDUCTOR_LOG_FORMAT": "json",
+        "CONDUCTOR_LOG_LEVEL": "WARNING",
+    }
     env.pop("CONDUCTOR_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "conductor.cli", "api", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conductor.cli", "api", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

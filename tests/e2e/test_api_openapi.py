@@ -33,7 +33,11 @@ def test_every_operation_documents_its_requests_and_errors(client):
     generic = doc["paths"]["/webhooks/generic"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert generic == {"$ref": "#/components/schemas/GenericEvent"}
     assert set(doc["components"]["schemas"]["GenericEvent"]["properties"]) >= {"type", "repository", "branch", "sha", "outcome", "signals"}
-    assert doc["components"]["securitySchemes"]["ApiToken"] == {"type": "http", "scheme": "bearer", "description": doc["components"]["securitySchemes"]["ApiToken"]["description"]}
+    assert doc["components"]["securitySchemes"]["ApiToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["ApiToken"]["description"],
+    }
     # request models refuse what the server owns
     for model in ("ReleaseCreate", "SignalsIn", "SignalPoint", "ReasonIn", "ApproveIn", "SignoffIn", "TrackCreate", "TrackUpdate"):
         assert doc["components"]["schemas"][model]["additionalProperties"] is False, model

@@ -32,8 +32,13 @@ def admin(tokens):
 
 
 def test_tracks_are_created_listed_and_changed_by_admins(client, admin, tokens, conductor):
-    body = {"id": "music-ios", "definition": "mobile_weekly", "repository": "acme/music-ios", "four_eyes": True,
-            "secrets": {"webhook_secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="}}
+    body = {
+        "id": "music-ios",
+        "definition": "mobile_weekly",
+        "repository": "acme/music-ios",
+        "four_eyes": True,
+        "secrets": {"webhook_secret": "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="},
+    }
     r = client.post("/tracks", json=body, headers=admin)
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == "/tracks/music-ios"
@@ -82,8 +87,16 @@ def test_a_release_walks_to_nightly_on_ci_webhooks(client, rm, tokens, conductor
     assert out["status"] == "accepted" and event_outcome(client, out, tokens["viewer"])["release_id"] == rid
     assert client.get(f"/releases/{rid}", headers=rm).json()["stage"] == "branch"
     sha = "3484a3fb816e0859fd6e1cea078d76385ff50625"
-    github("workflow_run", {"action": "completed", "repository": repo, "workflow": {"name": "ci"},
-                            "workflow_run": {"head_branch": "release/9.0.0", "head_sha": sha, "conclusion": "success"}}, "d-run")
+    github(
+        "workflow_run",
+        {
+            "action": "completed",
+            "repository": repo,
+            "workflow": {"name": "ci"},
+            "workflow_run": {"head_branch": "release/9.0.0", "head_sha": sha, "conclusion": "success"},
+        },
+        "d-run",
+    )
     r = client.post(f"/releases/{rid}/test-reports?sha={sha}", content=junit(passed=120), headers={**rm, "Content-Type": "application/xml"})
     assert r.status_code == 200, r.text
     assert r.json()["release"]["stage"] == "nightly"
@@ -125,7 +138,12 @@ def test_pending_decision_shows_its_evidence_and_is_approved_once(client, rm, co
     pending = detail["pending_decision"]
     assert detail["status"] == "awaiting_approval" and detail["pending_decision_id"] == pending["id"]
     tests = next(g for g in pending["gates"] if g["gate"] == "tests_green")
-    assert (tests["outcome"], tests["reason"], tests["inputs"]["value"], tests["inputs"]["samples"]) == ("inconclusive", "grey_zone", 0.99, 900)
+    assert (tests["outcome"], tests["reason"], tests["inputs"]["value"], tests["inputs"]["samples"]) == (
+        "inconclusive",
+        "grey_zone",
+        0.99,
+        900,
+    )
     assert client.get(f"/releases/{rid}/decisions/{pending['id']}", headers=rm).json()["fingerprint"] == pending["fingerprint"]
     url = f"/releases/{rid}/decisions/{pending['id']}/approve"
     r = client.post(url, json={}, headers=rm)
@@ -175,14 +193,21 @@ def test_a_stale_version_is_409(client, rm, conductor, clock):
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/releases", {"track": "music-android", "release_version": "9.9.9", "stage": "released"}, "stage"),
-    ("/releases/{rid}/signals", {"signals": [{"name": "build_green", "value": 1}], "actor": "someone-else"}, "actor"),
-    ("/releases/{rid}/signals", {"signals": [{"name": "build_green", "value": 1, "recorded_at": "2020-01-01T00:00:00Z"}]}, "signals.0.recorded_at"),
-    ("/releases/{rid}/pause", {"reason": "x", "created_at": "2020-01-01T00:00:00Z"}, "created_at"),
-    ("/releases/{rid}/signoffs", {"team": "playback", "state": "approved"}, "state"),
-    ("/releases/{rid}/cancel", {"reason": "x", "version": 1}, "version"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/releases", {"track": "music-android", "release_version": "9.9.9", "stage": "released"}, "stage"),
+        ("/releases/{rid}/signals", {"signals": [{"name": "build_green", "value": 1}], "actor": "someone-else"}, "actor"),
+        (
+            "/releases/{rid}/signals",
+            {"signals": [{"name": "build_green", "value": 1, "recorded_at": "2020-01-01T00:00:00Z"}]},
+            "signals.0.recorded_at",
+        ),
+        ("/releases/{rid}/pause", {"reason": "x", "created_at": "2020-01-01T00:00:00Z"}, "created_at"),
+        ("/releases/{rid}/signoffs", {"team": "playback", "state": "approved"}, "state"),
+        ("/releases/{rid}/cancel", {"reason": "x", "version": 1}, "version"),
+    ],
+)
 def test_a_body_cannot_set_server_owned_fields(client, rm, conductor, clock, path, body, field):
     rid = cut_branch(conductor, clock)
     before = conductor.snapshot(rid)
@@ -198,8 +223,12 @@ def test_four_eyes_forbids_approving_ones_own_change(client, conductor, clock, a
 
     assert client.patch("/tracks/music-android", json={"four_eyes": True}, headers=admin).status_code == 200
     rid = cut_branch(conductor, clock)
-    push = {"ref": "refs/heads/release/9.0.0", "after": "d" * 40, "repository": {"full_name": "acme/music-android"},
-            "commits": [{"id": "d" * 40, "message": "quick fix without marker", "author": {"username": "rita"}}]}
+    push = {
+        "ref": "refs/heads/release/9.0.0",
+        "after": "d" * 40,
+        "repository": {"full_name": "acme/music-android"},
+        "commits": [{"id": "d" * 40, "message": "quick fix without marker", "author": {"username": "rita"}}],
+    }
     body = json.dumps(push).encode()
     assert client.post("/webhooks/github", content=body, headers=github_headers(body, "push", "p-1")).status_code == 202
     conductor.record_signal(rid, "build_green", True, sha="d" * 40)
@@ -223,10 +252,20 @@ def test_signals_are_checked_against_the_pipeline(client, rm, conductor, clock):
     assert (r.status_code, r.json()["error"]) == (422, "InvalidSignal")
     r = client.post(url, json={"signals": [{"name": "tests_pass_rate", "value": 7}]}, headers=rm)
     assert r.status_code == 422 and "outside 0..1" in r.json()["detail"]
-    r = client.post(url, json={"signals": [{"name": "build_green", "value": True},
-                                           {"name": "tests_pass_rate", "value": 1.0, "samples": 300}], "source": "ci"}, headers=rm)
+    r = client.post(
+        url,
+        json={
+            "signals": [{"name": "build_green", "value": True}, {"name": "tests_pass_rate", "value": 1.0, "samples": 300}],
+            "source": "ci",
+        },
+        headers=rm,
+    )
     assert r.status_code == 200, r.text
-    assert (r.json()["recorded"], r.json()["verdict"], r.json()["release"]["stage"]) == (["build_green", "tests_pass_rate"], "wait", "nightly")
+    assert (r.json()["recorded"], r.json()["verdict"], r.json()["release"]["stage"]) == (
+        ["build_green", "tests_pass_rate"],
+        "wait",
+        "nightly",
+    )
     audit = [a for a in conductor.snapshot(rid).audit if a.kind == "signals_recorded"]
     assert audit[0].actor == "rita" and audit[0].data["values"] == {"build_green": 1.0, "tests_pass_rate": 1.0}
 
@@ -248,7 +287,11 @@ def test_signoff_pause_resume_cancel(client, rm, conductor, clock):
     assert (r.status_code, r.json()["error"]) == (409, "IllegalTransition")
     kinds = [(e["kind"], e["actor"]) for e in client.get(f"/releases/{rid}", headers=rm).json()["timeline"]]
     assert [k for k in kinds if k[1] == "rita" and k[0] != "release_started"] == [
-        ("signed_off", "rita"), ("paused", "rita"), ("resumed", "rita"), ("cancelled", "rita")]
+        ("signed_off", "rita"),
+        ("paused", "rita"),
+        ("resumed", "rita"),
+        ("cancelled", "rita"),
+    ]
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

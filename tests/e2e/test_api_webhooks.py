@@ -77,13 +77,28 @@ def test_gitlab_fixture_is_accepted_and_mapped(client, database, tokens, fixture
 
 def test_check_run_and_gitlab_job_hook_map_to_the_release(client, conductor, clock, database, tokens):
     rid = cut_branch(conductor, clock)
-    check_run = json.dumps({"action": "completed", "repository": {"full_name": "acme/music-android"},
-                            "check_run": {"name": "unit", "head_sha": "e" * 40, "conclusion": "success",
-                                          "check_suite": {"head_branch": "release/9.0.0"}}}).encode()
+    check_run = json.dumps(
+        {
+            "action": "completed",
+            "repository": {"full_name": "acme/music-android"},
+            "check_run": {"name": "unit", "head_sha": "e" * 40, "conclusion": "success", "check_suite": {"head_branch": "release/9.0.0"}},
+        }
+    ).encode()
     r = client.post("/webhooks/github", content=check_run, headers=github_headers(check_run, "check_run", "cr-1"))
-    assert r.status_code == 202 and (r.json()["kind"], event_outcome(client, r.json(), tokens["viewer"])["release_id"]) == ("build_finished", rid)
-    job = json.dumps({"object_kind": "build", "ref": "release/9.0.0", "sha": "e" * 40, "build_status": "failed",
-                      "build_name": "lint", "project": {"path_with_namespace": "acme/music-android"}}).encode()
+    assert r.status_code == 202 and (r.json()["kind"], event_outcome(client, r.json(), tokens["viewer"])["release_id"]) == (
+        "build_finished",
+        rid,
+    )
+    job = json.dumps(
+        {
+            "object_kind": "build",
+            "ref": "release/9.0.0",
+            "sha": "e" * 40,
+            "build_status": "failed",
+            "build_name": "lint",
+            "project": {"path_with_namespace": "acme/music-android"},
+        }
+    ).encode()
     headers = {**gitlab_headers("Job Hook", "uuid-1"), "Idempotency-Key": "idem-1"}
     r = client.post("/webhooks/gitlab", content=job, headers=headers)
     assert r.status_code == 202 and (r.json()["kind"], r.json()["delivery_id"]) == ("build_finished", "idem-1")
@@ -91,7 +106,10 @@ def test_check_run_and_gitlab_job_hook_map_to_the_release(client, conductor, clo
     # GitLab retries with a new event UUID but the same Idempotency-Key: one event
     again = client.post("/webhooks/gitlab", content=job, headers={**headers, "X-Gitlab-Event-UUID": "uuid-2"})
     assert again.json()["duplicate"] is True
-    assert [(r.source, r.delivery_id, r.status) for r in inbox_rows(database)] == [("github", "cr-1", "processed"), ("gitlab", "idem-1", "processed")]
+    assert [(r.source, r.delivery_id, r.status) for r in inbox_rows(database)] == [
+        ("github", "cr-1", "processed"),
+        ("gitlab", "idem-1", "processed"),
+    ]
     build = next(g for g in conductor.snapshot(rid).latest.evidence["gates"] if g["gate"] == "build_green")
     assert (build["outcome"], build["inputs"]["source"]) == ("fail", "gitlab")  # the latest build, GitLab's, failed
 
@@ -117,8 +135,11 @@ def test_every_cdevent_fixture_is_accepted_in_both_modes(client, database, clock
 def test_every_junit_fixture_becomes_signals(client, conductor, clock, tokens, fixtures_root, name):
     rid = cut_branch(conductor, clock)
     xml = (fixtures_root / "junit" / name).read_bytes()
-    r = client.post(f"/releases/{rid}/test-reports?sha=abc1234", content=xml,
-                    headers={**bearer(tokens["release_manager"]), "Content-Type": "application/xml"})
+    r = client.post(
+        f"/releases/{rid}/test-reports?sha=abc1234",
+        content=xml,
+        headers={**bearer(tokens["release_manager"]), "Content-Type": "application/xml"},
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     # mobile_weekly declares tests_pass_rate and tests_failed; the other counts are not stored
@@ -135,8 +156,13 @@ def test_every_junit_fixture_becomes_signals(client, conductor, clock, tokens, f
 
 def test_generic_event_drives_the_release(client, conductor, clock, database, tokens):
     rid = cut_branch(conductor, clock)
-    body = generic_body(id="run-1", repository="acme/music-android", branch="release/9.0.0", sha="3484a3f",
-                        signals=[{"name": "tests_pass_rate", "value": 1.0, "samples": 400}])
+    body = generic_body(
+        id="run-1",
+        repository="acme/music-android",
+        branch="release/9.0.0",
+        sha="3484a3f",
+        signals=[{"name": "tests_pass_rate", "value": 1.0, "samples": 400}],
+    )
     r = client.post("/webhooks/generic", content=body, headers=standard_headers(body, "gen-1", clock.now))
     assert r.status_code == 202, r.text
     assert (r.json()["status"], r.json()["kind"]) == ("accepted", "build_finished")
@@ -150,7 +176,11 @@ def test_release_branch_push_without_marker_asks_a_human(client, conductor, cloc
     rid = cut_branch(conductor, clock)
     conductor.record_signal(rid, "build_green", True, source="ci")
     push = {
-        "ref": "refs/heads/release/9.0.0", "before": "a" * 40, "after": "b" * 40, "created": False, "deleted": False,
+        "ref": "refs/heads/release/9.0.0",
+        "before": "a" * 40,
+        "after": "b" * 40,
+        "created": False,
+        "deleted": False,
         "repository": {"full_name": "acme/music-android"},
         "commits": [{"id": "b" * 40, "message": "tweak the player", "author": {"username": "dave"}}],
     }
@@ -252,12 +282,21 @@ def _standard_case(path: str, body: bytes, extra: dict[str, str]):
     return make
 
 
-CDEVENT = json.dumps({"context": {"id": "x", "source": "/ci", "type": "dev.cdevents.build.finished.0.2.0"},
-                      "subject": {"id": "b1", "content": {}}}).encode()
+CDEVENT = json.dumps(
+    {"context": {"id": "x", "source": "/ci", "type": "dev.cdevents.build.finished.0.2.0"}, "subject": {"id": "b1", "content": {}}}
+).encode()
 STANDARD = {
-    "cloudevents": _standard_case("/webhooks/cloudevents", CDEVENT,
-                                  {"ce-specversion": "1.0", "ce-id": "x", "ce-source": "/ci", "ce-type": "dev.cdevents.build.finished.0.2.0",
-                                   "Content-Type": "application/json"}),
+    "cloudevents": _standard_case(
+        "/webhooks/cloudevents",
+        CDEVENT,
+        {
+            "ce-specversion": "1.0",
+            "ce-id": "x",
+            "ce-source": "/ci",
+            "ce-type": "dev.cdevents.build.finished.0.2.0",
+            "Content-Type": "application/json",
+        },
+    ),
     "generic": _standard_case("/webhooks/generic", generic_body(repository="acme/music-android"), {"Content-Type": "application/json"}),
 }
 COMMON = ["flipped_byte", "missing_header", "unknown_header", "wrong_secret"]
@@ -303,7 +342,12 @@ def test_signature_rotation(make_api, api_settings, clock, database):
     body = generic_body(id="rot")
     with TestClient(make_api(settings)) as client:
         # a sender still on the old secret
-        assert client.post("/webhooks/generic", content=body, headers=standard_headers(body, "rot-1", clock.now, OLD_WEBHOOK_SECRET)).status_code == 202
+        assert (
+            client.post(
+                "/webhooks/generic", content=body, headers=standard_headers(body, "rot-1", clock.now, OLD_WEBHOOK_SECRET)
+            ).status_code
+            == 202
+        )
     with TestClient(make_api()) as client:
         # a sender signing with both while the receiver has only the new one: any v1 signature may match
         old = standard_headers(body, "rot-2", clock.now, OLD_WEBHOOK_SECRET)
@@ -315,8 +359,11 @@ def test_signature_rotation(make_api, api_settings, clock, database):
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 def test_per_track_secret_verifies_its_own_repository_only(client, tokens, database):
-    r = client.post("/tracks", headers=bearer(tokens["admin"]), json={
-        "id": "web", "definition": "desktop", "repository": "acme/web", "secrets": {"github_secret": "web-only-secret"}})
+    r = client.post(
+        "/tracks",
+        headers=bearer(tokens["admin"]),
+        json={"id": "web", "definition": "desktop", "repository": "acme/web", "secrets": {"github_secret": "web-only-secret"}},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["secrets"] == ["github_secret"] and "web-only-secret" not in r.text
     own = b'{"zen": "z", "hook": {}, "repository": {"full_name": "acme/web"}}'

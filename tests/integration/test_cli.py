@@ -102,21 +102,32 @@ def test_a_release_rebuilt_in_a_new_process_each_step_ends_like_one_process(env,
     assert audit == expected
     kinds = [a[0] for a in audit]
     assert kinds == [
-        "release_started", "transitioned", "signed_off", "approval_requested", "approved", "transitioned",
+        "release_started",
+        "transitioned",
+        "signed_off",
+        "approval_requested",
+        "approved",
+        "transitioned",
         # still grey at the rollout stage: asked again, then the bad value withdraws the question and halts
-        "approval_requested", "decision_withdrawn", "halted", "resumed", "transitioned",
+        "approval_requested",
+        "decision_withdrawn",
+        "halted",
+        "resumed",
+        "transitioned",
     ]
 
 
 def test_validate_reports_every_problem_and_exits_1(env, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(QUICK.replace("pass: 99.5, fail: 99,", "pass: 99, fail: 99.5,").replace("to: beta, gates: [build]", "to: betta, gates: [bild]"))
+    bad.write_text(
+        QUICK.replace("pass: 99.5, fail: 99,", "pass: 99, fail: 99.5,").replace("to: beta, gates: [build]", "to: betta, gates: [bild]")
+    )
     p = run(env, "validate", str(bad), ok=False)
     assert p.returncode == 1
-    lines = [l for l in p.stderr.splitlines() if l.startswith("error")]
-    assert any(f"{bad}:8: gates.crash: bad threshold band" in l for l in lines)
-    assert any(f"{bad}:18: transitions.0.to: unknown stage 'betta'" in l for l in lines)
-    assert any(f"{bad}:18: transitions.0.gates.0: unknown gate 'bild'" in l for l in lines)
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error")]
+    assert any(f"{bad}:8: gates.crash: bad threshold band" in line for line in lines)
+    assert any(f"{bad}:18: transitions.0.to: unknown stage 'betta'" in line for line in lines)
+    assert any(f"{bad}:18: transitions.0.gates.0: unknown gate 'bild'" in line for line in lines)
     ok = run(env, "validate", str(DEFINITIONS))
     assert "ok mobile_weekly" in ok.stdout and "ok desktop" in ok.stdout
 

@@ -11,7 +11,7 @@ import pytest
 from conductor.actions import ActionAdapters, ActionOutcome
 from conductor.bootstrap import build
 from conductor.config import Settings
-from conductor.errors import ConcurrentUpdate
+from conductor.domain.errors import ConcurrentUpdate
 from conductor.read.tracks import get_event
 from conductor.service import jobs
 from conductor.service.inbox import store_event
@@ -29,15 +29,24 @@ class Done:
 
 
 def event(kind, delivery, **kw):
-    return InboundEvent(source="generic", delivery_id=delivery, kind=kind, raw_type=kind, repository="acme/music-android",
-                        branch="release/9.0.0", sha="abc", **kw)
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery,
+        kind=kind,
+        raw_type=kind,
+        repository="acme/music-android",
+        branch="release/9.0.0",
+        sha="abc",
+        **kw,
+    )
 
 
 @pytest.fixture
 def runner(conductor):
     done = Done()
-    adapters = ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
-                              {"cut_branch": done, "distribute": done, "notify": done})
+    adapters = ActionAdapters(
+        httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))), {"cut_branch": done, "distribute": done, "notify": done}
+    )
     settings = Settings(database_url=conductor.db.url, broker_url=None, tick_interval_s=0.2, sweep_interval_s=0.2, sweep_grace_s=60)
     r = build(settings, mode="embedded", context=conductor, adapters=adapters).runner.start()
     r.done = done
@@ -47,9 +56,11 @@ def runner(conductor):
 
 def test_events_flow_through_the_same_jobs_as_the_workers(conductor, runner):
     rid = conductor.start_release("music-android", "9.0.0")
-    for e in (event("branch_created", "cut"),
-              event("build_finished", "b1", signals=[SignalIn(name="build_green", value=1)]),
-              event("tests_finished", "t1", signals=[SignalIn(name="tests_pass_rate", value=1.0, samples=900)])):
+    for e in (
+        event("branch_created", "cut"),
+        event("build_finished", "b1", signals=[SignalIn(name="build_green", value=1)]),
+        event("tests_finished", "t1", signals=[SignalIn(name="tests_pass_rate", value=1.0, samples=900)]),
+    ):
         runner.dispatcher.event_stored(store_event(conductor, e).event_id)
     assert runner.wait_idle(20)
     snap = conductor.snapshot(rid)

@@ -14,16 +14,14 @@ import pytest
 from sqlalchemy import func, select, text
 
 from conductor.actions import ActionAdapters, ActionOutcome
-from conductor.service import Actor
-from conductor.service import jobs
-from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION
+from conductor.service import Actor, jobs
 from conductor.service.inbox import process_events, store_event
 from conductor.service.jobs import Runtime, gave_up, handle_events, run_job, sweep_events
+from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION
 from conductor.sources.events import CommitInfo, InboundEvent, SignalIn
 from conductor.store.models import AuditEntry, Evaluation, InboxEvent, OutboxAction, Release, SignalRow, Timer
-
-from tests.integration.test_service import BRANCH_DAY, RM, TEAMS, stage_of
 from tests.conftest import apply_event
+from tests.integration.test_service import BRANCH_DAY, RM, TEAMS, stage_of
 
 REPO = "acme/music-android"
 _n = iter(range(10**6))
@@ -32,8 +30,16 @@ _n = iter(range(10**6))
 def ev(version="9.0.0", kind="signal", signals=(), sha="s1", branch=None, repo=REPO, commits=(), labels=()):
     """A generic event for release `version` (its branch), each with a delivery id of its own."""
     return InboundEvent(
-        source="generic", delivery_id=f"b-{next(_n)}", kind=kind, raw_type=kind, repository=repo,
-        branch=branch or f"release/{version}", sha=sha, signals=list(signals), commits=list(commits), labels=list(labels),
+        source="generic",
+        delivery_id=f"b-{next(_n)}",
+        kind=kind,
+        raw_type=kind,
+        repository=repo,
+        branch=branch or f"release/{version}",
+        sha=sha,
+        signals=list(signals),
+        commits=list(commits),
+        labels=list(labels),
     )
 
 
@@ -59,8 +65,10 @@ def signals_per_event(db):
 
 def table_counts(db):
     with db.read() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m))
-                for m in (AuditEntry, Evaluation, OutboxAction, Timer, SignalRow, InboxEvent)}
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m))
+            for m in (AuditEntry, Evaluation, OutboxAction, Timer, SignalRow, InboxEvent)
+        }
 
 
 def _trigger(trigger, pos):
@@ -73,14 +81,22 @@ def history(c, rid, version, ids):
     by 'V', so two releases fed the same script compare equal."""
     pos = {eid: i for i, eid in enumerate(ids)}
     with c.db.read() as s:
-        audit = [(a.kind, a.actor, a.from_stage, a.to_stage, a.reason.replace(version, "V"), pos.get(a.event_id, a.event_id))
-                 for a in s.scalars(select(AuditEntry).where(AuditEntry.release_id == rid).order_by(AuditEntry.id))]
-        signals = [(r.name, r.value, r.samples, r.sha, r.source, pos.get(r.event_id))
-                   for r in s.scalars(select(SignalRow).where(SignalRow.release_id == rid).order_by(SignalRow.id))]
-        evaluations = [(e.stage, e.transition, e.verdict, _trigger(e.trigger, pos))
-                       for e in s.scalars(select(Evaluation).where(Evaluation.release_id == rid).order_by(Evaluation.id))]
-        outbox = [(o.action, o.params.get("stage"), o.params.get("event"))
-                  for o in s.scalars(select(OutboxAction).where(OutboxAction.release_id == rid).order_by(OutboxAction.id))]
+        audit = [
+            (a.kind, a.actor, a.from_stage, a.to_stage, a.reason.replace(version, "V"), pos.get(a.event_id, a.event_id))
+            for a in s.scalars(select(AuditEntry).where(AuditEntry.release_id == rid).order_by(AuditEntry.id))
+        ]
+        signals = [
+            (r.name, r.value, r.samples, r.sha, r.source, pos.get(r.event_id))
+            for r in s.scalars(select(SignalRow).where(SignalRow.release_id == rid).order_by(SignalRow.id))
+        ]
+        evaluations = [
+            (e.stage, e.transition, e.verdict, _trigger(e.trigger, pos))
+            for e in s.scalars(select(Evaluation).where(Evaluation.release_id == rid).order_by(Evaluation.id))
+        ]
+        outbox = [
+            (o.action, o.params.get("stage"), o.params.get("event"))
+            for o in s.scalars(select(OutboxAction).where(OutboxAction.release_id == rid).order_by(OutboxAction.id))
+        ]
         release = s.get(Release, rid)
         state = (release.stage, release.head_sha, release.halted_from, [cm["sha"] for cm in release.unreviewed_commits])
     return {"state": state, "audit": audit, "signals": signals, "evaluations": evaluations, "outbox": outbox}
@@ -209,13 +225,16 @@ def test_a_bad_value_followed_by_a_good_one_in_one_batch_still_halts(conductor, 
 
 
 def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, release):
-    ids = store(conductor, [
-        ev(kind="build_finished", signals=sig("build_green", 1.0)),
-        ev(signals=sig("open_blockers", 0)),
-        ev(signals=sig("crash_free_sessions", 150.0, 40000)),  # a percent above 100: bad data
-        ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
-        ev(signals=sig("anr_rate", 0.2, 40000)),
-    ])
+    ids = store(
+        conductor,
+        [
+            ev(kind="build_finished", signals=sig("build_green", 1.0)),
+            ev(signals=sig("open_blockers", 0)),
+            ev(signals=sig("crash_free_sessions", 150.0, 40000)),  # a percent above 100: bad data
+            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
+            ev(signals=sig("anr_rate", 0.2, 40000)),
+        ],
+    )
     bad = ids[2]
     result = process_events(conductor, ids).statuses
     assert result == {i: ("failed" if i == bad else "processed") for i in ids}
@@ -227,7 +246,10 @@ def test_one_bad_event_fails_alone_and_the_rest_is_applied_once(conductor, relea
     assert signals_per_event(conductor.db) == {i: 1 for i in ids if i != bad}
     snap = conductor.snapshot(release)
     assert snap.release.stage == "nightly"
-    assert [(a.kind, a.to_stage) for a in snap.audit if a.kind == "transitioned"] == [("transitioned", "branch"), ("transitioned", "nightly")]
+    assert [(a.kind, a.to_stage) for a in snap.audit if a.kind == "transitioned"] == [
+        ("transitioned", "branch"),
+        ("transitioned", "nightly"),
+    ]
     assert next(a for a in snap.audit if a.to_stage == "nightly").event_id == ids[3]
     assert [o.action for o in snap.outbox] == ["cut_branch", "distribute"]
 
@@ -239,16 +261,24 @@ def test_an_already_processed_and_a_repeated_id_are_not_applied_again(conductor,
     with conductor.db.read() as s:
         audit_of_first = s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.event_id == first))
     clock.advance(timedelta(minutes=5))
-    second, third = store(conductor, [
-        ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
-        ev(signals=sig("open_blockers", 0)),
-    ])
+    second, third = store(
+        conductor,
+        [
+            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
+            ev(signals=sig("open_blockers", 0)),
+        ],
+    )
 
     result = process_events(conductor, [second, first, second, third, second]).statuses
     assert result == {first: "processed", second: "processed", third: "processed"}
     after = inbox(conductor.db, [first])[0]
     assert (after.status, after.attempts, after.processed_at, after.note, after.release_id) == (
-        before.status, before.attempts, before.processed_at, before.note, before.release_id)
+        before.status,
+        before.attempts,
+        before.processed_at,
+        before.note,
+        before.release_id,
+    )
     assert [r.attempts for r in inbox(conductor.db, [second, third])] == [1, 1]
     assert signals_per_event(conductor.db) == {first: 1, second: 1, third: 1}
     with conductor.db.read() as s:
@@ -277,7 +307,9 @@ def test_a_batch_over_several_releases_and_unmatched_branches(conductor, clock):
     }
     ids = dict(zip(events, store(conductor, events.values()), strict=True))
     result = process_events(conductor, list(ids.values())).statuses
-    got = {name: (result[i], r.note, r.release_id) for (name, i), r in zip(ids.items(), inbox(conductor.db, list(ids.values())), strict=True)}
+    got = {
+        name: (result[i], r.note, r.release_id) for (name, i), r in zip(ids.items(), inbox(conductor.db, list(ids.values())), strict=True)
+    }
     assert got["a_build"] == ("processed", None, a)
     assert got["b_build"] == ("processed", None, b)
     assert got["a_tests"] == ("processed", None, a)
@@ -314,8 +346,14 @@ def run_while_locked(database, table: str, row_id: int, fn):
 # SKIP LOCKED is PostgreSQL's; SQLite has one writer, so there is nothing to skip there.
 @pytest.mark.parametrize("database", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
 def test_an_event_another_transaction_holds_is_skipped_not_waited_for(conductor, database, release):
-    ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
-                            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
+    ids = store(
+        conductor,
+        [
+            ev(kind="build_finished", signals=sig("build_green", 1.0)),
+            ev(signals=sig("open_blockers", 0)),
+            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
+        ],
+    )
     held = ids[1]
     blocked, result = run_while_locked(database, "inbox", held, lambda: process_events(conductor, ids).statuses)
     assert not blocked, "process_events waited for the row another transaction holds"
@@ -332,8 +370,14 @@ def test_events_of_a_release_another_worker_holds_are_applied_after_the_rest_in_
     applies its events in id order, in the same job (not at the back of the queue, where later
     events of that release could overtake them)."""
     other = conductor.start_release("music-android", "9.1.0", RM)
-    ids = store(conductor, [ev("9.0.0", kind="branch_push", sha="AAA"), ev("9.1.0", signals=sig("open_blockers", 0)),
-                            ev("9.0.0", kind="branch_push", sha="BBB")])
+    ids = store(
+        conductor,
+        [
+            ev("9.0.0", kind="branch_push", sha="AAA"),
+            ev("9.1.0", signals=sig("open_blockers", 0)),
+            ev("9.0.0", kind="branch_push", sha="BBB"),
+        ],
+    )
     rec = Recorder(conductor)
     holder = database.engine.connect()
     tx = holder.begin()
@@ -378,8 +422,10 @@ class Recorder:
     def __init__(self, conductor):
         self.sent: list[tuple[str, tuple]] = []
         self.done = Done()
-        adapters = ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
-                                  {"cut_branch": self.done, "distribute": self.done, "notify": self.done})
+        adapters = ActionAdapters(
+            httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))),
+            {"cut_branch": self.done, "distribute": self.done, "notify": self.done},
+        )
         self.runtime = Runtime(conductor, self, adapters)
 
     def submit(self, task, *args):
@@ -411,11 +457,19 @@ def test_handle_events_relays_the_actions_the_batch_queued_and_only_those(conduc
     other = conductor.start_release("music-android", "9.2.0", RM)
     # Another release's action is queued and due, but it belongs to no event of the batch.
     assert apply_event(conductor, store(conductor, [ev("9.2.0", kind="branch_created")])[0]) == "processed"
-    ids = store(conductor, [ev("9.0.0", kind="branch_created"), ev("9.1.0", kind="branch_created"),
-                            ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0))])
+    ids = store(
+        conductor,
+        [
+            ev("9.0.0", kind="branch_created"),
+            ev("9.1.0", kind="branch_created"),
+            ev("9.0.0", kind="build_finished", signals=sig("build_green", 1.0)),
+        ],
+    )
 
     assert handle_events(rec.runtime, ids) == {"processed": 3}
-    assert sorted(rec.sent) == sorted((TASK_RUN_ACTION, (i,)) for i in outbox_ids(conductor.db, a, "cut_branch") + outbox_ids(conductor.db, b, "cut_branch"))
+    assert sorted(rec.sent) == sorted(
+        (TASK_RUN_ACTION, (i,)) for i in outbox_ids(conductor.db, a, "cut_branch") + outbox_ids(conductor.db, b, "cut_branch")
+    )
     assert len(rec.sent) == 2
     rec.drain()
     assert outbox_status(conductor.db, a) == {"cut_branch": "done"} and outbox_status(conductor.db, b) == {"cut_branch": "done"}
@@ -423,8 +477,13 @@ def test_handle_events_relays_the_actions_the_batch_queued_and_only_those(conduc
     assert len(rec.done.calls) == 2
 
     # A batch that falls back to one-by-one (one bad event) still relays what the good ones queued.
-    ids = store(conductor, [ev("9.0.0", kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
-                            ev("9.1.0", signals=sig("tests_pass_rate", 7.0, 900))])
+    ids = store(
+        conductor,
+        [
+            ev("9.0.0", kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
+            ev("9.1.0", signals=sig("tests_pass_rate", 7.0, 900)),
+        ],
+    )
     assert handle_events(rec.runtime, ids) == {"processed": 1, "failed": 1}
     assert rec.sent == [(TASK_RUN_ACTION, (outbox_ids(conductor.db, a, "distribute")[0],))]
     rec.drain()
@@ -434,8 +493,14 @@ def test_handle_events_relays_the_actions_the_batch_queued_and_only_those(conduc
 
 def test_giving_up_on_a_batch_resends_each_event_alone(conductor, release):
     rec = Recorder(conductor)
-    ids = store(conductor, [ev(kind="build_finished", signals=sig("build_green", 1.0)), ev(signals=sig("open_blockers", 0)),
-                            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900))])
+    ids = store(
+        conductor,
+        [
+            ev(kind="build_finished", signals=sig("build_green", 1.0)),
+            ev(signals=sig("open_blockers", 0)),
+            ev(kind="tests_finished", signals=sig("tests_pass_rate", 1.0, 900)),
+        ],
+    )
     gave_up(rec.runtime, TASK_PROCESS_EVENTS, (ids,), "WorkerLostError: worker exited")
     assert rec.sent == [(TASK_PROCESS_EVENTS, ([i],)) for i in ids]
     assert [r.status for r in inbox(conductor.db, ids)] == ["pending"] * 3  # nobody marked failed for the batch

@@ -5,14 +5,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from conductor.errors import Forbidden
+from conductor.domain.errors import Forbidden
 from conductor.service import Actor
 from conductor.service.inbox import store_event
 from conductor.sources.events import CommitInfo, InboundEvent, SignalIn
 from conductor.store.models import AuditEntry, InboxEvent, SignalRow
-
-from tests.integration.test_service import BRANCH_DAY, RM, stage_of
 from tests.conftest import apply_event
+from tests.integration.test_service import BRANCH_DAY, RM, stage_of
 
 REPO = "acme/music-android"
 _n = iter(range(10**6))
@@ -20,8 +19,16 @@ _n = iter(range(10**6))
 
 def ev(kind="build_finished", branch="release/9.0.0", sha="c0ffee", signals=(), commits=(), labels=(), repo=REPO, delivery=None):
     return InboundEvent(
-        source="github", delivery_id=delivery or f"d-{next(_n)}", kind=kind, raw_type=kind, repository=repo, branch=branch,
-        sha=sha, signals=list(signals), commits=list(commits), labels=list(labels),
+        source="github",
+        delivery_id=delivery or f"d-{next(_n)}",
+        kind=kind,
+        raw_type=kind,
+        repository=repo,
+        branch=branch,
+        sha=sha,
+        signals=list(signals),
+        commits=list(commits),
+        labels=list(labels),
     )
 
 
@@ -82,7 +89,10 @@ def test_unmatched_events_are_kept_with_the_reason(conductor, release, kwargs, w
 def test_ping_and_unknown_types_are_ignored_with_a_reason(conductor, release):
     _, status = deliver(conductor, ev(kind="ping"))
     assert status == "ignored"
-    stored, status = deliver(conductor, InboundEvent(source="github", delivery_id="x1", kind="ignored", raw_type="issues.opened", reason="unsupported event issues"))
+    stored, status = deliver(
+        conductor,
+        InboundEvent(source="github", delivery_id="x1", kind="ignored", raw_type="issues.opened", reason="unsupported event issues"),
+    )
     with conductor.db.read() as s:
         assert s.get(InboxEvent, stored.event_id).note == "unsupported event issues"
 
@@ -147,5 +157,8 @@ def test_four_eyes_refuses_the_author(conductor, clock, database):
 
 
 def test_labelled_push_is_a_critical_fix(conductor, release):
-    deliver(conductor, ev(kind="branch_push", sha="s5", commits=[CommitInfo(sha="s5", message="hotfix", author="x")], labels=["Release-Fix: critical"]))
+    deliver(
+        conductor,
+        ev(kind="branch_push", sha="s5", commits=[CommitInfo(sha="s5", message="hotfix", author="x")], labels=["Release-Fix: critical"]),
+    )
     assert conductor.snapshot(release).release.unreviewed_commits == []

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from conductor.actions import ActionAdapters, ActionFailed, ActionOutcome
-from conductor.errors import ConductorError
+from conductor.domain.errors import ConductorError
 from conductor.service import Actor
 from conductor.service.inbox import store_event
 from conductor.service.jobs import Runtime, handle_events, relay_outbox, run_job, sweep_events
@@ -62,15 +62,26 @@ class Flaky:
 def world(conductor):
     adapters = {"cut_branch": Flaky(), "notify": Flaky()}
     rec = Recorder()
-    rec.runtime = Runtime(conductor, rec, ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))), adapters),
-                          action_max_attempts=3)
+    rec.runtime = Runtime(
+        conductor,
+        rec,
+        ActionAdapters(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))), adapters),
+        action_max_attempts=3,
+    )
     rec.adapters = adapters
     return rec
 
 
 def cut_event(version="9.0.0", delivery="d1"):
-    return InboundEvent(source="generic", delivery_id=delivery, kind="branch_created", raw_type="create",
-                        repository="acme/music-android", branch=f"release/{version}", sha="abc")
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery,
+        kind="branch_created",
+        raw_type="create",
+        repository="acme/music-android",
+        branch=f"release/{version}",
+        sha="abc",
+    )
 
 
 def rows(db):
@@ -203,8 +214,12 @@ def test_release_is_announced_once(conductor, database):
 
 def test_configure_actions_validates_and_masks_secrets(conductor):
     secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    shown = configure_actions(conductor, "music-android", RM, {"slack_url": "https://hooks.slack.test/x", "actions_url": "https://d.test/a",
-                                                               "actions_secret": secret})
+    shown = configure_actions(
+        conductor,
+        "music-android",
+        RM,
+        {"slack_url": "https://hooks.slack.test/x", "actions_url": "https://d.test/a", "actions_secret": secret},
+    )
     assert shown["actions_secret"] == "whsec_…" and shown["notify"]["slack_url"] == "https://hooks.slack.test/x"
     with pytest.raises(ConductorError, match="webhook_secret"):
         configure_actions(conductor, "music-android", RM, {"webhook_url": "https://ops.test/h"})

@@ -1,22 +1,25 @@
 """The service layer against a real database (SQLite and PostgreSQL), time moved by the clock."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from conductor.errors import IllegalTransition, InvalidSignal, NotFound, NotPaused, StaleApproval
+from conductor.domain.errors import IllegalTransition, InvalidSignal, NotFound, NotPaused, StaleApproval
 from conductor.service import Actor
-from conductor.store.models import Approval, AuditEntry, Evaluation, OutboxAction, Release, SignalRow, Timer
+from conductor.store.models import Approval, AuditEntry, Evaluation, OutboxAction, SignalRow, Timer
 
 RM = Actor("rita", "release_manager")
 TEAMS = ("playback", "search", "payments", "growth")
-BRANCH_DAY = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+BRANCH_DAY = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 def counts(db):
     with db.read() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) for m in (AuditEntry, Evaluation, OutboxAction, Timer, SignalRow, Approval)}
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m))
+            for m in (AuditEntry, Evaluation, OutboxAction, Timer, SignalRow, Approval)
+        }
 
 
 def stage_of(c, rid):
@@ -102,7 +105,11 @@ def test_full_walk_with_grey_zone_approval(conductor, clock, database):
     assert actions[:2] == ["cut_branch", "distribute"] and "set_rollout" in actions and actions[-1] == "notify"
     with database.read() as s:
         ap = s.scalars(select(Approval)).one()
-        assert (ap.verdict, ap.fingerprint, ap.role) == ("approve", snap.audit[kinds.index("approved")].data.get("fp", ap.fingerprint), "release_manager")
+        assert (ap.verdict, ap.fingerprint, ap.role) == (
+            "approve",
+            snap.audit[kinds.index("approved")].data.get("fp", ap.fingerprint),
+            "release_manager",
+        )
 
 
 def test_stale_approval_is_refused_and_writes_nothing_of_its_own(conductor, clock, database):
@@ -252,14 +259,14 @@ def test_release_keeps_its_pinned_definition(conductor, clock, tmp_path, databas
     c2 = Conductor(database, DefinitionCatalog(d), clock)
     r2 = c2.start_release("music-android", "9.1.0", RM)
     assert c2.snapshot(r2).release.definition_hash != pinned
-    clock.now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)  # Tuesday 10:00 Stockholm
+    clock.now = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)  # Tuesday 10:00 Stockholm
     c2.tick()
     assert stage_of(c2, r2) == "branch"
     assert stage_of(c2, rid) == "trunk"  # still on Friday's schedule
 
 
 def test_second_release_of_same_version_is_refused(conductor):
-    from conductor.errors import AlreadyExists
+    from conductor.domain.errors import AlreadyExists
 
     conductor.start_release("music-android", "9.0.0", RM)
     with pytest.raises(AlreadyExists):
@@ -269,8 +276,7 @@ def test_second_release_of_same_version_is_refused(conductor):
 
 
 def test_concurrent_writer_is_detected(conductor, database):
-    from conductor.errors import ConcurrentUpdate
-
+    from conductor.domain.errors import ConcurrentUpdate
     from conductor.service.step import ReleaseStep, lock_one
 
     rid = conductor.start_release("music-android", "9.0.0", RM)
@@ -290,14 +296,14 @@ def test_system_clock_moved_by_time_machine(database, catalog):
 
     from conductor.facade import Conductor
 
-    with time_machine.travel(datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc), tick=False) as traveller:
+    with time_machine.travel(datetime(2026, 11, 24, 8, 0, tzinfo=UTC), tick=False) as traveller:
         c = Conductor(database, catalog)  # the real system clock
         c.ensure_track("desktop", "desktop")
         rid = c.start_release("desktop", "3.2", RM)
         assert stage_of(c, rid) == "main"
-        traveller.move_to(datetime(2026, 11, 30, 13, 30, tzinfo=timezone.utc))
+        traveller.move_to(datetime(2026, 11, 30, 13, 30, tzinfo=UTC))
         c.record_signal(rid, "build_green", 1)
         assert stage_of(c, rid) == "main"  # branch day not yet
-        traveller.move_to(datetime(2026, 11, 30, 14, 0, tzinfo=timezone.utc))  # Monday 09:00 New York
+        traveller.move_to(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 New York
         c.tick()
         assert stage_of(c, rid) == "beta_channel"

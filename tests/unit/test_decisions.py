@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -8,7 +8,7 @@ from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.loader import load_pipeline
 
 MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "state_definitions" / "mobile_weekly.yaml")
-T0 = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)  # a Monday
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
 
 
 def good(now, sha="h1", **overrides):
@@ -29,14 +29,14 @@ SIGNED = {t: Signoff(t, True, "lead", T0) for t in ("playback", "search", "payme
 
 def test_branch_day_follows_the_pipeline_time_zone():
     # Friday 10:00 in Stockholm is 09:00 UTC in winter and 08:00 UTC in summer.
-    assert next_schedule_time(MOBILE, "branch_cut", T0) == datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
-    assert next_schedule_time(MOBILE, "branch_cut", datetime(2026, 6, 1, tzinfo=timezone.utc)) == datetime(2026, 6, 5, 8, 0, tzinfo=timezone.utc)
+    assert next_schedule_time(MOBILE, "branch_cut", T0) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    assert next_schedule_time(MOBILE, "branch_cut", datetime(2026, 6, 1, tzinfo=UTC)) == datetime(2026, 6, 5, 8, 0, tzinfo=UTC)
 
 
 def test_trunk_waits_for_branch_day_then_advances():
     d = decide(MOBILE, "trunk", GateContext(T0, T0))
-    assert d.verdict is Verdict.WAIT and d.wait_until == datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
-    later = datetime(2026, 11, 27, 9, 0, tzinfo=timezone.utc)
+    assert d.verdict is Verdict.WAIT and d.wait_until == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    later = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
     assert decide(MOBILE, "trunk", GateContext(later, T0)).verdict is Verdict.ADVANCE
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conductor.domain.errors import ConductorError, DefinitionError, NotFound
 from conductor.domain.loader import DefinitionCatalog
-from conductor.errors import ConductorError, DefinitionError, NotFound
 
 DEFS = Path(__file__).resolve().parents[2] / "state_definitions"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from conductor.domain.definition import parse_duration
+from conductor.domain.errors import DefinitionError
 from conductor.domain.loader import load_pipeline, parse_pipeline, validate_paths
-from conductor.errors import DefinitionError
 
 DEFS = Path(__file__).resolve().parents[2] / "state_definitions"
 
@@ -83,7 +83,12 @@ def test_yaml_syntax_error_names_the_line():
         ("on_fail: halt", "on_fail: explode", "transitions.1.on_fail", "hold"),
         ("crash: {type: percent}", "crash: {type: float}", "signals.crash.type", "number"),
         ("{from: out, to: done,", "{from: out, to: done, schedule: friday,", "transitions.1.schedule", "unknown schedule"),
-        ("  - {from: start, to: out, gates: [crash_ok]}\n", "  - {from: start, to: out, gates: [crash_ok]}\n  - {from: start, to: done}\n", "transitions.1.from", "already has"),
+        (
+            "  - {from: start, to: out, gates: [crash_ok]}\n",
+            "  - {from: start, to: out, gates: [crash_ok]}\n  - {from: start, to: done}\n",
+            "transitions.1.from",
+            "already has",
+        ),
     ],
 )
 def test_each_mistake_is_named(old, new, field, words):
@@ -104,7 +109,16 @@ def test_not_a_mapping():
     assert problems_of("- just\n- a list\n")[0].field == "<root>"
 
 
-@pytest.mark.parametrize("text,expected", [("30m", timedelta(minutes=30)), ("12h", timedelta(hours=12)), ("1d12h", timedelta(hours=36)), ("PT2H", timedelta(hours=2)), (90, timedelta(seconds=90))])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("30m", timedelta(minutes=30)),
+        ("12h", timedelta(hours=12)),
+        ("1d12h", timedelta(hours=36)),
+        ("PT2H", timedelta(hours=2)),
+        (90, timedelta(seconds=90)),
+    ],
+)
 def test_durations(text, expected):
     assert parse_duration(text) == expected
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conductor.domain.errors import DefinitionError
 from conductor.domain.loader import parse_pipeline
-from conductor.errors import DefinitionError
 
 ROOT = Path(__file__).resolve().parents[2]
 ALIAS_REFUSAL = "YAML anchors/aliases are not allowed in definitions"
@@ -62,7 +62,7 @@ def run_isolated(code: str, stdin: str, timeout: float = 60) -> subprocess.Compl
 PARSE_STDIN = """\
 import sys
 from conductor.domain.loader import parse_pipeline
-from conductor.errors import DefinitionError
+from conductor.domain.errors import DefinitionError
 try:
     parse_pipeline(sys.stdin.read(), "bomb.yaml")
 except DefinitionError as exc:
@@ -134,7 +134,11 @@ def test_minimal_is_valid():
     [
         ("name: " + "[" * 2000 + "]" * 2000 + "\n", 1, "name." + ".".join(["0"] * 31)),
         ("a: " + "{b: " * 2000 + "1" + "}" * 2000 + "\n", 1, "a" + ".b" * 30),
-        (edited("min_soak: 1h}", "min_soak: 1h, actions: [{action: x, p: " + "[" * 40 + "]" * 40 + "}]}"), 15, "transitions.1.actions.0.p." + ".".join(["0"] * 27)),
+        (
+            edited("min_soak: 1h}", "min_soak: 1h, actions: [{action: x, p: " + "[" * 40 + "]" * 40 + "}]}"),
+            15,
+            "transitions.1.actions.0.p." + ".".join(["0"] * 27),
+        ),
     ],
     ids=["lists", "mappings", "action-parameter"],
 )
@@ -214,8 +218,8 @@ def test_references_that_are_not_strings_are_type_problems(old, new, field):
 
 
 def test_file_that_is_not_utf8_names_its_line(tmp_path):
+    from conductor.domain.errors import NotFound
     from conductor.domain.loader import DefinitionCatalog, load_pipeline
-    from conductor.errors import NotFound
 
     f = tmp_path / "latin1.yaml"
     f.write_bytes(edited("name: mini", "name: mini\ndescription: caf\xe9").encode("latin-1"))

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -7,11 +7,20 @@ from hypothesis import strategies as st
 from conductor.domain.definition import CountGate, SignoffGate, ThresholdGate
 from conductor.domain.gates import GateContext, Outcome, Reason, SignalValue, Signoff, evaluate_gate
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ENTERED = NOW - timedelta(days=1)
 
 CRASH = ThresholdGate.model_validate(
-    {"kind": "threshold", "signal": "crash", "better": "higher", "pass": 99.5, "fail": 99.0, "min_samples": 1000, "max_age": "6h", "fresh_in_stage": True}
+    {
+        "kind": "threshold",
+        "signal": "crash",
+        "better": "higher",
+        "pass": 99.5,
+        "fail": 99.0,
+        "min_samples": 1000,
+        "max_age": "6h",
+        "fresh_in_stage": True,
+    }
 )
 ANR = ThresholdGate.model_validate({"kind": "threshold", "signal": "anr", "better": "lower", "pass": 0.3, "fail": 0.47})
 BLOCKERS = CountGate.model_validate({"kind": "count", "signal": "bugs", "max": 0, "max_age": "1d"})
@@ -44,7 +53,9 @@ def test_threshold_bands_higher_is_better(value, outcome, reason):
     assert r.inputs["pass"] == 99.5 and r.inputs["fail"] == 99.0 and r.inputs["value"] == value
 
 
-@pytest.mark.parametrize("value,outcome", [(0.1, Outcome.PASS), (0.3, Outcome.PASS), (0.4, Outcome.INCONCLUSIVE), (0.47, Outcome.FAIL), (3.0, Outcome.FAIL)])
+@pytest.mark.parametrize(
+    "value,outcome", [(0.1, Outcome.PASS), (0.3, Outcome.PASS), (0.4, Outcome.INCONCLUSIVE), (0.47, Outcome.FAIL), (3.0, Outcome.FAIL)]
+)
 def test_threshold_bands_lower_is_better(value, outcome):
     assert evaluate_gate("anr", ANR, ctx(anr=sig("anr", value))).outcome == outcome
 

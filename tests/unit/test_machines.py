@@ -25,7 +25,10 @@ def test_new_release_starts_on_trunk_and_walks_the_main_line():
         assert m.stage == expected
 
 
-@pytest.mark.parametrize("stage,event", [("beta", "halt"), ("released", "advance"), ("released", "cancel"), ("trunk", "resume"), ("cancelled", "cancel"), ("beta", "jump")])
+@pytest.mark.parametrize(
+    "stage,event",
+    [("beta", "halt"), ("released", "advance"), ("released", "cancel"), ("trunk", "resume"), ("cancelled", "cancel"), ("beta", "jump")],
+)
 def test_illegal_edges_raise(stage, event):
     with pytest.raises(TransitionNotAllowed):
         machine_for(MOBILE, Model(stage)).send(event)

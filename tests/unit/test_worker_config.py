@@ -48,7 +48,7 @@ def test_no_broker_is_a_clear_error(monkeypatch):
 
 def test_tasks_retry_with_capped_jittered_backoff_and_never_wait_long():
     import workers
-    from conductor.errors import ConcurrentUpdate
+    from conductor.domain.errors import ConcurrentUpdate
     from conductor.service.ports import TASK_PROCESS_EVENTS, TASK_RUN_ACTION, TASK_TICK
 
     for name in (TASK_PROCESS_EVENTS, TASK_RUN_ACTION):

@@ -74,8 +74,13 @@ class Sessions:
         """Set a fresh session cookie (a new CSRF secret every login)."""
         value = self._signer.dumps({"t": token_id, "c": secrets.token_urlsafe(32)})
         response.set_cookie(
-            SESSION_COOKIE, value, max_age=int(self.max_age.total_seconds()), path="/",
-            httponly=True, secure=is_tls(request), samesite="strict",
+            SESSION_COOKIE,
+            value,
+            max_age=int(self.max_age.total_seconds()),
+            path="/",
+            httponly=True,
+            secure=is_tls(request),
+            samesite="strict",
         )
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
 

@@ -100,7 +100,12 @@ def number(v: Any) -> str:
 
 @lru_cache(maxsize=4096)
 def _stagebar(order: tuple[str, ...], index: int, status: str, stage: str, halted_from: str | None, labels: bool) -> Markup:
-    classes = "stagebar" + (" labelled" if labels else "") + (" is-halted" if status == "halted" else "") + (" is-cancelled" if status == "cancelled" else "")
+    classes = (
+        "stagebar"
+        + (" labelled" if labels else "")
+        + (" is-halted" if status == "halted" else "")
+        + (" is-cancelled" if status == "cancelled" else "")
+    )
     items = []
     for i, name in enumerate(order):
         state = "done" if i < index or status == "released" else ("now" if i == index else "todo")
@@ -215,7 +220,9 @@ def sparkline(series: SignalSeries, marks: list[tuple[datetime, str]], now: date
     ]
     for at, stage in marks:
         if t0 <= at <= t1:
-            out.append(f'<line x1="{x(at)}" x2="{x(at)}" y1="0" y2="{height}" class="spark-stage"><title>entered {escape(stage)}</title></line>')
+            out.append(
+                f'<line x1="{x(at)}" x2="{x(at)}" y1="0" y2="{height}" class="spark-stage"><title>entered {escape(stage)}</title></line>'
+            )
     for name, v, kind in series.thresholds:
         out.append(
             f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y(v)}" y2="{y(v)}" class="spark-{kind}"><title>{escape(name)} {number(v)}</title></line>'
@@ -231,7 +238,9 @@ def sparkline(series: SignalSeries, marks: list[tuple[datetime, str]], now: date
         out.append(f'<circle cx="{x(p.at)}" cy="{y(p.value)}" r="3.5" class="spark-last"/>')
     for p in errors:
         cx, cy = x(p.at), height - pad_b
-        out.append(f'<path d="M{cx - 3},{cy - 3}L{cx + 3},{cy + 3}M{cx + 3},{cy - 3}L{cx - 3},{cy + 3}" class="spark-error"><title>{escape(p.source)} error: {escape(p.error or "")}</title></path>')
+        out.append(
+            f'<path d="M{cx - 3},{cy - 3}L{cx + 3},{cy + 3}M{cx + 3},{cy - 3}L{cx - 3},{cy + 3}" class="spark-error"><title>{escape(p.source)} error: {escape(p.error or "")}</title></path>'
+        )
     out.append("</svg>")
     return Markup("".join(out))
 
@@ -290,7 +299,8 @@ def status_ping(view: ReleaseView, url: str) -> str:
     lines = [f"{card.key}: {card.stage} ({STATUS_LABEL.get(card.status, card.status)}), {duration(card.time_in_stage)} in stage"]
     if card.lights:
         lights = ", ".join(
-            f"{g.gate} {OUTCOME_LABEL[g.outcome]}" + (f" ({g.detail})" if g.outcome not in ("pass",) and g.detail else "") for g in card.lights
+            f"{g.gate} {OUTCOME_LABEL[g.outcome]}" + (f" ({g.detail})" if g.outcome not in ("pass",) and g.detail else "")
+            for g in card.lights
         )
         lines.append(f"Gates: {lights}")
     w = card.waiting
@@ -332,11 +342,25 @@ def make_environment() -> Environment:
         auto_reload=False,
     )
     env.filters.update(
-        duration=duration, hours=hours, local_time=local_time, iso=iso, number=number,
+        duration=duration,
+        hours=hours,
+        local_time=local_time,
+        iso=iso,
+        number=number,
     )
     env.globals.update(
-        OUTCOME_LABEL=OUTCOME_LABEL, OUTCOME_SYMBOL=OUTCOME_SYMBOL, STATUS_LABEL=STATUS_LABEL, AUDIT_LABEL=AUDIT_LABEL, SHOWS_TARGET=SHOWS_TARGET,
-        sparkline=sparkline, mermaid_source=mermaid_source, stagebar=stagebar, lights=lights,
-        badge=badge, waiting=waiting, release_card=release_card, finished_item=finished_item,
+        OUTCOME_LABEL=OUTCOME_LABEL,
+        OUTCOME_SYMBOL=OUTCOME_SYMBOL,
+        STATUS_LABEL=STATUS_LABEL,
+        AUDIT_LABEL=AUDIT_LABEL,
+        SHOWS_TARGET=SHOWS_TARGET,
+        sparkline=sparkline,
+        mermaid_source=mermaid_source,
+        stagebar=stagebar,
+        lights=lights,
+        badge=badge,
+        waiting=waiting,
+        release_card=release_card,
+        finished_item=finished_item,
     )
     return env

@@ -36,7 +36,7 @@ from conductor.api.dashboard.auth import (
 )
 from conductor.api.dashboard.render import STATIC, make_environment, static_versions, status_ping
 from conductor.context import Context
-from conductor.errors import ConductorError, Forbidden, NotFound
+from conductor.domain.errors import ConductorError, Forbidden, NotFound
 from conductor.read.board import board as read_board
 from conductor.read.board import change_marks
 from conductor.read.insights import insights as read_insights
@@ -53,7 +53,14 @@ ACTING_ROLE = "release_manager"
 MAX_REASON = 2000  # as the REST API
 ID = re.compile(r"[0-9]{1,10}")  # ASCII digits only: str.isdigit() takes '²', which int() refuses
 # A region refreshes when one of its marks changed (see conductor.read.board.change_marks).
-PART_EVENTS = {"stage": "cd-stage", "release": "cd-release", "timeline": "cd-timeline", "decision": "cd-decision", "signals": "cd-signals", "board": "cd-board"}
+PART_EVENTS = {
+    "stage": "cd-stage",
+    "release": "cd-release",
+    "timeline": "cd-timeline",
+    "decision": "cd-decision",
+    "signals": "cd-signals",
+    "board": "cd-board",
+}
 DONE = {
     "approved": "Approved.",
     "rejected": "Rejected.",
@@ -120,15 +127,27 @@ class Dashboard:
             resp.headers["Server-Timing"] = f"app;dur={wall * 1000:.1f}, cpu;dur={cpu * 1000:.1f}"
         return resp
 
-    def render(self, request: Request, template: str, sess: DashboardSession | None, *, status: int = 200,
-               started: tuple[float, float] | None = None, **ctx: Any) -> Response:
+    def render(
+        self,
+        request: Request,
+        template: str,
+        sess: DashboardSession | None,
+        *,
+        status: int = 200,
+        started: tuple[float, float] | None = None,
+        **ctx: Any,
+    ) -> Response:
         release_base = self.url(request, "dashboard_release", release_id=0)[:-1]
         html = self.env.get_template(template).render(
-            request=request, user=sess.principal if sess else None, csrf=sess.csrf if sess else "",
+            request=request,
+            user=sess.principal if sess else None,
+            csrf=sess.csrf if sess else "",
             can_act=bool(sess and sess.principal.allows(ACTING_ROLE)),
             url=lambda name, **p: self.url(request, name, **p),
             static=lambda path: self.url(request, "dashboard_static", path=path) + f"?v={self.versions.get(path, '0')}",
-            release_url=lambda rid: f"{release_base}{rid}", poll_ms=self.poll_ms, **ctx,
+            release_url=lambda rid: f"{release_base}{rid}",
+            poll_ms=self.poll_ms,
+            **ctx,
         )
         return self.harden(HTMLResponse(html, status_code=status), started)
 
@@ -159,9 +178,19 @@ class Dashboard:
         marks["board" if release_id is None else "release"] += f":{int(ctx.now().timestamp() // 60)}"
         return marks
 
-    def release_page(self, request: Request, ctx: Context, sess: DashboardSession, release_id: int, *, status: int = 200,
-                     flash: str | None = None, error: str | None = None, started: tuple[float, float] | None = None,
-                     template: str = "release.html") -> Response:
+    def release_page(
+        self,
+        request: Request,
+        ctx: Context,
+        sess: DashboardSession,
+        release_id: int,
+        *,
+        status: int = 200,
+        flash: str | None = None,
+        error: str | None = None,
+        started: tuple[float, float] | None = None,
+        template: str = "release.html",
+    ) -> Response:
         # Marks first: a change landing while the view is read shows up at the next poll.
         marks = self.marks(ctx, release_id) if template == "release.html" else {}
         try:
@@ -169,11 +198,23 @@ class Dashboard:
         except NotFound as e:
             return self.problem(request, sess, 404, str(e))
         ping = status_ping(view, str(request.url_for("dashboard_release", release_id=release_id)))
-        return self.render(request, template, sess, status=status, started=started, view=view, ping=ping, flash=flash,
-                           error=error, scope=str(release_id), marks=marks)
+        return self.render(
+            request,
+            template,
+            sess,
+            status=status,
+            started=started,
+            view=view,
+            ping=ping,
+            flash=flash,
+            error=error,
+            scope=str(release_id),
+            marks=marks,
+        )
 
-    def act(self, request: Request, ctx: Context, release_id: int, csrf_token: str, action: Callable[[DashboardSession], str],
-            done: str) -> Response:
+    def act(
+        self, request: Request, ctx: Context, release_id: int, csrf_token: str, action: Callable[[DashboardSession], str], done: str
+    ) -> Response:
         """Check session, CSRF and role, run one use case, answer with the page (htmx) or a redirect."""
         sess = self.sessions.read(request, ctx)
         if sess is None:
@@ -183,7 +224,9 @@ class Dashboard:
             return self.problem(request, sess, 403, "Missing or wrong CSRF token: reload the page and try again.")
         if not sess.principal.allows(ACTING_ROLE):
             log.warning("dashboard_refused", why="role", actor=sess.principal.name, role=sess.principal.role, release_id=release_id)
-            return self.problem(request, sess, 403, str(Forbidden(f"{sess.principal.name} is a {sess.principal.role}; this needs {ACTING_ROLE}")))
+            return self.problem(
+                request, sess, 403, str(Forbidden(f"{sess.principal.name} is a {sess.principal.role}; this needs {ACTING_ROLE}"))
+            )
         try:
             stage = action(sess)
         except ConductorError as e:
@@ -192,7 +235,9 @@ class Dashboard:
         log.info("dashboard_action", action=done, actor=sess.principal.name, release_id=release_id, stage=stage)
         if self.is_htmx(request):
             return self.release_page(request, ctx, sess, release_id, flash=f"{DONE[done]} Stage: {stage}.")
-        return self.harden(RedirectResponse(self.url(request, "dashboard_release", release_id=release_id) + f"?done={done}", status_code=303))
+        return self.harden(
+            RedirectResponse(self.url(request, "dashboard_release", release_id=release_id) + f"?done={done}", status_code=303)
+        )
 
 
 def build_router(
@@ -239,8 +284,13 @@ def _login_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
         return login_page(request, next, None)
 
     @router.post("/login", name="dashboard_login_submit")
-    def login_submit(request: Request, ctx: ctx_dep, token: Annotated[str, Form()] = "", csrf_token: Annotated[str, Form()] = "",
-                     next: Annotated[str, Form()] = "") -> Response:
+    def login_submit(
+        request: Request,
+        ctx: ctx_dep,
+        token: Annotated[str, Form()] = "",
+        csrf_token: Annotated[str, Form()] = "",
+        next: Annotated[str, Form()] = "",
+    ) -> Response:
         if not csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token):
             log.warning("dashboard_refused", why="login_csrf", path=request.url.path)
             return login_page(request, next, "The sign-in form expired; please try again.", status=403)
@@ -342,15 +392,28 @@ def _live_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
 
 def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
     @router.post("/release/{release_id}/decision", name="dashboard_decide")
-    def decide(request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "",
-               decision: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = "",
-               evaluation_id: Annotated[str, Form()] = "", fingerprint: Annotated[str, Form()] = "") -> Response:
+    def decide(
+        request: Request,
+        ctx: ctx_dep,
+        release_id: int,
+        csrf_token: Annotated[str, Form()] = "",
+        decision: Annotated[str, Form()] = "",
+        reason: Annotated[str, Form()] = "",
+        evaluation_id: Annotated[str, Form()] = "",
+        fingerprint: Annotated[str, Form()] = "",
+    ) -> Response:
         ev_id = int(evaluation_id) if ID.fullmatch(evaluation_id) else None
 
         def run(sess: DashboardSession) -> str:
             if decision == "approve":
-                return approvals.approve(ctx, release_id, sess.principal.actor, need_reason(reason, "an approval"), evaluation_id=ev_id,
-                                         fingerprint=fingerprint or None)
+                return approvals.approve(
+                    ctx,
+                    release_id,
+                    sess.principal.actor,
+                    need_reason(reason, "an approval"),
+                    evaluation_id=ev_id,
+                    fingerprint=fingerprint or None,
+                )
             if decision == "reject":
                 return approvals.reject(ctx, release_id, sess.principal.actor, need_reason(reason, "a rejection"), evaluation_id=ev_id)
             raise ConductorError("decision must be approve or reject")
@@ -358,8 +421,9 @@ def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
         return dash.act(request, ctx, release_id, csrf_token, run, "approved" if decision == "approve" else "rejected")
 
     @router.post("/release/{release_id}/pause", name="dashboard_pause")
-    def pause(request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "",
-              reason: Annotated[str, Form()] = "") -> Response:
+    def pause(
+        request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = ""
+    ) -> Response:
         def run(sess: DashboardSession) -> str:
             releases.pause(ctx, release_id, sess.principal.actor, need_reason(reason, "pausing"))
             return snapshot(ctx, release_id).stage
@@ -367,13 +431,27 @@ def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
         return dash.act(request, ctx, release_id, csrf_token, run, "paused")
 
     @router.post("/release/{release_id}/resume", name="dashboard_resume")
-    def resume(request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "",
-               reason: Annotated[str, Form()] = "") -> Response:
-        return dash.act(request, ctx, release_id, csrf_token,
-                        lambda sess: releases.resume(ctx, release_id, sess.principal.actor, need_reason(reason, "resuming")), "resumed")
+    def resume(
+        request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = ""
+    ) -> Response:
+        return dash.act(
+            request,
+            ctx,
+            release_id,
+            csrf_token,
+            lambda sess: releases.resume(ctx, release_id, sess.principal.actor, need_reason(reason, "resuming")),
+            "resumed",
+        )
 
     @router.post("/release/{release_id}/cancel", name="dashboard_cancel")
-    def cancel(request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "",
-               reason: Annotated[str, Form()] = "") -> Response:
-        return dash.act(request, ctx, release_id, csrf_token,
-                        lambda sess: releases.cancel(ctx, release_id, sess.principal.actor, need_reason(reason, "cancelling")), "cancelled")
+    def cancel(
+        request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = ""
+    ) -> Response:
+        return dash.act(
+            request,
+            ctx,
+            release_id,
+            csrf_token,
+            lambda sess: releases.cancel(ctx, release_id, sess.principal.actor, need_reason(reason, "cancelling")),
+            "cancelled",
+        )

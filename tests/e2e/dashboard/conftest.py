@@ -19,10 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFINITIONS, MONDAY, ROOT, service_unavailable, inline
+from tests.conftest import DEFINITIONS, MONDAY, ROOT, inline, service_unavailable
 
 CHROMIUM = Path(os.environ.get("CONDUCTOR_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 POLL_SECONDS = 0.3
 
@@ -82,7 +89,6 @@ class Site:
         c.evaluate(rid)
         assert c.snapshot(rid).pending is not None, "the release should be waiting for approval"
         return rid
-
 
     def showcase(self) -> int:
         """One release in each place on the board (for screenshots); returns the one awaiting approval."""

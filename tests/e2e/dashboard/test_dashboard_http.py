@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from conductor.api.dashboard.render import STATIC, TEMPLATES
 from conductor.service import Actor
-from tests.conftest import inline
 from conductor.service.tokens import create_token, revoke_token
+from tests.conftest import inline
 from tests.e2e.dashboard.conftest import drive_to_approval, make_app
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -102,8 +102,14 @@ def test_revoking_the_token_ends_its_sessions(quick, role_tokens, rm):
 def test_approve_through_the_form_uses_the_service(quick, clock, rm):
     rid = drive_to_approval(quick, clock, "1.0")
     pending = quick.snapshot(rid).pending
-    r = rm.post(f"/release/{rid}/decision", csrf_token=rm.csrf, decision="approve", reason="grey, but a known device",
-                evaluation_id=str(pending.id), fingerprint=pending.fingerprint)
+    r = rm.post(
+        f"/release/{rid}/decision",
+        csrf_token=rm.csrf,
+        decision="approve",
+        reason="grey, but a known device",
+        evaluation_id=str(pending.id),
+        fingerprint=pending.fingerprint,
+    )
     assert r.status_code == 303 and r.headers["location"] == f"/release/{rid}?done=approved"
     snap = quick.snapshot(rid)
     assert snap.release.stage == "rollout"
@@ -118,21 +124,36 @@ def test_htmx_action_answers_with_the_page_and_errors_in_place(quick, clock, rm)
     pending = quick.snapshot(rid).pending
     quick.record_signal(rid, "crash_free_sessions", 99.3, samples=800, source="crashlytics")  # new evidence: new question
     hx = {"HX-Request": "true"}
-    r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "approve", "reason": "ok",
-                                                                      "evaluation_id": str(pending.id), "fingerprint": pending.fingerprint})
+    r = rm.client.post(
+        f"/release/{rid}/decision",
+        headers=hx,
+        data={
+            "csrf_token": rm.csrf,
+            "decision": "approve",
+            "reason": "ok",
+            "evaluation_id": str(pending.id),
+            "fingerprint": pending.fingerprint,
+        },
+    )
     assert r.status_code == 409 and 'role="alert"' in r.text and "superseded" in r.text
     assert quick.snapshot(rid).release.stage == "beta"
     r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "reject", "reason": "  "})
     assert r.status_code == 400 and "needs a reason" in r.text
-    r = rm.client.post(f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "reject", "reason": "new crash cluster"})
+    r = rm.client.post(
+        f"/release/{rid}/decision", headers=hx, data={"csrf_token": rm.csrf, "decision": "reject", "reason": "new crash cluster"}
+    )
     assert r.status_code == 200 and 'id="main"' in r.text and "Rejected." in r.text
     assert quick.snapshot(rid).pending is None
 
 
 def test_csrf_is_required_on_every_form(quick, clock, rm):
     rid = drive_to_approval(quick, clock, "1.0")
-    for path, extra in ((f"/release/{rid}/decision", {"decision": "approve"}), (f"/release/{rid}/pause", {}),
-                        (f"/release/{rid}/resume", {}), (f"/release/{rid}/cancel", {})):
+    for path, extra in (
+        (f"/release/{rid}/decision", {"decision": "approve"}),
+        (f"/release/{rid}/pause", {}),
+        (f"/release/{rid}/resume", {}),
+        (f"/release/{rid}/cancel", {}),
+    ):
         assert rm.post(path, reason="r", **extra).status_code == 403, path
         assert rm.post(path, reason="r", csrf_token="x" * 43, **extra).status_code == 403, path
     assert rm.post("/logout").status_code == 403
@@ -148,7 +169,11 @@ def test_viewer_sees_no_buttons_and_cannot_act(quick, clock, role_tokens):
     assert "waiting for your approval" in page
     for control in ('value="approve"', 'value="reject"', "pause-button", "resume-button", "cancel-button"):
         assert control not in page
-    for path, extra in ((f"/release/{rid}/decision", {"decision": "approve"}), (f"/release/{rid}/pause", {}), (f"/release/{rid}/cancel", {})):
+    for path, extra in (
+        (f"/release/{rid}/decision", {"decision": "approve"}),
+        (f"/release/{rid}/pause", {}),
+        (f"/release/{rid}/cancel", {}),
+    ):
         r = v.post(path, reason="forged", csrf_token=v.csrf, **extra)
         assert r.status_code == 403 and "vic is a viewer" in r.text, path
     snap = quick.snapshot(rid)
@@ -165,7 +190,9 @@ def test_pause_resume_cancel(quick, clock, rm):
     snap = quick.snapshot(rid)
     assert snap.release.stage == "cancelled"
     assert [(a.kind, a.actor, a.reason) for a in snap.audit if a.kind in ("paused", "resumed", "cancelled")] == [
-        ("paused", "rita", "store outage"), ("resumed", "rita", "store back"), ("cancelled", "rita", "superseded by 1.1"),
+        ("paused", "rita", "store outage"),
+        ("resumed", "rita", "store back"),
+        ("cancelled", "rita", "superseded by 1.1"),
     ]
     page = rm.client.get(f"/release/{rid}").text
     assert "nothing to control" in page and "pause-button" not in page
@@ -194,8 +221,18 @@ def test_release_page_and_status_ping(quick, clock, rm):
     rid = drive_to_approval(quick, clock, "1.0")
     snap = quick.snapshot(rid)
     page = rm.client.get(f"/release/{rid}").text
-    for text in (snap.pending.fingerprint, "99.2", "min 100", "crashlytics", "pass ≥ 99.5, fail ≤ 99", "qa: signed by quinn",
-                 "class beta active", 'aria-current="step"', "Release started", "Approval requested"):
+    for text in (
+        snap.pending.fingerprint,
+        "99.2",
+        "min 100",
+        "crashlytics",
+        "pass ≥ 99.5, fail ≤ 99",
+        "qa: signed by quinn",
+        "class beta active",
+        'aria-current="step"',
+        "Release started",
+        "Approval requested",
+    ):
         assert text in page, text
     ping = rm.client.get(f"/release/{rid}/ping.txt")
     assert ping.headers["content-type"].startswith("text/plain")
@@ -212,7 +249,7 @@ def test_overview_and_insights_render(quick, clock, rm):
     quick.start_release("app", "1.1", Actor("rita"))
     page = rm.client.get("/")
     assert page.status_code == 200 and "Server-Timing" in page.headers
-    assert "Pending approvals <span class=\"count\">1</span>" in page.text
+    assert 'Pending approvals <span class="count">1</span>' in page.text
     assert page.text.count('class="card ') == 2
     insights = rm.client.get("/insights")
     assert insights.status_code == 200 and "Robot saved" in insights.text and "Time per stage" in insights.text
@@ -250,8 +287,17 @@ def test_the_api_app_serves_the_dashboard(quick, clock, role_tokens):
     assert page.status_code == 200 and "waiting for your approval" in page.text
     csrf = CSRF.search(page.text).group(1)
     pending = quick.snapshot(rid).pending
-    r = client.post(f"/release/{rid}/decision", data={"csrf_token": csrf, "decision": "approve", "reason": "via the API app",
-                                                      "evaluation_id": str(pending.id), "fingerprint": pending.fingerprint}, follow_redirects=False)
+    r = client.post(
+        f"/release/{rid}/decision",
+        data={
+            "csrf_token": csrf,
+            "decision": "approve",
+            "reason": "via the API app",
+            "evaluation_id": str(pending.id),
+            "fingerprint": pending.fingerprint,
+        },
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and quick.snapshot(rid).release.stage == "rollout"
 
 

@@ -3,22 +3,24 @@ what each one waits for, and the insights arithmetic. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conductor.service import Actor
 from conductor.read import board as read_board
 from conductor.read import insights as read_insights
 from conductor.read import page as read_page
+from conductor.service import Actor
 from tests.e2e.dashboard.conftest import drive_to_approval
 
 RM = Actor("rita", "release_manager")
-FRIDAY_5PM_CET = datetime(2026, 11, 27, 16, 0, tzinfo=timezone.utc)
+FRIDAY_5PM_CET = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
 
 
 def card_of(board, rid):
-    return next(c for tb in board.tracks for view in ("production", "current", "upcoming", "finished") for c in getattr(tb, view) if c.id == rid)
+    return next(
+        c for tb in board.tracks for view in ("production", "current", "upcoming", "finished") for c in getattr(tb, view) if c.id == rid
+    )
 
 
 def release_fully(c, clock, version):
@@ -47,7 +49,7 @@ def test_next_working_morning_is_nine_on_a_weekday_in_the_track_zone(at, expecte
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo("Europe/Stockholm")
-    got = read_insights.next_working_morning(at.replace(tzinfo=tz).astimezone(timezone.utc), "Europe/Stockholm")
+    got = read_insights.next_working_morning(at.replace(tzinfo=tz).astimezone(UTC), "Europe/Stockholm")
     assert got.astimezone(tz).replace(tzinfo=None) == expected
 
 
@@ -114,7 +116,7 @@ def test_insights_count_hours_saved_against_the_next_working_morning(quick, cloc
     quick.approve(other, RM, "known")
 
     (t,) = read_insights.insights(quick)
-    monday_9_cet = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    monday_9_cet = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     expected_saved = (monday_9_cet - FRIDAY_5PM_CET) + 2 * (monday_9_cet - (FRIDAY_5PM_CET + timedelta(hours=1)))
     assert t.robot_transitions == 4  # three for 1.0, branch -> beta for 1.1 (its approval is a human's move)
     saved_11 = read_insights.next_working_morning(quick.snapshot(other).audit[1].at, "Europe/Stockholm") - quick.snapshot(other).audit[1].at
@@ -132,7 +134,13 @@ def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
     view = read_page.release_view(quick, rid)
     assert view.decision is not None and view.decision.pending
     crash = next(r for r in view.decision.rows if r.gate == "crash")
-    assert (crash.value, crash.samples, crash.min_samples, crash.source, crash.max_age) == (99.2, 500, 100, "crashlytics", timedelta(hours=6))
+    assert (crash.value, crash.samples, crash.min_samples, crash.source, crash.max_age) == (
+        99.2,
+        500,
+        100,
+        "crashlytics",
+        timedelta(hours=6),
+    )
     assert crash.thresholds == "pass ≥ 99.5, fail ≤ 99" and crash.age == timedelta(0)
     qa = next(r for r in view.decision.rows if r.gate == "qa")
     assert qa.teams["qa"]["actor"] == "quinn"

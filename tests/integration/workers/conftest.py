@@ -23,7 +23,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 DEFINITIONS = ROOT / "state_definitions"
 PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES = ["api_tokens", "audit_log", "approvals", "outbox", "timers", "signals", "evaluations", "inbox", "releases", "tracks", "definitions"]
+TABLES = [
+    "api_tokens",
+    "audit_log",
+    "approvals",
+    "outbox",
+    "timers",
+    "signals",
+    "evaluations",
+    "inbox",
+    "releases",
+    "tracks",
+    "definitions",
+]
 
 
 def service_unavailable(config, what: str, how: str) -> None:
@@ -54,11 +66,28 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = self.client()
         for _ in range(100):
@@ -120,8 +149,14 @@ class WorkerProcess:
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", *args], env=env, cwd=str(ROOT),
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", *args],
+            env=env,
+            cwd=str(ROOT),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -177,9 +212,9 @@ class Stack:
     """The database, the broker and worker processes of one test, plus helpers to drive and inspect them."""
 
     def __init__(self, db_url: str, redis: RedisServer, tmp: Path):
+        from conductor.dispatch.celery import CeleryDispatcher
         from conductor.domain.loader import DefinitionCatalog
         from conductor.facade import Conductor
-        from conductor.dispatch.celery import CeleryDispatcher
         from conductor.store.db import Database
 
         self.db_url, self.redis, self.tmp = db_url, redis, tmp
@@ -230,9 +265,24 @@ class Stack:
         self.redis.flushall()
 
     def worker(self, name: str, concurrency: int = 1, pool: str = "prefork") -> WorkerProcess:
-        p = WorkerProcess(["worker", "-n", f"{name}@%h", "-c", str(concurrency), "-P", pool, "--without-gossip",
-                           "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
-                          self.env, self.tmp / f"{name}.log")
+        p = WorkerProcess(
+            [
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "WARNING",
+            ],
+            self.env,
+            self.tmp / f"{name}.log",
+        )
         self.processes.append(p)
         return p
 

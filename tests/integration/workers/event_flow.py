@@ -18,20 +18,42 @@ MOVES = ("transitioned", "halted", "resumed", "cancelled")
 
 
 def branch_created(version: str, sha: str, delivery: str | None = None) -> InboundEvent:
-    return InboundEvent(source="generic", delivery_id=delivery or f"cut-{version}-{sha}", kind="branch_created", raw_type="create",
-                        repository=REPO, branch=f"release/{version}", sha=sha)
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery or f"cut-{version}-{sha}",
+        kind="branch_created",
+        raw_type="create",
+        repository=REPO,
+        branch=f"release/{version}",
+        sha=sha,
+    )
 
 
 def build_finished(version: str, sha: str, ok: bool = True, delivery: str | None = None) -> InboundEvent:
-    return InboundEvent(source="generic", delivery_id=delivery or f"build-{version}-{sha}", kind="build_finished", raw_type="build.finished",
-                        repository=REPO, branch=f"release/{version}", sha=sha, outcome="success" if ok else "failure",
-                        signals=[SignalIn(name="build_green", value=1.0 if ok else 0.0)])
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery or f"build-{version}-{sha}",
+        kind="build_finished",
+        raw_type="build.finished",
+        repository=REPO,
+        branch=f"release/{version}",
+        sha=sha,
+        outcome="success" if ok else "failure",
+        signals=[SignalIn(name="build_green", value=1.0 if ok else 0.0)],
+    )
 
 
 def tests_finished(version: str, sha: str, rate: float = 1.0, delivery: str | None = None) -> InboundEvent:
-    return InboundEvent(source="generic", delivery_id=delivery or f"tests-{version}-{sha}", kind="tests_finished", raw_type="tests.finished",
-                        repository=REPO, branch=f"release/{version}", sha=sha,
-                        signals=[SignalIn(name="tests_pass_rate", value=rate, samples=900)])
+    return InboundEvent(
+        source="generic",
+        delivery_id=delivery or f"tests-{version}-{sha}",
+        kind="tests_finished",
+        raw_type="tests.finished",
+        repository=REPO,
+        branch=f"release/{version}",
+        sha=sha,
+        signals=[SignalIn(name="tests_pass_rate", value=rate, samples=900)],
+    )
 
 
 def ci_events(version: str, sha: str = "c0ffee1") -> list[InboundEvent]:
@@ -107,5 +129,7 @@ def check_invariants(c) -> dict[int, list[tuple[str, str]]]:
     assert not dup, f"an event applied the same transition twice: {dup[:5]}"
     for e in events:
         expected = len(e.payload.get("signals", [])) if e.status == "processed" else 0
-        assert signal_rows.get(e.id, 0) == expected, f"event {e.id} ({e.status}) left {signal_rows.get(e.id, 0)} signal rows, expected {expected}"
+        assert signal_rows.get(e.id, 0) == expected, (
+            f"event {e.id} ({e.status}) left {signal_rows.get(e.id, 0)} signal rows, expected {expected}"
+        )
     return moves

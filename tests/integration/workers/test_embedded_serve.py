@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,17 +69,32 @@ def served(tmp_path):
     c = Conductor(Database(url), DefinitionCatalog(DEFINITIONS))
     c.ensure_track("music-android", "mobile_weekly", repository="acme/music-android")
     receiver = Receiver()
-    configure_actions(c, "music-android", None, {"actions_url": f"http://127.0.0.1:{receiver.server_port}/actions", "actions_secret": SECRET})
+    configure_actions(
+        c, "music-android", None, {"actions_url": f"http://127.0.0.1:{receiver.server_port}/actions", "actions_secret": SECRET}
+    )
     c.start_release("music-android", "1.0.0")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUCTOR_")}
-    env.update(CONDUCTOR_DATABASE_URL=url, CONDUCTOR_WEBHOOK_SECRET=SECRET, CONDUCTOR_DEFINITIONS_DIR=str(DEFINITIONS),
-               CONDUCTOR_LOG_FORMAT="json", CONDUCTOR_LOG_LEVEL="WARNING", CONDUCTOR_TICK_INTERVAL_S="1", CONDUCTOR_SWEEP_INTERVAL_S="1")
+    env.update(
+        CONDUCTOR_DATABASE_URL=url,
+        CONDUCTOR_WEBHOOK_SECRET=SECRET,
+        CONDUCTOR_DEFINITIONS_DIR=str(DEFINITIONS),
+        CONDUCTOR_LOG_FORMAT="json",
+        CONDUCTOR_LOG_LEVEL="WARNING",
+        CONDUCTOR_TICK_INTERVAL_S="1",
+        CONDUCTOR_SWEEP_INTERVAL_S="1",
+    )
     log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from conductor.cli import main; main()", "serve", "--port", str(port)],
-                            env=env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from conductor.cli import main; main()", "serve", "--port", str(port)],
+        env=env,
+        cwd=str(ROOT),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -106,7 +121,7 @@ def served(tmp_path):
 
 def post_generic(base: str, body: dict) -> httpx.Response:
     raw = json.dumps(body)
-    headers = {"content-type": "application/json", **standard_webhook_headers(SECRET, body["id"], raw, datetime.now(timezone.utc))}
+    headers = {"content-type": "application/json", **standard_webhook_headers(SECRET, body["id"], raw, datetime.now(UTC))}
     return httpx.post(f"{base}/webhooks/generic", content=raw, headers=headers, timeout=10)
 
 
@@ -123,7 +138,9 @@ def test_serve_runs_events_and_actions_in_one_process(served):
     r = post_generic(base, {"type": "build.finished", "id": "run-1", "outcome": "success", "labels": ["branch_created"], **common})
     assert r.status_code == 202, r.text
     wait_for(lambda: c.snapshot("music-android/1.0.0").release.stage == "branch", 20, log_path)
-    r = post_generic(base, {"type": "tests.finished", "id": "run-2", "signals": [{"name": "tests_pass_rate", "value": 1.0, "samples": 900}], **common})
+    r = post_generic(
+        base, {"type": "tests.finished", "id": "run-2", "signals": [{"name": "tests_pass_rate", "value": 1.0, "samples": 900}], **common}
+    )
     assert r.status_code == 202, r.text
     wait_for(lambda: c.snapshot("music-android/1.0.0").release.stage == "nightly", 20, log_path)
     wait_for(lambda: len(receiver.received) >= 2, 20, log_path)

@@ -11,28 +11,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from event_flow import REPO, TRACK, check_invariants
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, rule, run_state_machine_as_test
 
 from conductor.actions import ActionAdapters
 from conductor.clock import ManualClock
+from conductor.domain.errors import ConductorError
 from conductor.domain.loader import DefinitionCatalog
-from conductor.errors import ConductorError
 from conductor.facade import Conductor
 from conductor.service import Actor
 from conductor.service.inbox import store_event
 from conductor.sources.events import InboundEvent, SignalIn
 from conductor.store.db import Database, make_engine
-from event_flow import REPO, TRACK, check_invariants
 from tests.conftest import apply_event, inline
 
 DEFINITIONS = Path(__file__).resolve().parents[3] / "state_definitions"
-START = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 RM = Actor("rita", "release_manager")
 VERSIONS = ["1.0.0", "1.1.0"]
 SHAS = ["aaa111", "aaa111", "aaa111", "bbb222"]  # mostly the branch head; sometimes another commit
@@ -113,16 +113,40 @@ class EventPath(RuleBasedStateMachine):
 
     def branch_cut(self, version, sha):
         self.deliveries += 1
-        return self._deliver(InboundEvent(source="generic", delivery_id=f"cut-{version}-{sha}", kind="branch_created",
-                                          raw_type="create", repository=REPO, branch=f"release/{version}", sha=sha))
+        return self._deliver(
+            InboundEvent(
+                source="generic",
+                delivery_id=f"cut-{version}-{sha}",
+                kind="branch_created",
+                raw_type="create",
+                repository=REPO,
+                branch=f"release/{version}",
+                sha=sha,
+            )
+        )
 
     def _signals(self, version, sha, kind, values) -> int:
         self.deliveries += 1
         signals = [SignalIn(name=n, value=v, samples=k) for n, v, k in values]
-        return self._deliver(InboundEvent(source="generic", delivery_id=f"d{self.deliveries}", kind=kind, raw_type=kind,
-                                          repository=REPO, branch=f"release/{version}", sha=sha, signals=signals))
+        return self._deliver(
+            InboundEvent(
+                source="generic",
+                delivery_id=f"d{self.deliveries}",
+                kind=kind,
+                raw_type=kind,
+                repository=REPO,
+                branch=f"release/{version}",
+                sha=sha,
+                signals=signals,
+            )
+        )
 
-    @rule(target=events, version=st.sampled_from(VERSIONS), sha=st.sampled_from(SHAS), result=st.sampled_from(["green", "green", "green", "red"]))
+    @rule(
+        target=events,
+        version=st.sampled_from(VERSIONS),
+        sha=st.sampled_from(SHAS),
+        result=st.sampled_from(["green", "green", "green", "red"]),
+    )
     def ci_finished(self, version, sha, result):
         return self._signals(version, sha, "build_finished", CI[result])
 
@@ -207,6 +231,10 @@ def test_event_path_state_machine(sqlite_template):
     EventPath.template = sqlite_template
     run_state_machine_as_test(
         EventPath,
-        settings=settings(max_examples=12, stateful_step_count=40, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]),
+        settings=settings(
+            max_examples=12,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
     )

@@ -7,12 +7,12 @@ import base64
 import json
 
 import pytest
+from event_flow import TRACK, branch_created
 
 from conductor.dispatch.celery import DEAD_LETTER_QUEUE
-from conductor.service.ports import TASK_PROCESS_EVENTS
 from conductor.read.tracks import get_event
 from conductor.service.inbox import store_event
-from event_flow import TRACK, branch_created
+from conductor.service.ports import TASK_PROCESS_EVENTS
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 @pytest.fixture
 def worker_app(stack, monkeypatch):
     """The workers' Celery app in this process, pointed at the test's database and Redis."""
-    from conductor.config import get_settings
     import workers
+    from conductor.config import get_settings
     from workers import runtime
 
     stack.reset()

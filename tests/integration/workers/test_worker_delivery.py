@@ -7,11 +7,11 @@ import random
 import threading
 
 import pytest
+from event_flow import TRACK, branch_created, check_invariants, ci_events, inbox_counts, stages, wait_until
 from sqlalchemy import func, select
 
 from conductor.service.inbox import store_event
 from conductor.store.models import AuditEntry, InboxEvent
-from event_flow import TRACK, branch_created, check_invariants, ci_events, inbox_counts, stages, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -77,8 +77,12 @@ def test_two_workers_two_hundred_releases_interleaved(fresh):
     while any(queues):
         q = rng.choice([q for q in queues if q])
         send(fresh, q.pop())
-    wait_until(lambda: stages(fresh.db).get("nightly", 0) == n, 180, f"{n} releases to reach nightly",
-               lambda: f"{stages(fresh.db)} {inbox_counts(fresh.db)}\n{fresh.logs()}")
+    wait_until(
+        lambda: stages(fresh.db).get("nightly", 0) == n,
+        180,
+        f"{n} releases to reach nightly",
+        lambda: f"{stages(fresh.db)} {inbox_counts(fresh.db)}\n{fresh.logs()}",
+    )
     assert inbox_counts(fresh.db) == {"processed": 3 * n}
     moves = check_invariants(c)
     assert all(m == [("trunk", "branch"), ("branch", "nightly")] for m in moves.values())
@@ -101,6 +105,7 @@ def test_out_of_order_events_reach_the_same_state(fresh):
     assert a.release.stage == b.release.stage == "nightly"
     assert a.release.head_sha == b.release.head_sha
     assert [(g.gate, g.outcome) for g in a.lights] == [(g.gate, g.outcome) for g in b.lights]
-    assert [(x.kind, x.from_stage, x.to_stage) for x in a.audit if x.kind == "transitioned"] == \
-           [(x.kind, x.from_stage, x.to_stage) for x in b.audit if x.kind == "transitioned"]
+    assert [(x.kind, x.from_stage, x.to_stage) for x in a.audit if x.kind == "transitioned"] == [
+        (x.kind, x.from_stage, x.to_stage) for x in b.audit if x.kind == "transitioned"
+    ]
     check_invariants(c)

@@ -10,11 +10,11 @@ import os
 import signal
 
 import pytest
+from event_flow import TRACK, check_invariants, ci_events, inbox_counts, stages, wait_until
 from sqlalchemy import func, select
 
 from conductor.service.inbox import store_event
 from conductor.store.models import InboxEvent
-from event_flow import TRACK, check_invariants, ci_events, inbox_counts, stages, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -43,8 +43,12 @@ def processed(stack) -> int:
 
 
 def assert_all_arrived(stack, n: int) -> None:
-    wait_until(lambda: stages(stack.db).get("nightly", 0) == n and inbox_counts(stack.db).get("pending", 0) == 0, 180,
-               f"{n} releases at nightly, no event pending", lambda: f"{stages(stack.db)} {inbox_counts(stack.db)}\n{stack.logs()}")
+    wait_until(
+        lambda: stages(stack.db).get("nightly", 0) == n and inbox_counts(stack.db).get("pending", 0) == 0,
+        180,
+        f"{n} releases at nightly, no event pending",
+        lambda: f"{stages(stack.db)} {inbox_counts(stack.db)}\n{stack.logs()}",
+    )
     assert inbox_counts(stack.db) == {"processed": 3 * n}
     moves = check_invariants(stack.conductor)
     assert all(m == [("trunk", "branch"), ("branch", "nightly")] for m in moves.values())

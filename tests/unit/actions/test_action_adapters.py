@@ -46,15 +46,18 @@ class Receiver:
         return [r for r in self.requests if r.url.host == host]
 
 
-SETTINGS = {"notify": {"slack_url": "https://hooks.slack.test/services/T/B/X", "webhook_url": "https://ops.test/hook",
-                       "webhook_secret": SECRET},
-            "actions_url": "https://deploy.test/conductor", "actions_secret": SECRET}
+SETTINGS = {
+    "notify": {"slack_url": "https://hooks.slack.test/services/T/B/X", "webhook_url": "https://ops.test/hook", "webhook_secret": SECRET},
+    "actions_url": "https://deploy.test/conductor",
+    "actions_secret": SECRET,
+}
 
 
 def test_approval_request_reaches_slack_and_a_signed_webhook():
     rx = Receiver()
     outcome = ActionAdapters(rx.client()).run(
-        request(event="approval_requested", summary="crash_free in the grey zone", evaluation_id=12), "music-android", SETTINGS)
+        request(event="approval_requested", summary="crash_free in the grey zone", evaluation_id=12), "music-android", SETTINGS
+    )
     assert outcome.status == "done" and outcome.result["channels"] == ["slack", "webhook"]
     slack = json.loads(rx.by_host("hooks.slack.test")[0].content)
     assert "music-android/9.0.0" in slack["text"] and "--decision 12" in slack["text"] and "grey zone" in slack["text"]
@@ -102,11 +105,21 @@ def test_action_goes_signed_to_the_actions_url_with_its_idempotency_key():
     assert payload["data"]["idempotency_key"] == "7:ask:12:set_rollout"
 
 
-@pytest.mark.parametrize("answer,retryable", [
-    (503, True), (500, True), (429, True), (408, True),
-    (400, False), (401, False), (404, False), (409, False),
-    (httpx.ConnectError("refused"), True), (httpx.ReadTimeout("slow"), True),
-])
+@pytest.mark.parametrize(
+    "answer,retryable",
+    [
+        (503, True),
+        (500, True),
+        (429, True),
+        (408, True),
+        (400, False),
+        (401, False),
+        (404, False),
+        (409, False),
+        (httpx.ConnectError("refused"), True),
+        (httpx.ReadTimeout("slow"), True),
+    ],
+)
 def test_failures_say_whether_trying_again_can_help(answer, retryable):
     rx = Receiver({"deploy.test": answer})
     with pytest.raises(ActionFailed) as err:

@@ -58,7 +58,8 @@ def test_the_cancel_reason_reaches_slack_escaped_through_the_notifier():
     outcome = notifier.run(request(event="cancelled", summary=PHISH))
     assert outcome.status == "done" and len(sent) == 1
     assert json.loads(sent[0].content) == {
-        "text": ":x: *music-android/9.0.0* was cancelled: &lt;!channel&gt; &lt;https://evil.example|Approve here&gt;"}
+        "text": ":x: *music-android/9.0.0* was cancelled: &lt;!channel&gt; &lt;https://evil.example|Approve here&gt;"
+    }
 
 
 EVENTS = ["approval_requested", "halted", "action_failed", "released", "held", "cancelled", "approval_escalated"]
@@ -67,8 +68,19 @@ EVENTS = ["approval_requested", "halted", "action_failed", "released", "held", "
 @pytest.mark.parametrize("event", EVENTS + ["some <!here> event"])
 def test_every_inserted_value_is_escaped_for_every_event(event):
     release = ReleaseRef(7, f"track {HOSTILE}", f"9.0.0 {HOSTILE}", f"stage {HOSTILE}")
-    text = slack_text(event, request(release, event=event, summary=HOSTILE, stage=f"stage {HOSTILE}",
-                                     evaluation_id=HOSTILE, action=HOSTILE, attempts=HOSTILE, error=HOSTILE))
+    text = slack_text(
+        event,
+        request(
+            release,
+            event=event,
+            summary=HOSTILE,
+            stage=f"stage {HOSTILE}",
+            evaluation_id=HOSTILE,
+            action=HOSTILE,
+            attempts=HOSTILE,
+            error=HOSTILE,
+        ),
+    )
     assert_inert(text)
     assert "&lt;!subteam^S123|@oncall&gt;" in text and "&amp;lt;" in text
     # Conductor's own formatting is untouched: the release key is still bold.
@@ -76,10 +88,11 @@ def test_every_inserted_value_is_escaped_for_every_event(event):
 
 
 def test_conductors_own_formatting_still_works_for_ordinary_text():
-    text = slack_text("approval_requested", request(event="approval_requested", summary="crash_free 98.7 < 99.0",
-                                                    evaluation_id=12))
-    assert text == (":double_vertical_bar: *music-android/9.0.0* waits for approval at beta: crash_free 98.7 &lt; 99.0 "
-                    "— `conductor approve music-android/9.0.0 --decision 12 --reason \"...\"`")
+    text = slack_text("approval_requested", request(event="approval_requested", summary="crash_free 98.7 < 99.0", evaluation_id=12))
+    assert text == (
+        ":double_vertical_bar: *music-android/9.0.0* waits for approval at beta: crash_free 98.7 &lt; 99.0 "
+        '— `conductor approve music-android/9.0.0 --decision 12 --reason "..."`'
+    )
     failed = slack_text("action_failed", request(event="action_failed", action="set_rollout", attempts=8, error="HTTP 503"))
     assert failed == ":warning: *music-android/9.0.0*: action `set_rollout` failed after 8 attempt(s): HTTP 503"
 

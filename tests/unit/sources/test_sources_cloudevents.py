@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -20,10 +20,10 @@ from conductor.sources.errors import PayloadInvalid, SignatureInvalid
 
 SECRET_A = "whsec_" + base64.b64encode(b"first secret, thirty-two bytes!!").decode()
 SECRET_B = "whsec_" + base64.b64encode(b"second secret, rotated in later.").decode()
-NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 BODY = b'{"type": "signal", "signals": [{"name": "crash_free_rate", "value": 0.998}]}'
 CE_ID = "271069a8-fc18-44f1-b38f-9d70a1695819"
-OCCURRED = datetime(2023, 3, 20, 14, 27, 5, 315384, tzinfo=timezone.utc)
+OCCURRED = datetime(2023, 3, 20, 14, 27, 5, 315384, tzinfo=UTC)
 
 
 def _signed(secret: str = SECRET_A, body: bytes = BODY, at: datetime = NOW, msg_id: str = "msg_1") -> dict[str, str]:
@@ -39,7 +39,7 @@ def test_right_signature_passes():
 
 def test_helper_agrees_with_the_library_verify():
     # the library reads the wall clock itself, so sign "now" for this cross-check
-    at = datetime.now(timezone.utc)
+    at = datetime.now(UTC)
     headers = _signed(at=at)
     assert Webhook(SECRET_A).verify(BODY, headers) == json.loads(BODY)
     verify_standard_webhook([SECRET_A], BODY, headers)  # default now = wall clock

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -157,10 +157,10 @@ def test_event_defaults_are_not_shared():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2016-09-28 20:22:34 UTC", datetime(2016, 9, 28, 20, 22, 34, tzinfo=timezone.utc)),
-        ("2020-10-05T16:33:49Z", datetime(2020, 10, 5, 16, 33, 49, tzinfo=timezone.utc)),
-        ("2016-09-28T22:04:48+02:00", datetime(2016, 9, 28, 20, 4, 48, tzinfo=timezone.utc)),
-        (1557933657, datetime(2019, 5, 15, 15, 20, 57, tzinfo=timezone.utc)),
+        ("2016-09-28 20:22:34 UTC", datetime(2016, 9, 28, 20, 22, 34, tzinfo=UTC)),
+        ("2020-10-05T16:33:49Z", datetime(2020, 10, 5, 16, 33, 49, tzinfo=UTC)),
+        ("2016-09-28T22:04:48+02:00", datetime(2016, 9, 28, 20, 4, 48, tzinfo=UTC)),
+        (1557933657, datetime(2019, 5, 15, 15, 20, 57, tzinfo=UTC)),
         ("yesterday", None),
         (None, None),
         (True, None),
@@ -206,7 +206,7 @@ def test_field_types_read_what_the_parsers_need():
     assert doc.note is None  # "" counts as absent
     assert doc.label is None  # a descriptive field never refuses
     assert doc.draft is False  # only JSON true is true
-    assert doc.at == datetime(2019, 5, 15, 15, 20, 57, tzinfo=timezone.utc)
+    assert doc.at == datetime(2019, 5, 15, 15, 20, 57, tzinfo=UTC)
     assert doc.items[0].author is None  # a nested optional object that is not an object is absent
     assert validate(_Doc, {"ref": "main", "at": "yesterday", "draft": True}).at is None
     assert validate(_Doc, {"ref": "main", "draft": True}).draft is True

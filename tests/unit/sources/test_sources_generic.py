@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from conductor.sources.errors import PayloadInvalid, SignatureInvalid
 from conductor.sources.generic import GenericEvent, generic_json_schema, parse_generic, verify_generic
 
 SECRET = "whsec_" + base64.b64encode(b"generic-sender-secret-0123456789").decode()
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def _body(**fields) -> bytes:
@@ -44,7 +44,7 @@ def test_signal_event():
     assert event.kind == "signal"
     assert event.delivery_id == "msg_7"
     assert [(s.name, s.value, s.samples) for s in event.signals] == [("crash_free_rate", 0.998, 12000)]
-    assert event.occurred_at == datetime(2024, 5, 1, 11, 59, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2024, 5, 1, 11, 59, tzinfo=UTC)
 
 
 def test_tests_finished_with_counts():

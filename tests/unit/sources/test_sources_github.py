@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -24,9 +24,7 @@ def _headers(event: str, delivery: str = "72d3162e-cc78-11e3-81ab-4c9367dc0958")
 
 def test_signature_known_vector():
     # the example from GitHub's "Validating webhook deliveries" documentation
-    assert github_signature(SECRET, b"Hello, World!") == (
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-    )
+    assert github_signature(SECRET, b"Hello, World!") == ("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
 
 
 def test_right_signature_passes(fixture_bytes):
@@ -104,7 +102,7 @@ def test_workflow_run_completed(fixture_bytes):
     assert event.outcome == "success"
     assert [(s.name, s.value) for s in event.signals] == [("build_green", 1.0)]
     assert event.labels == ["workflow:test"]
-    assert event.occurred_at == datetime(2020, 10, 5, 16, 33, 49, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2020, 10, 5, 16, 33, 49, tzinfo=UTC)
     assert event.reason is None
 
 
@@ -119,7 +117,7 @@ def test_workflow_job_completed_failure(fixture_bytes):
     assert event.outcome == "failure"
     assert [(s.name, s.value) for s in event.signals] == [("build_green", 0.0)]
     assert event.labels == ["workflow:CodeQL", "job:linters"]
-    assert event.occurred_at == datetime(2021, 8, 5, 10, 38, 16, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2021, 8, 5, 10, 38, 16, tzinfo=UTC)
 
 
 def test_check_suite_completed(fixture_bytes):
@@ -148,7 +146,7 @@ def test_push_that_creates_a_branch(fixture_bytes):
         ("6113728f27ae82c7b1a177c8d03f9e96e0adf246", "Initial commit", "Codertocat")
     ]
     # repository.pushed_at is unix seconds (1557933657) in push payloads
-    assert event.occurred_at == datetime(2019, 5, 15, 15, 20, 57, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2019, 5, 15, 15, 20, 57, tzinfo=UTC)
 
 
 def test_ping(fixture_bytes):
@@ -160,9 +158,7 @@ def test_ping(fixture_bytes):
 
 
 def test_headers_are_case_insensitive(fixture_bytes):
-    event = parse_github(
-        {"x-github-event": "ping", "X-GITHUB-DELIVERY": "abc"}, fixture_bytes("github/ping_payload.json")
-    )
+    event = parse_github({"x-github-event": "ping", "X-GITHUB-DELIVERY": "abc"}, fixture_bytes("github/ping_payload.json"))
     assert (event.kind, event.delivery_id) == ("ping", "abc")
 
 
@@ -245,9 +241,7 @@ def test_push_to_tag_is_ignored(fixture_json):
 
 
 def test_branch_deletion_is_ignored(fixture_json):
-    body = _variant(
-        fixture_json, "github/push_with-new-branch.payload.json", deleted=True, created=False, after="0" * 40, commits=[]
-    )
+    body = _variant(fixture_json, "github/push_with-new-branch.payload.json", deleted=True, created=False, after="0" * 40, commits=[])
     event = parse_github(_headers("push"), body)
     assert event.kind == "ignored" and "deleted" in event.reason
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -61,7 +61,7 @@ def test_pipeline_succeeded_fixture(fixture_bytes):
     assert event.outcome == "success"
     assert [(s.name, s.value) for s in event.signals] == [("build_green", 1.0)]
     # GitLab's own timestamp format: "2016-09-28 20:22:34 UTC"
-    assert event.occurred_at == datetime(2016, 9, 28, 20, 22, 34, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2016, 9, 28, 20, 22, 34, tzinfo=UTC)
 
 
 def test_idempotency_key_wins_over_event_uuid(fixture_bytes):
@@ -156,7 +156,7 @@ def test_job_hook():
     assert event.outcome == "failure"
     assert [(s.name, s.value) for s in event.signals] == [("build_green", 0.0)]
     assert event.labels == ["job:test", "stage:test"]
-    assert event.occurred_at == datetime(2021, 2, 23, 2, 45, 1, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2021, 2, 23, 2, 45, 1, tzinfo=UTC)
 
 
 def test_job_hook_prefers_project_path_and_falls_back_to_project_name():

@@ -343,10 +343,29 @@ def test_other_declared_encodings_still_work():
     assert summarize_junit(utf16).failed == 1
 
 
-_CODEC_NAMES = sorted({codecs.lookup(n).name for n in ("utf-8", "latin-1", "cp1252", "utf-16", "ascii")} | {
-    "x-bogus", "rot13", "zip", "hex", "bz2", "uu", "quopri", "idna", "punycode", "undefined", "utf-7",
-    "utf-32", "big5", "unicode_escape", "raw_unicode_escape", "mbcs", "oem", "",
-})
+_CODEC_NAMES = sorted(
+    {codecs.lookup(n).name for n in ("utf-8", "latin-1", "cp1252", "utf-16", "ascii")}
+    | {
+        "x-bogus",
+        "rot13",
+        "zip",
+        "hex",
+        "bz2",
+        "uu",
+        "quopri",
+        "idna",
+        "punycode",
+        "undefined",
+        "utf-7",
+        "utf-32",
+        "big5",
+        "unicode_escape",
+        "raw_unicode_escape",
+        "mbcs",
+        "oem",
+        "",
+    }
+)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # expat decoding with unicode_escape

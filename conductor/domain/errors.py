@@ -5,6 +5,22 @@ Entry points map these to exit code 1 (CLI) or 4xx (HTTP); anything else is a bu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DefinitionProblem:
+    """One problem of a definition file: where it is (file, line, field) and what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}"
+
 
 class ConductorError(Exception):
     """Something Conductor refused to do; the message names the thing and the fix."""
@@ -17,7 +33,7 @@ class DefinitionError(ConductorError):
 
     http_status = 422
 
-    def __init__(self, problems: list["DefinitionProblem"]):  # noqa: F821
+    def __init__(self, problems: list[DefinitionProblem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
