@@ -67,7 +67,7 @@ class Decision:
 
 def _judged(inputs: dict[str, Any]) -> dict[str, Any]:
     # A re-report of the same value (new row id, new timestamp) is not new evidence; a new value is.
-    return {k: v for k, v in inputs.items() if k not in ("signal_id", "observed_at")}
+    return {k: v for k, v in inputs.items() if k != "observed_at"}
 
 
 def next_schedule_time(pipeline: Pipeline, schedule: str, after: datetime) -> datetime:

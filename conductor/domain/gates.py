@@ -56,7 +56,6 @@ class SignalValue:
     source: str = "unknown"
     samples: int | None = None
     sha: str | None = None
-    signal_id: int | None = None
     error: str | None = None
 
 
@@ -105,7 +104,6 @@ def _signal_inputs(sig: SignalValue) -> dict[str, Any]:
         "source": sig.source,
         "observed_at": sig.observed_at.isoformat(),
         "sha": sig.sha,
-        "signal_id": sig.signal_id,
     }
 
 

@@ -21,7 +21,7 @@ from conductor.domain.errors import NotFound
 from conductor.domain.kinds import ReleaseStatus
 from conductor.read.records import ActionInfo, AuditInfo, EvaluationInfo, ReleaseInfo, TimerInfo, build, columns
 from conductor.read.status import GateLight, Waiting, lights_of, status_of, waiting_of
-from conductor.store.releases import release_filter
+from conductor.store.releases import release_filter, where_release
 from conductor.store.statements import AUDIT, EVALUATIONS, OUTBOX, RELEASES, TIMERS
 
 RELEASE_COLUMNS = columns(ReleaseInfo, RELEASES)
@@ -202,10 +202,11 @@ class ReleaseSnapshot:
 
 
 def _one_release(conn: Connection, ref: int | str) -> ReleaseInfo:
-    where = release_filter(ref)
-    if where is None:
+    named = release_filter(ref)
+    if named is None:
         raise NotFound(f"unknown release {ref!r}; use its id or TRACK/VERSION")
-    row = conn.execute(select(*RELEASE_COLUMNS).where(where)).first()
+    by, params = named
+    row = conn.execute(select(*RELEASE_COLUMNS).where(where_release(by)), params).first()
     if row is None:
         raise NotFound(f"unknown release {ref!r}")
     return build(ReleaseInfo, row)

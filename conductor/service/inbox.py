@@ -10,6 +10,7 @@ and a redelivered task finds its events already processed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,9 +26,9 @@ from conductor.domain.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.domain.kinds import DEFERRED, AuditKind, InboxStatus
 from conductor.service.evaluation import branch_cut, judge
 from conductor.service.signals import add_signal
-from conductor.service.step import Actor, ReleaseStep
+from conductor.service.step import Actor, ReleaseStep, handed_off, preload_signals
 from conductor.sources.events import InboundEvent
-from conductor.store.releases import by_keys, lock_releases, records
+from conductor.store.releases import lock_releases, records
 from conductor.store.statements import (
     EVENT_BY_DELIVERY,
     FAIL_PENDING_EVENT,
@@ -38,10 +39,12 @@ from conductor.store.statements import (
     lock_events,
     release_keys,
 )
+from conductor.store.writes import Writes
 
 log = structlog.get_logger("conductor.inbox")
 
 IGNORABLE_KINDS = ("ping", "ignored")
+MAX_DELIVERY_ID = 200  # inbox.delivery_id
 
 
 @dataclass(frozen=True)
@@ -76,26 +79,28 @@ def store_event(ctx: Context, event: InboundEvent) -> Stored:
     return _store(ctx, event)
 
 
+def delivery_key(delivery_id: str) -> str:
+    """The inbox's dedupe key for a delivery id: the id itself, or for one longer than the column
+    holds (senders choose their ids) its SHA-256, so every backend stores and dedupes it alike.
+    The full id stays in the stored payload."""
+    if len(delivery_id) <= MAX_DELIVERY_ID:
+        return delivery_id
+    return "sha256:" + hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _store(ctx: Context, event: InboundEvent) -> Stored:
-    with ctx.db.begin() as conn:
-        new_id = insert_new_id(
-            conn,
-            INBOX,
-            ("source", "delivery_id"),
-            {
-                "source": event.source,
-                "delivery_id": event.delivery_id,
-                "kind": event.kind,
-                "payload": event.model_dump(mode="json"),
-                "status": InboxStatus.PENDING.value,
-                "attempts": 0,
-                "received_at": ctx.now(),
-            },
-        )
+    key = delivery_key(event.delivery_id)
+    # One statement, its own transaction: INSERT ... ON CONFLICT DO NOTHING RETURNING id.
+    with ctx.db.autocommit() as conn:
+        new_id = insert_new_id(conn, INBOX, ("source", "delivery_id"), {
+            "source": event.source, "delivery_id": key, "kind": event.kind, "payload": event.model_dump(mode="json"),
+            "repository": event.repository, "branch": event.branch, "status": InboxStatus.PENDING.value, "attempts": 0,
+            "received_at": ctx.now(),
+        })  # fmt: skip
         if new_id is not None:
             stored = Stored(new_id, True, InboxStatus.PENDING.value)
         else:  # a redelivery, or a concurrent delivery of the same id won the insert: read its row
-            existing = conn.execute(EVENT_BY_DELIVERY, {"source": event.source, "delivery_id": event.delivery_id}).one()
+            existing = conn.execute(EVENT_BY_DELIVERY, {"source": event.source, "delivery_id": key}).one()
             stored = Stored(existing.id, False, existing.status)
     # Logged once committed: a rolled-back insert is not reported as stored.
     if stored.created:
@@ -123,7 +128,9 @@ class Target:
 
 def resolve(conn: Connection, event: InboundEvent, tracks_cache: dict[str, list[Any]]) -> Target:
     """The track and release version an event is about (no lock taken): the track's repository,
-    its branch pattern, the version. An ignorable event is about none."""
+    its branch pattern, the version. An ignorable event is about none. `tracks_cache` holds the
+    tracks of repositories already read (the batch's lock statement reads those it names); the
+    others (rows stored before the inbox kept the repository) are read here."""
     if event.kind in IGNORABLE_KINDS:
         return Target(why=event.reason or event.kind)
     if not event.repository:
@@ -196,34 +203,35 @@ def _mark_failed(ctx: Context, event_id: int, exc: Exception) -> str:
 
 def _apply_batch(ctx: Context, ids: list[int], *, wait: bool, lease: timedelta | None) -> Batch:
     out = Batch()
-    sqlite = ctx.db.is_sqlite
+    skip = not wait and not ctx.db.is_sqlite
     with ctx.db.begin() as conn:
-        rows = conn.execute(lock_events(ids, skip_locked=not wait and not sqlite)).all()
-        found = {r.id for r in rows}
-        others = [i for i in ids if i not in found]
+        # Lock and read: the inbox rows with the tracks of their repositories, then the releases
+        # they name (with their last evaluation) and those releases' latest signals.
+        rows, tracks_cache = _locked_events(conn, ids, skip_locked=skip)
+        others = [i for i in ids if i not in rows]
         if others:  # processed already, or held by another worker which is applying them
             out.statuses.update({r.id: r.status for r in conn.execute(select(INBOX.c.id, INBOX.c.status).where(INBOX.c.id.in_(others)))})
-        for missing in set(ids) - found - set(out.statuses):
+        for missing in set(ids) - set(rows) - set(out.statuses):
             raise NotFound(f"unknown event {missing}")
         work: list[tuple[int, InboundEvent, Target]] = []
-        tracks_cache: dict[str, list[Any]] = {}
-        for r in rows:
-            if r.status != InboxStatus.PENDING:
-                out.statuses[r.id] = r.status
+        for event_id, row in rows.items():
+            if row.status != InboxStatus.PENDING:
+                out.statuses[event_id] = row.status
                 continue
-            event = InboundEvent.model_validate(r.payload)
-            work.append((r.id, event, resolve(conn, event, tracks_cache)))
+            event = InboundEvent.model_validate(row.payload)
+            work.append((event_id, event, resolve(conn, event, tracks_cache)))
         wanted = sorted({t.key for _, _, t in work if t.key is not None})
+        writes = Writes(conn)
         steps: dict[tuple[str, str], ReleaseStep] = {}
         busy: set[tuple[str, str]] = set()
         if wanted:
-            skip = not wait and not sqlite
-            for release in records(conn, lock_releases(by_keys(wanted), skip_locked=skip)):
+            for release in records(conn, lock_releases("keys", skip_locked=skip), {"keys": wanted}, locked=True):
                 steps[(release.track_id, release.version)] = ReleaseStep(
-                    conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, lease=lease
+                    conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, lease=lease, writes=writes
                 )
             if skip and len(steps) < len(wanted):  # skipped, or never started?
-                busy = {tuple(k) for k in conn.execute(release_keys([k for k in wanted if k not in steps]))}  # type: ignore[misc]
+                busy = {(k.track_id, k.version) for k in conn.execute(release_keys([k for k in wanted if k not in steps]))}
+            preload_signals(conn, list(steps.values()))
         finished = []
         for event_id, event, target in work:
             if target.key in busy:
@@ -234,12 +242,36 @@ def _apply_batch(ctx: Context, ids: list[int], *, wait: bool, lease: timedelta |
                 status, note, release_id = _apply(step, event_id, event, target)
             out.statuses[event_id] = status
             finished.append({"event_id": event_id, "status": status, "note": note, "release_id": release_id, "processed_at": ctx.now()})
+        # Write: everything the steps buffered, the releases, the inbox rows, and the COMMIT.
         for step in steps.values():
             step.save()
         if finished:
-            conn.execute(FINISH_EVENT, finished)  # one executemany for the batch
-    out.actions = [a for step in steps.values() for a in step.queued]
+            writes.add(FINISH_EVENT, finished)
+        writes.commit()
+    out.actions = handed_off(ctx, [key for step in steps.values() for key in step.queued])
     return out
+
+
+def _locked_events(conn: Connection, ids: list[int], *, skip_locked: bool) -> tuple[dict[int, Any], dict[str, list[Any]]]:
+    """The inbox rows (by id) locked by lock_events, and the tracks of each repository they named."""
+    rows: dict[int, Any] = {}
+    tracks: dict[str, list[Any]] = {}
+    for row in conn.execute(lock_events(skip_locked=skip_locked), {"ids": ids}):
+        rows.setdefault(row.id, row)
+        if row.repository is not None:
+            named = tracks.setdefault(row.repository, [])
+            if row.track_id is not None and all(t.id != row.track_id for t in named):
+                named.append(_TrackRow(row.track_id, row.branch_pattern, row.critical_fix_marker))
+    return rows, tracks
+
+
+@dataclass(frozen=True)
+class _TrackRow:
+    """The columns of a track that matching reads (as TRACKS_OF_REPOSITORY returns them)."""
+
+    id: str
+    branch_pattern: str
+    critical_fix_marker: str
 
 
 def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target: Target) -> tuple[str, str | None, int | None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, select
@@ -24,8 +25,8 @@ from sqlalchemy import Connection, select
 from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, ReleaseRef
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
-from conductor.domain.kinds import FINISHED_ACTIONS, ActionStatus, AuditKind
-from conductor.service.step import ROBOT, ReleaseStep, lock_one
+from conductor.domain.kinds import FINISHED_ACTIONS, ROBOT, ActionStatus, AuditKind
+from conductor.service.step import ReleaseStep, lock_one
 from conductor.store.statements import OUTBOX, TRACKS
 
 log = structlog.get_logger("conductor.outbox")
@@ -142,56 +143,71 @@ def _record(
             return ActionRun(row.status, row.release_id)
         release = lock_one(conn, row.release_id)
         step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock)
-        now = ctx.now()
-        update = OUTBOX.update().where(OUTBOX.c.id == action_id)
-        if outcome is not None:
-            status = ActionStatus(outcome.status)
-            conn.execute(
-                update.values(
-                    status=status.value,
-                    done_at=now,
-                    result={**outcome.result, "detail": outcome.detail},
-                    last_error=outcome.detail if status is ActionStatus.SKIPPED else None,
-                )
-            )
-            if status is ActionStatus.SKIPPED:
-                step.audit(
-                    AuditKind.ACTION_SKIPPED,
-                    ROBOT,
-                    f"{row.action} skipped: {outcome.detail}",
-                    data={"action_id": row.id, "action": row.action},
-                )
-            log.info("action_" + status.value, action=row.action, action_id=row.id, attempt=attempt, detail=outcome.detail)
-            return ActionRun(status.value, release.id)
-        assert error is not None
-        result = {**(row.result or {}), "delivered": list(error.delivered)}
-        if error.retryable and attempt < max_attempts:
-            next_at = now + backoff(attempt, rng)
-            conn.execute(update.values(status=ActionStatus.PENDING.value, next_attempt_at=next_at, last_error=str(error), result=result))
-            log.warning(
-                "action_retry_scheduled",
-                action=row.action,
-                action_id=row.id,
-                attempt=attempt,
-                next_attempt_at=next_at.isoformat(),
-                error=str(error),
-            )
-            return ActionRun(ActionStatus.PENDING.value, release.id)
-        conn.execute(update.values(status=ActionStatus.FAILED.value, done_at=now, last_error=str(error), result=result))
-        why = f"{row.action} failed after {attempt} attempt(s): {error}"
-        step.audit(
-            AuditKind.ACTION_FAILED, ROBOT, why, data={"action_id": row.id, "action": row.action, "idempotency_key": row.idempotency_key}
+        run = _outcome(step, row, attempt, outcome, error, max_attempts=max_attempts, rng=rng)
+        step.buffer.commit()
+        return run
+
+
+def _outcome(
+    step: ReleaseStep,
+    row: Any,
+    attempt: int,
+    outcome: ActionOutcome | None,
+    error: ActionFailed | None,
+    *,
+    max_attempts: int,
+    rng: random.Random | None,
+) -> ActionRun:
+    """Write what one attempt came to: done or skipped, backed off for another try, or failed for good."""
+    now = step.now()
+    release = step.release
+    update = OUTBOX.update().where(OUTBOX.c.id == row.id)
+    if outcome is not None:
+        status = ActionStatus(outcome.status)
+        step.buffer.add(
+            update.values(
+                status=status.value,
+                done_at=now,
+                result={**outcome.result, "detail": outcome.detail},
+                last_error=outcome.detail if status is ActionStatus.SKIPPED else None,
+            ),
+            {},
         )
-        log.error("action_failed", action=row.action, action_id=row.id, attempts=attempt, error=str(error))
-        queued = False
-        if row.action != "notify":  # a failed notification is not announced by another notification
-            step.queue_action(
-                f"action_failed:{row.id}",
-                "notify",
-                {"event": "action_failed", "action": row.action, "attempts": attempt, "error": str(error), "stage": release.stage},
+        if status is ActionStatus.SKIPPED:
+            step.audit(
+                AuditKind.ACTION_SKIPPED, ROBOT, f"{row.action} skipped: {outcome.detail}", data={"action_id": row.id, "action": row.action}
             )
-            queued = True
-        return ActionRun(ActionStatus.FAILED.value, release.id, queued)
+        log.info("action_" + status.value, action=row.action, action_id=row.id, attempt=attempt, detail=outcome.detail)
+        return ActionRun(status.value, release.id)
+    assert error is not None
+    result = {**(row.result or {}), "delivered": list(error.delivered)}
+    if error.retryable and attempt < max_attempts:
+        next_at = now + backoff(attempt, rng)
+        step.buffer.add(update.values(status=ActionStatus.PENDING.value, next_attempt_at=next_at, last_error=str(error), result=result), {})
+        log.warning(
+            "action_retry_scheduled",
+            action=row.action,
+            action_id=row.id,
+            attempt=attempt,
+            next_attempt_at=next_at.isoformat(),
+            error=str(error),
+        )
+        return ActionRun(ActionStatus.PENDING.value, release.id)
+    step.buffer.add(update.values(status=ActionStatus.FAILED.value, done_at=now, last_error=str(error), result=result), {})
+    why = f"{row.action} failed after {attempt} attempt(s): {error}"
+    step.audit(
+        AuditKind.ACTION_FAILED, ROBOT, why, data={"action_id": row.id, "action": row.action, "idempotency_key": row.idempotency_key}
+    )
+    log.error("action_failed", action=row.action, action_id=row.id, attempts=attempt, error=str(error))
+    queued = False
+    if row.action != "notify":  # a failed notification is not announced by another notification
+        step.queue_action(
+            f"action_failed:{row.id}",
+            "notify",
+            {"event": "action_failed", "action": row.action, "attempts": attempt, "error": str(error), "stage": release.stage},
+        )
+        queued = True
+    return ActionRun(ActionStatus.FAILED.value, release.id, queued)
 
 
 def fail_action(ctx: Context, action_id: int, reason: str) -> ActionRun:

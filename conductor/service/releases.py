@@ -57,6 +57,7 @@ def start_release(ctx: Context, track_id: str, version: str, actor: Actor = ROBO
         )
         judge(step, trigger="start")
         step.save()
+        step.buffer.commit()
         return release_id
 
 

@@ -1,18 +1,20 @@
 """`ReleaseStep`: the unit of work on one locked release.
 
 A step holds, as plain fields, everything a use case needs to change one release: the connection
-of the open transaction, the locked release row, its pinned pipeline and the clock, the inbound
-event being applied (if any), the version the caller expects (checked when the row is locked) and
-the outbox actions the step queued. Every write a use case makes goes through the step's methods:
+of the open transaction and its buffered writes, the locked release row (read together with its
+track's settings and its last evaluation), its pinned pipeline and the clock, the inbound event
+being applied (if any), the version the caller expects (checked when the row is locked) and the
+outbox actions the step queued. Every write a use case makes goes through the step's methods:
 signals, evaluations, the stage change, audit rows, timers and the outbox. The release row itself
 is written once, by `save`, when the step ends.
 
     with open_step(ctx, "music-android/9.1.0", expected_version=7) as step:
         ...                                   # read and change step.release, call the domain
-    # committed here; step.queued holds the ids of the actions it queued
+    # committed here; step.queued holds the idempotency keys of the actions it handed off
 
 Use cases never commit on their own: `open_step` commits when the block ends and rolls back
-everything if it raises.
+everything if it raises. The writes wait in `step.writes` until then and leave with the COMMIT
+(conductor.store.writes); only a new evaluation is inserted at once, because its id is needed.
 """
 
 from __future__ import annotations
@@ -34,19 +36,21 @@ from conductor.domain.errors import ConcurrentUpdate, IllegalTransition, NotFoun
 from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.kinds import ROBOT, AnswerVerdict, AuditKind, TimerKind
 from conductor.machines import machine_for
-from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save
+from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save, update_statement
 from conductor.store.statements import (
     INSERT_APPROVAL,
     INSERT_AUDIT,
     INSERT_EVALUATION,
     INSERT_SIGNAL,
-    LAST_EVALUATION,
     LATEST_SIGNALS,
+    LATEST_SIGNALS_OF,
     OUTBOX,
+    OUTBOX_IDS_BY_KEY,
     RETIRE_STAGE_TIMERS,
     TIMERS,
-    insert_new_id,
+    insert_unless_present,
 )
+from conductor.store.writes import Writes
 
 log = structlog.get_logger("conductor.service")
 
@@ -73,6 +77,11 @@ class EvaluationRef:
     fingerprint: str
 
 
+# Rows written by this step have no id yet (they leave with the commit); they sort after every
+# stored row of the same observed time, in the order written.
+_UNSTORED = 1 << 62
+
+
 @dataclass(frozen=True)
 class LatestSignal:
     """The newest stored row of one signal name (what a gate judges)."""
@@ -88,9 +97,6 @@ class LatestSignal:
     actor: str | None
 
 
-_UNREAD: Any = object()
-
-
 @dataclass(eq=False)
 class ReleaseStep:
     """One locked release inside one open transaction (see the module docstring)."""
@@ -100,15 +106,33 @@ class ReleaseStep:
     pipeline: Pipeline
     clock: Clock
     event_id: int | None = None
-    # With a lease, queued actions are written already leased (due when it runs out) and their ids
-    # handed to the caller, which sends them right after the commit; the periodic relay picks them
-    # up only if that caller dies first. Without one they are due at once, for the relay.
+    # With a lease, queued actions are written already leased (due when it runs out) and handed to
+    # the caller (`queued`, their idempotency keys), which sends them right after the commit; the
+    # periodic relay picks them up only if that caller dies first. Without one they are due at
+    # once, for the relay.
     lease: timedelta | None = None
-    queued: list[int] = field(default_factory=list)
-    # The latest signal of each name and the last evaluation, read once and kept current by the
-    # step's own writes (it holds the release's lock, so nobody else writes them meanwhile).
+    queued: list[str] = field(default_factory=list)
+    # Shared by the steps of one transaction (a batch of events); committed by its owner.
+    writes: Writes | None = None
+    # The latest signal of each name, read once and kept current by the step's own writes, and
+    # the last evaluation (read with the row): it holds the release's lock, so nobody else writes
+    # them meanwhile.
     _latest: dict[str, LatestSignal] | None = field(default=None, repr=False)
-    _last_evaluation: EvaluationRef | None = field(default=_UNREAD, repr=False)
+    _last_evaluation: EvaluationRef | None = field(default=None, repr=False)
+    _written: int = field(default=0, repr=False)
+    left: list[str] = field(default_factory=list)  # stages left in this step (their timers are retired)
+
+    def __post_init__(self) -> None:
+        if self.writes is None:
+            self.writes = Writes(self.conn)
+        r = self.release
+        if r.last_evaluation_id is not None and r.last_evaluation_stage is not None and r.last_evaluation_fingerprint is not None:
+            self._last_evaluation = EvaluationRef(r.last_evaluation_id, r.last_evaluation_stage, r.last_evaluation_fingerprint)
+
+    @property
+    def buffer(self) -> Writes:
+        assert self.writes is not None
+        return self.writes
 
     def now(self) -> datetime:
         return self.clock()
@@ -128,59 +152,32 @@ class ReleaseStep:
     ) -> None:
         """Append an audit row naming the release and the inbound event being applied."""
         r = self.release
-        self.conn.execute(
-            INSERT_AUDIT,
-            {
-                "release_id": r.id,
-                "track_id": None,
-                "at": self.now(),
-                "actor": actor,
-                "kind": kind.value,
-                "from_stage": from_stage,
-                "to_stage": to_stage,
-                "reason": reason,
-                "evaluation_id": evaluation_id,
-                "event_id": self.event_id,
-                "data": data or {},
-            },
-        )
+        self.buffer.add(INSERT_AUDIT, {
+            "release_id": r.id, "track_id": None, "at": self.now(), "actor": actor, "kind": kind.value,
+            "from_stage": from_stage, "to_stage": to_stage, "reason": reason, "evaluation_id": evaluation_id,
+            "event_id": self.event_id, "data": data or {},
+        })  # fmt: skip
         log.info(kind.value, release_id=r.id, release=r.key, actor=actor, from_stage=from_stage, to_stage=to_stage, reason=reason)
 
     def queue_action(self, key: str, action: str, params: dict[str, Any]) -> None:
         """Queue an outbox action; its idempotency key makes a repeated step queue it once."""
         now = self.now()
-        new_id = insert_new_id(
-            self.conn,
-            OUTBOX,
-            "idempotency_key",
-            {
-                "release_id": self.release.id,
-                "idempotency_key": f"{self.release.id}:{key}:{action}",
-                "action": action,
-                "params": {"release": self.release.key, **params},
-                "created_at": now,
-                "next_attempt_at": now + self.lease if self.lease is not None else now,
-            },
-        )
-        if new_id is not None and self.lease is not None:
-            self.queued.append(new_id)
+        idempotency_key = f"{self.release.id}:{key}:{action}"
+        self.buffer.add(insert_unless_present(self.conn.dialect.name, OUTBOX, ("idempotency_key",)), {
+            "release_id": self.release.id, "idempotency_key": idempotency_key, "action": action,
+            "params": {"release": self.release.key, **params}, "created_at": now,
+            "next_attempt_at": now + self.lease if self.lease is not None else now,
+        })  # fmt: skip
+        if self.lease is not None:
+            self.queued.append(idempotency_key)
 
     def arm_timer(self, kind: TimerKind, due: datetime, payload: dict[str, Any] | None = None, *, tag: str = "") -> None:
         """A durable wait for this stage visit; re-arming the same one (same key) is a no-op."""
         r = self.release
-        insert_new_id(
-            self.conn,
-            TIMERS,
-            "key",
-            {
-                "release_id": r.id,
-                "key": f"{r.id}:{r.stage}:{kind.value}:{due.isoformat()}:{tag}",
-                "kind": kind.value,
-                "due_at": due,
-                "fired_at": None,
-                "payload": payload or {},
-            },
-        )
+        self.buffer.add(insert_unless_present(self.conn.dialect.name, TIMERS, ("key",)), {
+            "release_id": r.id, "key": f"{r.id}:{r.stage}:{kind.value}:{due.isoformat()}:{tag}", "kind": kind.value,
+            "due_at": due, "fired_at": None, "payload": payload or {},
+        })  # fmt: skip
 
     def move(self, event: str) -> tuple[str, str]:
         """Send `event` (advance, halt, resume, cancel) to the release's machine; (from, to) stages.
@@ -193,7 +190,8 @@ class ReleaseStep:
             machine_for(self.pipeline, r, content_hash=r.definition_hash).send(event)
         except TransitionNotAllowed:
             raise IllegalTransition(f"release {r.key} cannot {event} from stage {before!r}") from None
-        self.conn.execute(RETIRE_STAGE_TIMERS, {"b_release_id": r.id, "prefix": f"{r.id}:{before}:%", "now": self.now()})
+        self.buffer.add(RETIRE_STAGE_TIMERS, {"b_release_id": r.id, "prefix": f"{r.id}:{before}:%", "now": self.now()})
+        self.left.append(before)
         r.entered_stage_at = r.updated_at = self.now()
         return before, r.stage
 
@@ -213,64 +211,46 @@ class ReleaseStep:
         error: str | None = None,
     ) -> None:
         """Store one value (already checked against its declaration) and keep the latest current."""
+        latest = self.latest_signals()  # read before the write waits in the buffer, never after
         now = self.now()
-        values = {
-            "release_id": self.release.id,
-            "name": name,
-            "value": value,
-            "samples": samples,
-            "source": source,
-            "sha": sha,
-            "error": error,
-            "actor": actor,
-            "event_id": self.event_id,
-            "observed_at": observed_at or now,
-            "recorded_at": now,
-        }
-        new_id = self.conn.execute(INSERT_SIGNAL, values).scalar_one()
-        if self._latest is not None:
-            old = self._latest.get(name)
-            # The latest is the newest observation, the newest row among equals (as LATEST_SIGNALS orders).
-            if old is None or values["observed_at"] >= old.observed_at:
-                self._latest[name] = LatestSignal(new_id, name, value, values["observed_at"], source, samples, sha, error, actor)
+        observed = observed_at or now
+        self.buffer.add(INSERT_SIGNAL, {
+            "release_id": self.release.id, "name": name, "value": value, "samples": samples, "source": source, "sha": sha,
+            "error": error, "actor": actor, "event_id": self.event_id, "observed_at": observed, "recorded_at": now,
+        })  # fmt: skip
+        self._written += 1
+        old = latest.get(name)
+        # The latest is the newest observation, the newest row among equals (as LATEST_SIGNALS orders).
+        if old is None or observed >= old.observed_at:
+            latest[name] = LatestSignal(_UNSTORED + self._written, name, value, observed, source, samples, sha, error, actor)
 
     def add_evaluation(self, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str) -> EvaluationRef:
-        """Store a judgement with its evidence; it becomes the step's last evaluation."""
+        """Store a judgement with its evidence, at once (its id goes into what follows); it becomes
+        the step's last evaluation."""
         r = self.release
-        new_id = self.conn.execute(
-            INSERT_EVALUATION,
-            {
-                "release_id": r.id,
-                "stage": r.stage,
-                "transition": transition,
-                "verdict": verdict,
-                "fingerprint": fingerprint,
-                "evidence": evidence,
-                "trigger": trigger,
-                "created_at": self.now(),
-            },
-        ).scalar_one()
+        new_id = self.conn.execute(INSERT_EVALUATION, {
+            "release_id": r.id, "stage": r.stage, "transition": transition, "verdict": verdict, "fingerprint": fingerprint,
+            "evidence": evidence, "trigger": trigger, "created_at": self.now(),
+        }).scalar_one()  # fmt: skip
         self._last_evaluation = EvaluationRef(new_id, r.stage, fingerprint)
         return self._last_evaluation
 
     def add_answer(self, verdict: AnswerVerdict, actor: Actor, reason: str, evaluation: EvaluationRef | None) -> None:
         """Store a release manager's answer (approve, reject, resume) and what it answered."""
-        self.conn.execute(
-            INSERT_APPROVAL,
-            {
-                "release_id": self.release.id,
-                "evaluation_id": evaluation.id if evaluation else None,
-                "fingerprint": evaluation.fingerprint if evaluation else None,
-                "verdict": verdict.value,
-                "actor": actor.name,
-                "role": actor.role,
-                "reason": reason,
-                "created_at": self.now(),
-            },
-        )
+        self.buffer.add(INSERT_APPROVAL, {
+            "release_id": self.release.id, "evaluation_id": evaluation.id if evaluation else None,
+            "fingerprint": evaluation.fingerprint if evaluation else None, "verdict": verdict.value, "actor": actor.name,
+            "role": actor.role, "reason": reason, "created_at": self.now(),
+        })  # fmt: skip
 
     def save(self) -> None:
-        """Write the release row if it changed; ConcurrentUpdate if someone else changed it first."""
+        """Write the release row if it changed (with the buffered writes when the row is locked);
+        ConcurrentUpdate if a row read without its lock was changed by someone else first."""
+        if self.release.locked:
+            update = update_statement(self.release)
+            if update is not None:
+                self.buffer.add(*update)
+            return
         try:
             save(self.conn, self.release)
         except StaleRelease:
@@ -280,15 +260,11 @@ class ReleaseStep:
 
     def latest_signals(self) -> dict[str, LatestSignal]:
         if self._latest is None:
-            self._latest = {
-                row.name: LatestSignal(**row._mapping) for row in self.conn.execute(LATEST_SIGNALS, {"release_id": self.release.id})
-            }
+            rows = self.conn.execute(LATEST_SIGNALS, {"release_id": self.release.id})
+            self._latest = {row.name: _latest(row) for row in rows}
         return self._latest
 
     def last_evaluation(self) -> EvaluationRef | None:
-        if self._last_evaluation is _UNREAD:
-            row = self.conn.execute(LAST_EVALUATION, {"release_id": self.release.id}).first()
-            self._last_evaluation = EvaluationRef(row.id, row.stage, row.fingerprint) if row is not None else None
         return self._last_evaluation
 
     def gate_context(self) -> GateContext:
@@ -300,18 +276,34 @@ class ReleaseStep:
                 team = r.name.removeprefix(SIGNOFF_PREFIX)
                 signoffs[team] = Signoff(team, r.value == 1.0, r.actor or "?", r.observed_at)
             else:
-                signals[r.name] = SignalValue(r.name, r.value, r.observed_at, r.source, r.samples, r.sha, r.id, r.error)
+                signals[r.name] = SignalValue(r.name, r.value, r.observed_at, r.source, r.samples, r.sha, r.error)
         rel = self.release
         return GateContext(self.now(), rel.entered_stage_at, rel.head_sha, signals, signoffs)
+
+
+def _latest(row: Any) -> LatestSignal:
+    return LatestSignal(row.id, row.name, row.value, row.observed_at, row.source, row.samples, row.sha, row.error, row.actor)
+
+
+def preload_signals(conn: Connection, steps: list[ReleaseStep]) -> None:
+    """Read the latest signals of several steps' releases in one statement (a batch, a tick)."""
+    todo = {step.release.id: step for step in steps if step._latest is None}
+    if not todo:
+        return
+    for step in todo.values():
+        step._latest = {}
+    for row in conn.execute(LATEST_SIGNALS_OF, {"release_ids": list(todo)}):
+        todo[row.release_id]._latest[row.name] = _latest(row)  # type: ignore[index]
 
 
 def lock_one(conn: Connection, ref: int | str, *, lock: bool = True) -> ReleaseRecord:
     """The release (by id or 'track/version'), row-locked until the transaction ends unless told
     not to; NotFound otherwise."""
-    where = release_filter(ref)
-    if where is None:
+    named = release_filter(ref)
+    if named is None:
         raise NotFound(f"unknown release {ref!r}; use its id or TRACK/VERSION")
-    found = records(conn, lock_releases(where, lock=lock))
+    by, params = named
+    found = records(conn, lock_releases(by, lock=lock), params, locked=lock)
     if not found:
         raise NotFound(f"unknown release {ref!r}")
     return found[0]
@@ -337,3 +329,12 @@ def open_step(
         step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, event_id=event_id, lease=lease)
         yield step
         step.save()
+        step.buffer.commit()
+
+
+def handed_off(ctx: Context, keys: list[str]) -> list[int]:
+    """The ids of the outbox rows a committed step handed off (their idempotency keys), still pending."""
+    if not keys:
+        return []
+    with ctx.db.autocommit() as conn:  # one statement: no BEGIN, no ROLLBACK
+        return list(conn.scalars(OUTBOX_IDS_BY_KEY, {"keys": keys}))

@@ -1,16 +1,16 @@
 """Use case for time: fire the timers that are due (soak ends, branch day, approval deadlines).
 
 Every long wait is a timer row with a due time; `tick` (beat, or the embedded scheduler) fires
-the due ones. One tick is one transaction for all of them: the due rows come from a partial
-index, their releases are locked in one statement, and each timer is fired on its release's
-step. A release another worker holds is skipped (its timers stay due for the next tick); if one
-timer cannot be fired (bad data), the batch is retried one release per transaction so only that
-release's timers wait.
+the due ones. One tick is one transaction for all of them: the releases with due timers come
+from a partial index, they are locked in one statement, their due timers read again under the
+lock (what another tick fired meanwhile is gone) and their latest signals in one more; each timer
+is fired on its release's step, and everything is written with the commit. A release another
+worker holds is skipped (its timers stay due for the next tick); if one timer cannot be fired
+(bad data), the tick is retried one release per transaction so only that release's timers wait.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import structlog
@@ -18,11 +18,12 @@ from sqlalchemy import Connection
 
 from conductor.context import Context
 from conductor.domain.errors import ConcurrentUpdate, ConductorError
-from conductor.domain.kinds import AuditKind, TimerKind
+from conductor.domain.kinds import ROBOT, AuditKind, TimerKind
 from conductor.service.evaluation import judge
-from conductor.service.step import ROBOT, ReleaseStep
-from conductor.store.releases import RELEASES, lock_releases, records
-from conductor.store.statements import DUE_TIMERS, EVALUATIONS, FIRE_TIMER
+from conductor.service.step import ReleaseStep, preload_signals
+from conductor.store.releases import lock_releases, records
+from conductor.store.statements import DUE_TIMERS, DUE_TIMERS_OF, EVALUATIONS, FIRE_TIMERS
+from conductor.store.writes import Writes
 
 log = structlog.get_logger("conductor.service")
 
@@ -54,28 +55,34 @@ def _due_release_ids(ctx: Context, limit: int) -> list[int]:
 def _fire_due(ctx: Context, limit: int, *, release_ids: list[int] | None) -> int:
     now = ctx.now()
     with ctx.db.begin() as conn:
-        due = conn.execute(DUE_TIMERS, {"now": now, "limit": limit}).all()
-        by_release: dict[int, list[Any]] = defaultdict(list)
-        for timer in due:
-            if release_ids is None or timer.release_id in release_ids:
-                by_release[timer.release_id].append(timer)
-        if not by_release:
+        candidates = sorted({row.release_id for row in conn.execute(DUE_TIMERS, {"now": now, "limit": limit})})
+        if release_ids is not None:
+            candidates = [r for r in candidates if r in release_ids]
+        if not candidates:
             return 0
         skip = not ctx.db.is_sqlite  # a release another worker holds keeps its timers for the next tick
-        fired = 0
-        for release in records(conn, lock_releases(RELEASES.c.id.in_(sorted(by_release)), skip_locked=skip)):
-            step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock)
-            for timer in by_release[release.id]:
-                fired += fire(step, timer)
+        writes = Writes(conn)
+        steps = {
+            release.id: ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock, writes=writes)
+            for release in records(conn, lock_releases("ids", skip_locked=skip), {"ids": candidates}, locked=True)
+        }
+        due = conn.execute(DUE_TIMERS_OF, {"release_ids": list(steps), "now": now}).all() if steps else []
+        if due:
+            writes.add(FIRE_TIMERS, {"timer_ids": [t.id for t in due], "now": now})
+        preload_signals(conn, [steps[t.release_id] for t in due])
+        fired = sum(fire(steps[t.release_id], t) for t in due)
+        for step in steps.values():
             step.save()
+        writes.commit()
         return fired
 
 
 def fire(step: ReleaseStep, timer: Any) -> int:
-    """Fire one due timer on its release's step; 0 if another tick fired it first."""
-    if step.conn.execute(FIRE_TIMER, {"timer_id": timer.id, "now": step.now()}).rowcount != 1:
-        return 0
+    """Fire one due timer on its (locked) release's step; 0 if the stage it waited in was left in
+    this same tick (its timers are retired, never run)."""
     r = step.release
+    if any(timer.key.startswith(f"{r.id}:{stage}:") for stage in step.left):
+        return 0
     log.info("timer_fired", release_id=r.id, timer=timer.kind, due_at=timer.due_at.isoformat())
     if timer.kind == TimerKind.APPROVAL_DEADLINE:
         _deadline_passed(step, (timer.payload or {}).get("evaluation_id"))

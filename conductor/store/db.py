@@ -43,8 +43,12 @@ def make_engine(url: str, **kwargs) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # BEGIN IMMEDIATE takes the write lock up front: SQLite's stand-in for SELECT ... FOR
-            # UPDATE. Read-only sessions use a deferred BEGIN so they never wait for a writer (WAL).
-            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+            # UPDATE. Read-only sessions use a deferred BEGIN so they never wait for a writer (WAL);
+            # an autocommit connection (one statement, its own transaction) begins nothing.
+            options = conn.get_execution_options()
+            if options.get("isolation_level") == "AUTOCOMMIT":
+                return
+            conn.exec_driver_sql("BEGIN" if options.get("readonly") else "BEGIN IMMEDIATE")
 
         return engine
     # No pool pre-ping: it would cost a round trip per transaction on the hot path. A connection
@@ -91,6 +95,13 @@ class Database:
         """One write transaction: committed when the block ends, rolled back on any exception."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """Each statement its own transaction: for a single write that needs no BEGIN and no COMMIT
+        (on PostgreSQL one round trip in all)."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -193,6 +194,9 @@ class InboxEvent(Base):
     delivery_id: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(50))
     payload: Mapped[dict[str, Any]]
+    # What the payload names, as columns: the worker joins the tracks of the repository when it locks the row.
+    repository: Mapped[str | None] = mapped_column(Text)
+    branch: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     release_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
@@ -229,7 +233,10 @@ class Timer(Base):
     """A wait with a due time (soak end, branch day, approval deadline); fired by tick."""
 
     __tablename__ = "timers"
-    __table_args__ = (Index("ix_timers_due", "fired_at", "due_at"),)
+    # Only unfired timers are ever looked up by due time: the index holds just those.
+    __table_args__ = (
+        Index("ix_timers_pending", "due_at", postgresql_where=text("fired_at IS NULL"), sqlite_where=text("fired_at IS NULL")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
     key: Mapped[str] = mapped_column(String(300), unique=True)

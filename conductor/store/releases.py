@@ -2,10 +2,13 @@
 
 `lock_releases` is the one "lock the release" statement (by id, by track and version, or a batch
 of them in id order, so concurrent batches never deadlock). `ReleaseRecord` is the row as a plain
-object (python-statemachine writes `stage` on it) together with the two track settings a step
-needs, read in the same statement. `save` writes only what changed, guarded by the optimistic
-lock column: a writer that read the row before someone else changed it gets `StaleRelease`
-instead of overwriting the newer state.
+object (python-statemachine writes `stage` on it) together with what a step reads alongside it in
+the same statement: the two track settings it needs and the release's last stored evaluation.
+
+A locked row's changes are written by `update_statement` (the step buffers it with its other
+writes: nobody else can have changed the row meanwhile). `save` writes a row that was read
+without the lock, guarded by the optimistic lock column: a writer that read the row before
+someone else changed it gets `StaleRelease` instead of overwriting the newer state.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, Update, bindparam, select, tuple_
 
-from conductor.store.statements import RELEASES, TRACKS
+from conductor.store.statements import EVALUATIONS, RELEASES, TRACKS
 
 
 class StaleRelease(Exception):
@@ -47,9 +50,13 @@ class ReleaseRecord:
     created_at: datetime
     updated_at: datetime
     version_id: int
-    # Read with the row from its track; never written through the release.
+    # Read with the row, never written through it: its track's settings, its last evaluation.
     critical_fix_marker: str
     four_eyes: bool
+    last_evaluation_id: int | None = None
+    last_evaluation_stage: str | None = None
+    last_evaluation_fingerprint: str | None = None
+    locked: bool = False  # read with FOR UPDATE: nobody else changes it until the transaction ends
 
     def __post_init__(self) -> None:
         self.unreviewed_commits = list(self.unreviewed_commits or [])
@@ -83,37 +90,68 @@ MUTABLE = (
     "updated_at",
 )
 _ROW_COLUMNS = [RELEASES.c[f.name] for f in fields(ReleaseRecord) if f.name in RELEASES.c]
-_LOCK = select(*_ROW_COLUMNS, TRACKS.c.critical_fix_marker, TRACKS.c.four_eyes).join(TRACKS, TRACKS.c.id == RELEASES.c.track_id)
+
+
+def _last_evaluation(column: str) -> Any:
+    return (
+        select(EVALUATIONS.c[column])
+        .where(EVALUATIONS.c.release_id == RELEASES.c.id)
+        .order_by(EVALUATIONS.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(f"last_evaluation_{column}")
+    )
+
+
+_LOCK = select(
+    *_ROW_COLUMNS,
+    TRACKS.c.critical_fix_marker,
+    TRACKS.c.four_eyes,
+    _last_evaluation("id"),
+    _last_evaluation("stage"),
+    _last_evaluation("fingerprint"),
+).join(TRACKS, TRACKS.c.id == RELEASES.c.track_id)
 _DIGITS = re.compile(r"[0-9]{1,18}")
+# How a release is named: by id, by ids, by track and version, by (track, version) pairs.
+_WHERE = {
+    "id": RELEASES.c.id == bindparam("id"),
+    "ids": RELEASES.c.id.in_(bindparam("ids", expanding=True)),
+    "key": (RELEASES.c.track_id == bindparam("track_id")) & (RELEASES.c.version == bindparam("version")),
+    "keys": tuple_(RELEASES.c.track_id, RELEASES.c.version).in_(bindparam("keys", expanding=True)),
+}
 
 
-def release_filter(ref: int | str) -> ColumnElement[bool] | None:
-    """The WHERE clause for a release given by id or as 'track/version'; None for anything else.
-
-    Only ASCII digits make an id: str.isdigit() would take '²' and fail later in int()."""
+def release_filter(ref: int | str) -> tuple[str, dict[str, Any]] | None:
+    """How to find a release given by id or as 'track/version' (a lock_releases form and its
+    parameters); None for anything else. Only ASCII digits make an id: str.isdigit() would take
+    '²' and fail later in int()."""
     if isinstance(ref, int) and not isinstance(ref, bool):
-        return RELEASES.c.id == ref
+        return "id", {"id": ref}
     if isinstance(ref, str) and _DIGITS.fullmatch(ref):
-        return RELEASES.c.id == int(ref)
+        return "id", {"id": int(ref)}
     if isinstance(ref, str) and "/" in ref:
         track, version = ref.rsplit("/", 1)
-        return (RELEASES.c.track_id == track) & (RELEASES.c.version == version)
+        return "key", {"track_id": track, "version": version}
     return None
 
 
-def lock_releases(where: ColumnElement[bool], *, lock: bool = True, skip_locked: bool = False) -> Select:
-    """The releases matching `where` with their track settings, row-locked in id order (FOR UPDATE
-    OF releases on PostgreSQL; SQLite's writer lock is taken by BEGIN IMMEDIATE instead)."""
-    q = _LOCK.where(where).order_by(RELEASES.c.id)
+def where_release(by: str) -> ColumnElement[bool]:
+    """The WHERE clause of a release_filter form (bind its parameters)."""
+    return _WHERE[by]
+
+
+@cache
+def lock_releases(by: str, *, lock: bool = True, skip_locked: bool = False) -> Select[Any]:
+    """The releases named `by` ("id", "ids", "key" or "keys": bind the parameter of that name) with
+    their track settings and last evaluation, row-locked in id order (FOR UPDATE OF releases on
+    PostgreSQL; SQLite's writer lock is taken by BEGIN IMMEDIATE instead). Built once per form."""
+    q = _LOCK.where(_WHERE[by]).order_by(RELEASES.c.id)
     return q.with_for_update(of=RELEASES, skip_locked=skip_locked) if lock else q
 
 
-def by_keys(keys: list[tuple[str, str]]) -> ColumnElement[bool]:
-    return tuple_(RELEASES.c.track_id, RELEASES.c.version).in_(keys)
-
-
-def records(conn: Connection, query: Select) -> list[ReleaseRecord]:
-    return [ReleaseRecord(**row._mapping) for row in conn.execute(query)]
+def records(conn: Connection, query: Select[Any], params: dict[str, Any], *, locked: bool) -> list[ReleaseRecord]:
+    """The rows of a lock_releases query; `locked` says whether it took the row locks."""
+    return [ReleaseRecord(**row._mapping, locked=locked) for row in conn.execute(query, params)]
 
 
 @cache
@@ -126,13 +164,27 @@ def _update(names: tuple[str, ...]) -> Update:
     )
 
 
+def update_statement(rec: ReleaseRecord) -> tuple[Update, dict[str, Any]] | None:
+    """The UPDATE of what changed in a locked row (None: nothing changed), for buffered writes.
+
+    The row is taken as written: its version moves on and its changes are forgotten."""
+    assert rec.locked, "only a row read under its lock may be written without the version check"
+    changed = rec.changes()
+    if not changed:
+        return None
+    params = {"b_id": rec.id, "b_version": rec.version_id, **changed}
+    rec.version_id += 1
+    rec._saved = rec._state()
+    return _update(tuple(sorted(changed))), params
+
+
 def save(conn: Connection, rec: ReleaseRecord) -> bool:
-    """Write what changed (nothing: no statement); StaleRelease if the row moved on meanwhile."""
+    """Write what changed at once (nothing: no statement); StaleRelease if the row moved on since
+    it was read (for rows read without their lock)."""
     changed = rec.changes()
     if not changed:
         return False
-    names = tuple(sorted(changed))
-    result = conn.execute(_update(names), {"b_id": rec.id, "b_version": rec.version_id, **changed})
+    result = conn.execute(_update(tuple(sorted(changed))), {"b_id": rec.id, "b_version": rec.version_id, **changed})
     if result.rowcount != 1:
         raise StaleRelease(f"release {rec.key} changed since version {rec.version_id} was read")
     rec.version_id += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, bindparam, func, select, tuple_
+from sqlalchemy import Connection, Insert, Select, Table, bindparam, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conductor.store.models import (
@@ -46,10 +46,12 @@ TOKENS: Table = ApiToken.__table__  # type: ignore[assignment]
 
 # ---------------------------------------------------------------------------- inserts
 
-INSERT_SIGNAL = SIGNALS.insert().returning(SIGNALS.c.id)
-INSERT_AUDIT = AUDIT.insert()
+# Appends that need no result are `.inline()`: no implicit RETURNING of the new id, so they can
+# wait in a transaction's buffered writes (conductor.store.writes).
+INSERT_SIGNAL = SIGNALS.insert().inline()
+INSERT_AUDIT = AUDIT.insert().inline()
+INSERT_APPROVAL = APPROVALS.insert().inline()
 INSERT_EVALUATION = EVALUATIONS.insert().returning(EVALUATIONS.c.id)
-INSERT_APPROVAL = APPROVALS.insert()
 
 
 @cache
@@ -61,6 +63,14 @@ def _insert_if_new(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
     stmt = insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
     return stmt.returning(*[c for c in table.primary_key.columns])
+
+
+@cache
+def insert_unless_present(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, without RETURNING: for buffered writes, where a row
+    that is already there (a repeated step) is simply not written again."""
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    return insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key]).inline()
 
 
 def insert_new_id(conn: Connection, table: Table, key: str | tuple[str, ...], values: dict[str, Any]) -> Any:
@@ -95,36 +105,47 @@ LATEST_FINGERPRINT = (
 EVALUATION_BY_ID = select(EVALUATIONS).where(EVALUATIONS.c.id == bindparam("id"))
 
 
-def _latest_signals():  # noqa: ANN202 (a Select of a fixed shape)
+def _latest_signals(many: bool):  # noqa: ANN202 (a Select of a fixed shape)
     """Only the latest value of each signal counts, so only those rows are loaded: the cost of a
     step stays flat however many values a release has collected (ix_signals_release_name)."""
     t = SIGNALS.c
-    latest = (
-        select(t.id, func.row_number().over(partition_by=t.name, order_by=(t.observed_at.desc(), t.id.desc())).label("rank"))
-        .where(t.release_id == bindparam("release_id"))
-        .subquery()
+    ranked = select(
+        t.id, func.row_number().over(partition_by=(t.release_id, t.name), order_by=(t.observed_at.desc(), t.id.desc())).label("rank")
     )
+    ranked = ranked.where(t.release_id.in_(bindparam("release_ids", expanding=True)) if many else t.release_id == bindparam("release_id"))
+    latest = ranked.subquery()
     return (
-        select(t.name, t.value, t.observed_at, t.source, t.samples, t.sha, t.id, t.error, t.actor)
+        select(t.release_id, t.name, t.value, t.observed_at, t.source, t.samples, t.sha, t.id, t.error, t.actor)
         .join(latest, t.id == latest.c.id)
         .where(latest.c.rank == 1)
         .order_by(t.observed_at, t.id)
     )
 
 
-LATEST_SIGNALS = _latest_signals()
+LATEST_SIGNALS = _latest_signals(many=False)
+LATEST_SIGNALS_OF = _latest_signals(many=True)  # of several releases at once (a batch, a tick)
 
 # ---------------------------------------------------------------------------- timers
 
 # Due timers come from the partial index ix_timers_pending (due_at WHERE fired_at IS NULL), so
 # finding the few that are due costs the same with ten thousand waiting.
 DUE_TIMERS = (
-    select(TIMERS.c.id, TIMERS.c.release_id, TIMERS.c.kind, TIMERS.c.due_at, TIMERS.c.payload)
+    select(TIMERS.c.release_id)
     .where(TIMERS.c.fired_at.is_(None), TIMERS.c.due_at <= bindparam("now"))
     .order_by(TIMERS.c.due_at, TIMERS.c.id)
     .limit(bindparam("limit"))
 )
-FIRE_TIMER = TIMERS.update().where(TIMERS.c.id == bindparam("timer_id"), TIMERS.c.fired_at.is_(None)).values(fired_at=bindparam("now"))
+# Read again once their releases are locked: what another tick fired meanwhile is gone.
+DUE_TIMERS_OF = (
+    select(TIMERS.c.id, TIMERS.c.release_id, TIMERS.c.key, TIMERS.c.kind, TIMERS.c.due_at, TIMERS.c.payload)
+    .where(
+        TIMERS.c.release_id.in_(bindparam("release_ids", expanding=True)),
+        TIMERS.c.fired_at.is_(None),
+        TIMERS.c.due_at <= bindparam("now"),
+    )
+    .order_by(TIMERS.c.due_at, TIMERS.c.id)
+)
+FIRE_TIMERS = TIMERS.update().where(TIMERS.c.id.in_(bindparam("timer_ids", expanding=True))).values(fired_at=bindparam("now"))
 
 # ---------------------------------------------------------------------------- inbox
 
@@ -144,6 +165,11 @@ FAIL_PENDING_EVENT = (
     .where(INBOX.c.id == bindparam("event_id"), INBOX.c.status == "pending")
     .values(status="failed", note=bindparam("note"), processed_at=bindparam("processed_at"), attempts=INBOX.c.attempts + 1)
 )
+OUTBOX_IDS_BY_KEY = (
+    select(OUTBOX.c.id)
+    .where(OUTBOX.c.idempotency_key.in_(bindparam("keys", expanding=True)), OUTBOX.c.status == "pending")
+    .order_by(OUTBOX.c.id)
+)
 EVENT_BY_DELIVERY = select(INBOX.c.id, INBOX.c.status).where(
     INBOX.c.source == bindparam("source"), INBOX.c.delivery_id == bindparam("delivery_id")
 )
@@ -154,10 +180,22 @@ TRACKS_OF_REPOSITORY = (
 )
 
 
-def lock_events(ids: list[int], *, skip_locked: bool):  # noqa: ANN201
-    """The inbox rows of a batch, row-locked; rows another transaction holds are skipped (PostgreSQL)."""
-    q = select(INBOX.c.id, INBOX.c.status, INBOX.c.payload).where(INBOX.c.id.in_(ids)).order_by(INBOX.c.id)
-    return q.with_for_update(skip_locked=skip_locked)
+_LOCK_EVENTS = (
+    select(INBOX.c.id, INBOX.c.status, INBOX.c.payload, INBOX.c.repository,
+           TRACKS.c.id.label("track_id"), TRACKS.c.branch_pattern, TRACKS.c.critical_fix_marker)
+    .outerjoin(TRACKS, TRACKS.c.repository == INBOX.c.repository)
+    .where(INBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(INBOX.c.id, TRACKS.c.id)
+)  # fmt: skip
+_LOCK_EVENTS_SKIP = _LOCK_EVENTS.with_for_update(of=INBOX, skip_locked=True)
+_LOCK_EVENTS_WAIT = _LOCK_EVENTS.with_for_update(of=INBOX)
+
+
+def lock_events(*, skip_locked: bool) -> Select[Any]:
+    """The inbox rows of a batch (bind `ids`), row-locked, each with the tracks of the repository it
+    names (one row per track; none when no track has that repository). Rows another transaction
+    holds are skipped (PostgreSQL); the tracks are read, not locked."""
+    return _LOCK_EVENTS_SKIP if skip_locked else _LOCK_EVENTS_WAIT
 
 
 def release_keys(keys: list[tuple[str, str]]):  # noqa: ANN201
