@@ -24,8 +24,8 @@ from sqlalchemy import Connection, select
 from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, ReleaseRef
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
-from conductor.domain.kinds import FINISHED_ACTIONS, ActionStatus, AuditKind
-from conductor.service.step import ROBOT, ReleaseStep, lock_one
+from conductor.domain.kinds import FINISHED_ACTIONS, ROBOT, ActionStatus, AuditKind
+from conductor.service.step import ReleaseStep, lock_one
 from conductor.store.statements import OUTBOX, TRACKS
 
 log = structlog.get_logger("conductor.outbox")
