@@ -50,10 +50,10 @@ def _states(pipeline: Pipeline) -> dict[str, StateDefinition]:
     return states
 
 
-_classes: dict[str, type[StateChart]] = {}
+_classes: dict[str, type[StateChart[Any]]] = {}
 
 
-def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[StateChart]:
+def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[StateChart[Any]]:
     """The machine class for a pipeline, built once per content hash (pass it when known: a
     release pins its definition by that hash, and hashing the definition costs more than the step)."""
     key = content_hash or pipeline.content_hash()
@@ -76,6 +76,6 @@ def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[S
     return cls
 
 
-def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage", content_hash: str | None = None) -> StateChart:
+def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage", content_hash: str | None = None) -> StateChart[Any]:
     """A machine bound to `model`, starting from the stage the model already holds."""
     return machine_class(pipeline, content_hash)(model=model, state_field=state_field)
