@@ -48,8 +48,8 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Definition files 
     from conductor.domain.loader import validate_paths
 
     pipelines, problems = validate_paths(paths)
-    for p in problems:
-        err.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
+    for problem in problems:
+        err.print(f"[red]error[/] {problem}", highlight=False, soft_wrap=True)
     for p in pipelines:
         out.print(f"[green]ok[/] {p.name}: {len(p.stages)} stages, {len(p.transitions)} transitions, {len(p.gates)} gates")
     if problems:
@@ -340,7 +340,7 @@ def configure_actions_cmd(
     """Where TRACK's notifications and actions go (unset actions are skipped, with the reason on the release)."""
     from conductor.service.tracks import configure_actions
 
-    changes = {
+    changes: dict[str, str | list[str]] = {
         k: v
         for k, v in (
             ("slack_url", slack_url),

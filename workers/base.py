@@ -45,7 +45,11 @@ def count_delivery(broker_url: str, task_id: str) -> int | None:
     key = DELIVERY_KEY.format(task_id=task_id)
     with client.pipeline() as pipe:
         # No counter yet means the first delivery was never counted (only redeliveries pay for one).
-        pipe.setnx(key, 1).incr(key).expire(key, DELIVERY_TTL_S)
+        # One command a line: redis-py types a pipeline's commands as the client's results, not as
+        # the pipeline that chaining them returns.
+        pipe.setnx(key, 1)
+        pipe.incr(key)
+        pipe.expire(key, DELIVERY_TTL_S)
         _, n, _ = pipe.execute()
     return int(n)
 

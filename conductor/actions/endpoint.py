@@ -17,6 +17,7 @@ A 2xx answer means done (a JSON body is kept as the action's result).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -27,7 +28,7 @@ from conductor.actions.http import post_json, response_summary
 KNOWN_ACTIONS = ("cut_branch", "distribute", "submit_to_store", "set_rollout", "halt_rollout", "resume_rollout", "publish")
 
 
-def action_payload(request: ActionRequest, now: datetime | None = None) -> dict:
+def action_payload(request: ActionRequest, now: datetime | None = None) -> dict[str, Any]:
     params = {k: v for k, v in request.params.items() if k != "release"}
     return {
         "type": f"action.{request.action}",

@@ -77,7 +77,8 @@ class Notifier:
     def run(self, request: ActionRequest) -> ActionOutcome:
         event = notification_event(request)
         cfg = self.settings
-        channels = [name for name, url in (("slack", cfg.slack_url), ("webhook", cfg.webhook_url)) if url]
+        urls = {name: url for name, url in (("slack", cfg.slack_url), ("webhook", cfg.webhook_url)) if url}
+        channels = list(urls)
         if not channels:
             return ActionOutcome(
                 "skipped", f"no notification channel configured for track {self.track_id} (settings.notify.slack_url / webhook_url)"
@@ -94,7 +95,7 @@ class Notifier:
                 if channel == "slack":
                     resp = post_json(
                         self.client,
-                        cfg.slack_url,
+                        urls[channel],
                         {"text": slack_text(event, request)},
                         what="slack notification",
                         idempotency_key=request.idempotency_key,
@@ -108,7 +109,7 @@ class Notifier:
                         )
                     resp = post_json(
                         self.client,
-                        cfg.webhook_url,
+                        urls[channel],
                         webhook_payload(event, request),
                         what="webhook notification",
                         idempotency_key=request.idempotency_key,

@@ -47,7 +47,7 @@ class ApiState:
 
 async def get_state(request: Request) -> ApiState:
     # async: no I/O here, so FastAPI runs it on the event loop instead of a threadpool hop
-    return request.app.state.conductor_api  # type: ignore[no-any-return]
+    return request.app.state.conductor_api
 
 
 State = Annotated[ApiState, Depends(get_state)]

@@ -106,7 +106,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
+        first: dict[str, Any] = errors[0] if errors else {"msg": "invalid request", "loc": ()}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         field = _field_of(tuple(first.get("loc", ())))
         msg = first.get("msg", "invalid request")

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.json_schema import JsonDict
 
 MAX_INT = 2**31 - 1
 # Identifiers: letters, digits and . _ - (no slash: "track/version" is how releases are named).
@@ -66,13 +67,18 @@ class TrackCreate(Request):
     secrets: TrackSecrets | None = None
 
 
+def _no_default(schema: JsonDict) -> None:
+    """Leave `default: null` out of a field's JSON schema: null there means "not sent", not a value."""
+    schema.pop("default", None)
+
+
 class TrackUpdate(Request):
     """Only the fields sent change; `repository: null` detaches the track from webhooks."""
 
     repository: Repository | None = None
-    branch_pattern: BranchPattern = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
-    critical_fix_marker: Marker = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
-    four_eyes: bool = Field(default=None, json_schema_extra=lambda s: s.pop("default", None))  # type: ignore[assignment]
+    branch_pattern: BranchPattern = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    critical_fix_marker: Marker = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    four_eyes: bool = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
     secrets: TrackSecrets | None = None
 
 

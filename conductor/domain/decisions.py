@@ -74,7 +74,8 @@ def next_schedule_time(pipeline: Pipeline, schedule: str, after: datetime) -> da
     """The first cron occurrence strictly after `after`, in the pipeline's time zone, as UTC."""
     tz = ZoneInfo(pipeline.timezone)
     it = croniter(pipeline.schedules[schedule], after.astimezone(tz))
-    return it.get_next(datetime).astimezone(UTC)
+    nxt: datetime = it.get_next(datetime)  # croniter returns an instance of the type it is asked for
+    return nxt.astimezone(UTC)
 
 
 def not_before(pipeline: Pipeline, transition: Transition, entered_at: datetime) -> datetime:

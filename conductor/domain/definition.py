@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Hashable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -233,7 +234,8 @@ class Pipeline(_Strict):
 
     def stage_order(self) -> list[str]:
         """The main line from the initial stage following advance transitions."""
-        order, cur = [], self.initial_stage
+        order: list[str] = []
+        cur: str | None = self.initial_stage
         while cur is not None and cur not in order:
             order.append(cur)
             t = self.advance_from(cur)
@@ -260,13 +262,15 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
     problems: list[tuple[tuple[Any, ...], str]] = []
     if not isinstance(raw, dict):
         return problems
-    stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
-    gates = raw.get("gates") if isinstance(raw.get("gates"), dict) else {}
-    signals = raw.get("signals") if isinstance(raw.get("signals"), dict) else {}
-    schedules = raw.get("schedules") if isinstance(raw.get("schedules"), dict) else {}
-    transitions = raw.get("transitions") if isinstance(raw.get("transitions"), list) else []
+    stages: dict[Any, Any] = raw["stages"] if isinstance(raw.get("stages"), dict) else {}
+    gates: dict[Any, Any] = raw["gates"] if isinstance(raw.get("gates"), dict) else {}
+    signals: dict[Any, Any] = raw["signals"] if isinstance(raw.get("signals"), dict) else {}
+    schedules: dict[Any, Any] = raw["schedules"] if isinstance(raw.get("schedules"), dict) else {}
+    transitions: list[Any] = raw["transitions"] if isinstance(raw.get("transitions"), list) else []
 
-    def kind_of(stage: str) -> str:
+    # Keys of the raw mapping are whatever YAML scalars the file holds (a `~` key is None), so
+    # stage names here are Hashable, not yet str; pydantic reports the ones that are not text.
+    def kind_of(stage: Hashable) -> str:
         body = stages.get(stage)
         return body.get("kind", "stage") if isinstance(body, dict) else "stage"
 
@@ -274,8 +278,8 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
         if isinstance(gate, dict) and isinstance(gate.get("signal"), str) and gate["signal"] not in signals:
             problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
 
-    sources_seen: set[str] = set()
-    edges: dict[str, list[str]] = {}
+    sources_seen: set[Hashable] = set()
+    edges: dict[Hashable, list[Hashable]] = {}
     for i, t in enumerate(transitions):
         if not isinstance(t, dict):
             continue

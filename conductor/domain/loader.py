@@ -26,10 +26,10 @@ _INT_LIMIT = 2**63
 _INT_MAX_CHARS = 100
 
 
-class _Refused(yaml.YAMLError):
+class _Refused(yaml.YAMLError):  # type: ignore[misc]  # PyYAML has no type hints (no types-PyYAML here): its classes are Any
     """A definition uses YAML that definitions may not use; knows the line and key path."""
 
-    def __init__(self, message: str, mark: yaml.Mark | None, path: tuple):
+    def __init__(self, message: str, mark: yaml.Mark | None, path: tuple[Any, ...]):
         super().__init__(message)
         self.message, self.mark, self.path = message, mark, path
 
@@ -39,7 +39,7 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-class _DefinitionLoader(yaml.SafeLoader):
+class _DefinitionLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints: SafeLoader is Any
     """PyYAML's safe loader, refusing what definitions do not need while it composes the document.
 
     Anchors and aliases: an alias makes the document a graph, and ten lines of `&a [*b, *b, ...]`
@@ -57,9 +57,9 @@ class _DefinitionLoader(yaml.SafeLoader):
         # (a key is not part of the path of the node it names). Its length is the nesting depth.
         self._path: list[Any] = []
         # id(node) -> key path, filled by `_line_index` before construction, for constructor errors.
-        self.node_paths: dict[int, tuple] = {}
+        self.node_paths: dict[int, tuple[Any, ...]] = {}
 
-    def _here(self) -> tuple:
+    def _here(self) -> tuple[Any, ...]:
         return tuple(p for p in self._path if p is not None)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
@@ -95,7 +95,7 @@ class _DefinitionLoader(yaml.SafeLoader):
     def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > _INT_MAX_CHARS:
             raise ValueError(f"integers must fit in 64 bits; this one has {len(node.value)} characters")
-        value = super().construct_yaml_int(node)
+        value: int = super().construct_yaml_int(node)  # the int tag constructs an int
         if not -_INT_LIMIT <= value < _INT_LIMIT:
             raise ValueError("integers must fit in 64 bits")
         return value
@@ -118,7 +118,12 @@ for _tag in ("binary", "set", "omap", "pairs"):
     _DefinitionLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag(_tag))
 
 
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, node_paths: dict | None = None) -> dict[tuple, int]:
+def _line_index(
+    node: yaml.Node,
+    path: tuple[Any, ...] = (),
+    out: dict[tuple[Any, ...], int] | None = None,
+    node_paths: dict[int, tuple[Any, ...]] | None = None,
+) -> dict[tuple[Any, ...], int]:
     """Map each key path of a composed YAML document to its 1-based line.
 
     Hand-written because PyYAML keeps positions only on nodes and pydantic knows only paths;
@@ -145,7 +150,7 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None, node
     return out
 
 
-def _line_for(index: dict[tuple, int], path: tuple) -> int | None:
+def _line_for(index: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int | None:
     # pydantic's loc may hold alias names or union tags the YAML does not; fall back to the
     # longest prefix that does exist.
     for end in range(len(path), -1, -1):
@@ -154,7 +159,7 @@ def _line_for(index: dict[tuple, int], path: tuple) -> int | None:
     return None
 
 
-def _clean_loc(loc: tuple) -> tuple:
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # Discriminated unions add the tag ('threshold') to the loc; it is not a YAML key.
     return tuple(p for p in loc if p not in ("threshold", "count", "signoff"))
 
@@ -163,7 +168,7 @@ def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
     """Parse and validate one definition; DefinitionError lists every problem with its line."""
     # One pass over the text: compose it into nodes (refusing anchors, aliases, deep nesting),
     # map every key path to its line, then build the raw mapping from those same nodes.
-    index: dict[tuple, int] = {}
+    index: dict[tuple[Any, ...], int] = {}
     try:
         loader = _DefinitionLoader(text)  # already refuses non-printable characters
         try:

@@ -8,15 +8,16 @@ around the release row for every step; it holds no state of its own and does no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from statemachine import StateChart
-from statemachine.io.class_factory import create_machine_class_from_definition
+from statemachine.io.class_factory import StateDefinition, TransitionDict, create_machine_class_from_definition
 
 from conductor.domain.definition import Pipeline
 
 
-def _halted_from(stage: str):
+def _halted_from(stage: str) -> Callable[[Any], bool]:
     def guard(model: Any) -> bool:
         return getattr(model, "halted_from", None) == stage
 
@@ -24,11 +25,11 @@ def _halted_from(stage: str):
     return guard
 
 
-def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    states: dict[str, dict[str, Any]] = {}
+def _states(pipeline: Pipeline) -> dict[str, StateDefinition]:
+    states: dict[str, StateDefinition] = {}
     halt, cancel = pipeline.halt_stage, pipeline.cancel_stage
     for i, (name, stage) in enumerate(pipeline.stages.items()):
-        on: dict[str, list[dict[str, Any]]] = {}
+        on: dict[str | None, list[TransitionDict]] = {}
         t = pipeline.advance_from(name)
         if t is not None:
             on["advance"] = [{"target": t.target}]
@@ -38,7 +39,7 @@ def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             on["resume"] = [{"target": s, "cond": _halted_from(s)} for s, st in pipeline.stages.items() if st.kind == "rollout"]
         if cancel and stage.kind not in ("final", "cancelled"):
             on["cancel"] = [{"target": cancel}]
-        body: dict[str, Any] = {"name": name.replace("_", " ")}
+        body: StateDefinition = {"name": name.replace("_", " ")}
         if i == 0:
             body["initial"] = True
         if stage.kind in ("final", "cancelled"):
@@ -49,10 +50,10 @@ def _states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     return states
 
 
-_classes: dict[str, type[StateChart]] = {}
+_classes: dict[str, type[StateChart[Any]]] = {}
 
 
-def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[StateChart]:
+def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[StateChart[Any]]:
     """The machine class for a pipeline, built once per content hash (pass it when known: a
     release pins its definition by that hash, and hashing the definition costs more than the step)."""
     key = content_hash or pipeline.content_hash()
@@ -75,6 +76,6 @@ def machine_class(pipeline: Pipeline, content_hash: str | None = None) -> type[S
     return cls
 
 
-def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage", content_hash: str | None = None) -> StateChart:
+def machine_for(pipeline: Pipeline, model: Any, state_field: str = "stage", content_hash: str | None = None) -> StateChart[Any]:
     """A machine bound to `model`, starting from the stage the model already holds."""
     return machine_class(pipeline, content_hash)(model=model, state_field=state_field)

@@ -209,7 +209,7 @@ def change_marks(ctx: Context, release_id: int | None = None) -> dict[str, str]:
     """Cheap markers that change whenever what a page shows changes (the live-update poll compares them)."""
     with ctx.db.reading() as conn:
         if release_id is None:
-            row = conn.execute(
+            board_row = conn.execute(
                 select(
                     select(func.max(AUDIT.c.id)).scalar_subquery(),
                     select(func.max(EVALUATIONS.c.id)).scalar_subquery(),
@@ -217,7 +217,7 @@ def change_marks(ctx: Context, release_id: int | None = None) -> dict[str, str]:
                     select(func.max(RELEASES.c.updated_at)).scalar_subquery(),
                 )
             ).one()
-            return {"board": ":".join(str(x) for x in row)}
+            return {"board": ":".join(str(x) for x in board_row)}
         row = conn.execute(
             select(
                 select(RELEASES.c.stage).where(RELEASES.c.id == release_id).scalar_subquery(),

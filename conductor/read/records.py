@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row, Table
 
@@ -56,13 +56,16 @@ class EvaluationInfo:
     def target(self) -> str | None:
         return self.evidence.get("target")
 
+    # `evidence` is the JSON `Decision.evidence()` wrote: summary is text, gates a list of objects.
     @property
     def summary(self) -> str:
-        return self.evidence.get("summary", "")
+        summary: str = self.evidence.get("summary", "")
+        return summary
 
     @property
     def gates(self) -> list[dict[str, Any]]:
-        return self.evidence.get("gates", [])
+        gates: list[dict[str, Any]] = self.evidence.get("gates", [])
+        return gates
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,5 +172,8 @@ def columns(record: type, table: Table) -> list[Any]:
     return [table.c[f.name] for f in fields(record)]
 
 
-def build(record: type, row: Row[Any]) -> Any:
+R = TypeVar("R")
+
+
+def build(record: type[R], row: Row[Any]) -> R:
     return record(**row._mapping)

@@ -16,8 +16,8 @@ import structlog
 from conductor.context import Context
 from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
 from conductor.domain.gates import GateResult
-from conductor.domain.kinds import AuditKind, TimerKind
-from conductor.service.step import ROBOT, Actor, EvaluationRef, ReleaseStep, open_step
+from conductor.domain.kinds import ROBOT, AuditKind, TimerKind
+from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
 
 log = structlog.get_logger("conductor.service")
 

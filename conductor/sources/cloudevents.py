@@ -180,8 +180,9 @@ class StructuredEnvelope(Payload):
 def _repository_id(value: Any) -> str | None:
     if isinstance(value, str) and value:
         return value
-    if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"]:
-        return value["id"]
+    ident = value.get("id") if isinstance(value, dict) else None
+    if isinstance(ident, str) and ident:
+        return ident
     return None
 
 

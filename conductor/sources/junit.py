@@ -118,7 +118,8 @@ def _clip(text: str) -> str:
 
 def _parse_xml(body: bytes) -> Element:
     try:
-        return fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root: Element = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)  # defusedxml is untyped
+        return root
     except DTDForbidden:
         raise PayloadInvalid("DOCTYPE declarations are not accepted", field="xml.doctype") from None
     except EntitiesForbidden:

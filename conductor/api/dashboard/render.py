@@ -60,7 +60,7 @@ def duration(td: timedelta | None, parts: int = 2) -> str:
     secs = int(td.total_seconds())
     sign = "-" if secs < 0 else ""
     secs = abs(secs)
-    out = []
+    out: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if secs >= size and len(out) < parts:
             out.append(f"{secs // size}{unit}")
@@ -188,14 +188,14 @@ def finished_item(card: Any, href: str) -> Markup:
 
 def sparkline(series: SignalSeries, marks: list[tuple[datetime, str]], now: datetime, width: int = 320, height: int = 72) -> Markup:
     """A signal's history as inline SVG: values, pass/fail lines, stage changes; no JavaScript."""
-    pts = [p for p in series.points if p.value is not None]
+    pts = [(p.at, p.value) for p in series.points if p.value is not None]
     errors = [p for p in series.points if p.value is None]
     pad_l, pad_r, pad_t, pad_b = 4, 4, 6, 6
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
     t0 = series.points[0].at
     t1 = max(now, series.points[-1].at)
     span = (t1 - t0).total_seconds() or 1.0
-    values = [p.value for p in pts] + [v for _, v, _ in series.thresholds]
+    values = [v for _, v in pts] + [v for _, v, _ in series.thresholds]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     if hi == lo:
         lo, hi = lo - 1, hi + 1
@@ -228,14 +228,14 @@ def sparkline(series: SignalSeries, marks: list[tuple[datetime, str]], now: date
             f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{y(v)}" y2="{y(v)}" class="spark-{kind}"><title>{escape(name)} {number(v)}</title></line>'
         )
     if len(pts) > 1:
-        coords = " ".join(f"{x(p.at)},{y(p.value)}" for p in pts)
+        coords = " ".join(f"{x(at)},{y(v)}" for at, v in pts)
         out.append(f'<polyline points="{coords}" class="spark-line"/>')
     if pts and len(pts) <= 60:
-        for p in pts:
-            out.append(f'<circle cx="{x(p.at)}" cy="{y(p.value)}" r="2" class="spark-dot"/>')
+        for at, v in pts:
+            out.append(f'<circle cx="{x(at)}" cy="{y(v)}" r="2" class="spark-dot"/>')
     if pts:
-        p = pts[-1]
-        out.append(f'<circle cx="{x(p.at)}" cy="{y(p.value)}" r="3.5" class="spark-last"/>')
+        at, v = pts[-1]
+        out.append(f'<circle cx="{x(at)}" cy="{y(v)}" r="3.5" class="spark-last"/>')
     for p in errors:
         cx, cy = x(p.at), height - pad_b
         out.append(
