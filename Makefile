@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/conductor demo
 
-test: $(STAMP)
+# The architecture and style, kept by tools: import contracts (pyproject's [tool.importlinter]),
+# ruff (lint and format), mypy (strict on the domain, the unit of work and the read model).
+lint: $(STAMP)
+	$(BIN)/ruff check conductor workers tests bench
+	$(BIN)/ruff format --check conductor workers tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -24,6 +24,7 @@ from conductor.bootstrap import conductor as wire
 from conductor.clock import ManualClock
 from conductor.config import PACKAGE_DEFINITIONS, Settings
 from conductor.console import print_decision, print_timeline
+from conductor.domain.kinds import AuditKind
 from conductor.facade import Conductor
 from conductor.service import Actor
 
@@ -85,6 +86,63 @@ def _stage_bar(order: list[str], stage: str, halted: bool) -> Text:
     return t
 
 
+DONE = ("released", "halted", "cancelled")
+NARRATED = (AuditKind.TRANSITIONED, AuditKind.HALTED, AuditKind.APPROVAL_REQUESTED, AuditKind.APPROVED, AuditKind.RESUMED)
+APPROVAL_REASON = "99.3% crash-free at beta is within noise of 8.8's 99.4%; the crash cluster is a known OEM issue"
+
+
+class Scenario:
+    """The two releases, their simulated sources and the scripted release manager, an hour at a time."""
+
+    def __init__(self, c: Conductor, clock: ManualClock, seed: int):
+        self.c, self.clock = c, clock
+        c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
+        self.a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
+        self.b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)
+        self.profiles = {
+            self.a: Profile({"alpha": 99.71, "beta": 99.31, "rollout_1": 99.78, "rollout_100": 99.81}, sha="9f8e7d6c5b4a"),
+            self.b: Profile({"alpha": 99.62, "beta": 99.66, "rollout_1": 98.20, "rollout_100": 99.7}, sha="1234abcd5678"),
+        }
+        self.sources = SimulatedSources(c, clock, seed)
+        self.order = c.snapshot(self.a).pipeline.stage_order()
+        self.seen_audit = {self.a: 0, self.b: 0}
+
+    def board(self) -> Group:
+        t = Table(title=f"simulated time {self.clock.now:%a %d %b %H:%M} UTC")
+        for col in ("release", "stages", "status", "waiting for"):
+            t.add_column(col)
+        for rid in (self.a, self.b):
+            snap = self.c.snapshot(rid)
+            bar = _stage_bar(self.order, snap.release.halted_from or snap.release.stage, snap.status == "halted")
+            t.add_row(Text(snap.key), bar, snap.status, Text(snap.waiting_for[:70]))
+        return Group(t)
+
+    def finished(self) -> bool:
+        return all(self.c.snapshot(rid).status in DONE for rid in (self.a, self.b))
+
+    def hour(self, console: Console) -> None:
+        """One simulated hour: the sources report, the robot judges, timers fire, the release manager answers."""
+        self.clock.advance(STEP)
+        for rid in (self.a, self.b):
+            snap = self.c.snapshot(rid)
+            if snap.status not in DONE:
+                self.sources.report(rid, snap.release.stage, snap.release.entered_stage_at, self.profiles[rid])
+                self.c.evaluate(rid, trigger="demo_poll")
+        self.c.tick()
+        for rid in (self.a, self.b):
+            snap = self.c.snapshot(rid)
+            for entry in snap.audit[self.seen_audit[rid] :]:
+                if entry.kind in NARRATED:
+                    arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
+                    console.print(Text(f"{self.clock.now:%a %H:%M}  {snap.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}"))
+            self.seen_audit[rid] = len(snap.audit)
+            if snap.pending is not None and rid == self.a:
+                console.print("\n[bold yellow]Release A paused for approval[/]; the decision card:")
+                print_decision(console, snap.pending)
+                console.print(f"[bold]{RELEASE_MANAGER.name}[/] approves decision {snap.pending.id}: {APPROVAL_REASON}\n")
+                self.c.approve(rid, RELEASE_MANAGER, APPROVAL_REASON, evaluation_id=snap.pending.id, fingerprint=snap.pending.fingerprint)
+
+
 def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path | None = None) -> int:
     """Run the scenario; returns the exit code (0 when both releases end where the script expects)."""
     from conductor.logging import configure_logging
@@ -97,71 +155,24 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     # Monday 23 Nov 2026, 08:00 UTC; branch day is Friday 10:00 Europe/Stockholm.
     clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
     c = wire(Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None), clock=clock)
-    c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
-    a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
-    b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)
-    profiles = {
-        a: Profile({"alpha": 99.71, "beta": 99.31, "rollout_1": 99.78, "rollout_100": 99.81}, sha="9f8e7d6c5b4a"),
-        b: Profile({"alpha": 99.62, "beta": 99.66, "rollout_1": 98.20, "rollout_100": 99.7}, sha="1234abcd5678"),
-    }
-    sources = SimulatedSources(c, clock, seed)
+    scenario = Scenario(c, clock, seed)
     console.print(f"[bold]Conductor demo[/]: database {url}, logs {log_path}")
     console.print("Release A = music-android/8.9.0 (grey zone at beta), release B = music-android/8.8.1 (bad crash rate at 1%)\n")
-    order = c.snapshot(a).pipeline.stage_order()
-    seen_audit: dict[int, int] = {a: 0, b: 0}
     end = clock.now + MAX_SIM
-
-    def board() -> Group:
-        t = Table(title=f"simulated time {clock.now:%a %d %b %H:%M} UTC")
-        for col in ("release", "stages", "status", "waiting for"):
-            t.add_column(col)
-        for rid in (a, b):
-            snap = c.snapshot(rid)
-            t.add_row(
-                snap.release.key,
-                _stage_bar(order, snap.release.halted_from or snap.release.stage, snap.status == "halted"),
-                snap.status,
-                snap.waiting_for[:70],
-            )
-        return Group(t)
-
-    with Live(board(), console=console, refresh_per_second=8, transient=False) as live:
-        while clock.now < end:
-            snaps = {rid: c.snapshot(rid) for rid in (a, b)}
-            if all(s.status in ("released", "halted", "cancelled") for s in snaps.values()):
-                break
-            clock.advance(STEP)
-            for rid, snap in snaps.items():
-                if snap.status in ("released", "halted", "cancelled"):
-                    continue
-                sources.report(rid, snap.release.stage, snap.release.entered_stage_at, profiles[rid])
-                c.evaluate(rid, trigger="demo_poll")
-            c.tick()
-            for rid in (a, b):
-                snap = c.snapshot(rid)
-                for entry in snap.audit[seen_audit[rid] :]:
-                    if entry.kind in ("transitioned", "halted", "approval_requested", "approved", "resumed"):
-                        arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
-                        live.console.print(f"{clock.now:%a %H:%M}  {snap.release.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}")
-                seen_audit[rid] = len(snap.audit)
-                if snap.pending is not None and rid == a:
-                    live.console.print("\n[bold yellow]Release A paused for approval[/]; the decision card:")
-                    print_decision(live.console, snap.pending)
-                    reason = "99.3% crash-free at beta is within noise of 8.8's 99.4%; the crash cluster is a known OEM issue"
-                    live.console.print(f"[bold]{RELEASE_MANAGER.name}[/] approves decision {snap.pending.id}: {reason}\n")
-                    c.approve(rid, RELEASE_MANAGER, reason, evaluation_id=snap.pending.id, fingerprint=snap.pending.fingerprint)
-            live.update(board())
+    with Live(scenario.board(), console=console, refresh_per_second=8, transient=False) as live:
+        while clock.now < end and not scenario.finished():
+            scenario.hour(live.console)
+            live.update(scenario.board())
             if speed > 0:
                 time.sleep(1.0 / speed)
-
-    final = {rid: c.snapshot(rid) for rid in (a, b)}
+    final = {rid: c.snapshot(rid) for rid in (scenario.a, scenario.b)}
     console.print()
-    for rid in (a, b):
-        print_timeline(console, final[rid])
-    ok = final[a].release.stage == "released" and final[b].release.stage == "halted"
-    elapsed = time.monotonic() - started
+    for snap in final.values():
+        print_timeline(console, snap)
+    a, b = final[scenario.a].release, final[scenario.b].release
+    ok = a.stage == "released" and b.stage == "halted"
     console.print(
-        f"\nA: {final[a].release.stage}, B: {final[b].release.stage} (halted from {final[b].release.halted_from}); "
-        f"{'as scripted' if ok else 'NOT as scripted'}; {elapsed:.1f}s real time"
+        f"\nA: {a.stage}, B: {b.stage} (halted from {b.halted_from}); "
+        f"{'as scripted' if ok else 'NOT as scripted'}; {time.monotonic() - started:.1f}s real time"
     )
     return 0 if ok else 1

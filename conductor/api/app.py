@@ -132,6 +132,22 @@ def create_app(
                     wired.runner.stop()
                 wired.close()
 
+    api = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    api.state.conductor_api = state
+    install_error_handlers(api)
+    _add_middleware(api, state, webhook_max_bytes, report_max_bytes, json_max_bytes)
+    for router in (health.build_router(), webhooks.build_router(), tracks.build_router(), releases.build_router()):
+        api.include_router(router)
+
+    def get_context(request: Request) -> Context:
+        return request.app.state.conductor_api.conductor  # type: ignore[no-any-return]
+
+    api.include_router(dashboard_router(get_context, secret_key=settings.session_secret, poll_seconds=settings.dashboard_poll_seconds))
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+    return api
+
+
+def _add_middleware(api: FastAPI, state: ApiState, webhook_max_bytes: int, report_max_bytes: int, json_max_bytes: int) -> None:
     def body_limit(path: str) -> int:
         if path.startswith("/webhooks/"):
             return webhook_max_bytes
@@ -143,9 +159,6 @@ def create_app(
         if path.startswith("/webhooks/"):
             state.metrics.rejected.labels(path.removeprefix("/webhooks/")[:30], "too_large").inc()
 
-    api = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    api.state.conductor_api = state
-    install_error_handlers(api)
     api.add_middleware(BodyLimit, limit_for=body_limit, on_refused=body_refused)
     api.add_middleware(RequestContext)
     # Outermost: the request id exists before anything logs, and every answer carries it back.
@@ -153,25 +166,14 @@ def create_app(
         CorrelationIdMiddleware, header_name="X-Request-ID", validator=_plausible_request_id, generator=lambda: uuid.uuid4().hex
     )
 
-    api.include_router(health.build_router())
-    api.include_router(webhooks.build_router())
-    api.include_router(tracks.build_router())
-    api.include_router(releases.build_router())
 
-    def get_context(request: Request) -> Context:
-        return request.app.state.conductor_api.conductor
-
-    api.include_router(dashboard_router(get_context, secret_key=settings.session_secret, poll_seconds=settings.dashboard_poll_seconds))
-
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            generic = GenericEvent.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(generic.pop("$defs", {}))
-            components["GenericEvent"] = generic  # the body of POST /webhooks/generic, read raw for the signature
-            api.openapi_schema = schema
-        return api.openapi_schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
-    return api
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """The schema, with the body of POST /webhooks/generic (read raw, for its signature) described."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        generic = GenericEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(generic.pop("$defs", {}))
+        components["GenericEvent"] = generic
+        api.openapi_schema = schema
+    return api.openapi_schema

@@ -79,269 +79,282 @@ class TestReportQuery(QueryModel):
     expected_version: Version | None = None
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(prefix="/releases", tags=["releases"], dependencies=[SingleValues])
+router = APIRouter(prefix="/releases", tags=["releases"], dependencies=[SingleValues])
 
-    @router.get("", response_model=ReleasePage, responses=READ, summary="List releases, newest first")
-    def list_(state: State, _: Viewer, q: Annotated[ReleaseListQuery, Query()]) -> ReleasePage:
-        page = list_releases(
-            state.conductor,
-            track=q.track,
-            stage=q.stage,
-            awaiting_approval=q.awaiting_approval,
-            paused=q.paused,
-            limit=q.limit,
-            cursor=q.cursor,
-        )
-        return ReleasePage.model_validate(page)
 
-    @router.post(
-        "",
-        status_code=201,
-        response_model=ReleaseDetail,
-        responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
-        summary="Start a release of a track",
+@router.get("", response_model=ReleasePage, responses=READ, summary="List releases, newest first")
+def list_(state: State, _: Viewer, q: Annotated[ReleaseListQuery, Query()]) -> ReleasePage:
+    page = list_releases(
+        state.conductor,
+        track=q.track,
+        stage=q.stage,
+        awaiting_approval=q.awaiting_approval,
+        paused=q.paused,
+        limit=q.limit,
+        cursor=q.cursor,
     )
-    def create(body: ReleaseCreate, state: State, principal: ReleaseManager, response: Response, _q: NoParams) -> ReleaseDetail:
-        rid = releases.start_release(state.conductor, body.track, body.release_version, principal.actor)
-        _bind(rid)
-        snap = snapshot(state.conductor, rid)
-        response.headers["ETag"] = f'"{snap.version}"'
-        response.headers["Location"] = f"/releases/{rid}"
-        return ReleaseDetail.model_validate(snap)
+    return ReleasePage.model_validate(page)
 
-    @router.get(
-        "/{release_id}",
-        response_model=ReleaseDetail,
-        responses=READ,
-        summary="A release: stage, gates, pending decision with its evidence, timeline, actions",
-    )
-    def get(release_id: ReleaseId, state: State, _: Viewer, response: Response, _q: NoParams) -> ReleaseDetail:
-        _bind(release_id)
-        snap = snapshot(state.conductor, release_id)
-        response.headers["ETag"] = f'"{snap.version}"'
-        return ReleaseDetail.model_validate(snap)
 
-    @router.get(
-        "/{release_id}/decisions/{decision_id}",
-        response_model=DecisionOut,
-        responses=READ,
-        summary="One decision of a release, with its evidence",
-    )
-    def decision(release_id: ReleaseId, decision_id: DecisionId, state: State, _: Viewer, _q: NoParams) -> DecisionOut:
-        _bind(release_id)
-        return DecisionOut.model_validate(get_decision(state.conductor, release_id, decision_id))
+@router.post(
+    "",
+    status_code=201,
+    response_model=ReleaseDetail,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+    summary="Start a release of a track",
+)
+def create(body: ReleaseCreate, state: State, principal: ReleaseManager, response: Response, _q: NoParams) -> ReleaseDetail:
+    rid = releases.start_release(state.conductor, body.track, body.release_version, principal.actor)
+    _bind(rid)
+    snap = snapshot(state.conductor, rid)
+    response.headers["ETag"] = f'"{snap.version}"'
+    response.headers["Location"] = f"/releases/{rid}"
+    return ReleaseDetail.model_validate(snap)
 
-    @router.post(
-        "/{release_id}/signals",
-        response_model=SignalsResult,
-        responses=WRITE,
-        summary="Push signal values (one transaction, one evaluation)",
+
+@router.get(
+    "/{release_id}",
+    response_model=ReleaseDetail,
+    responses=READ,
+    summary="A release: stage, gates, pending decision with its evidence, timeline, actions",
+)
+def get(release_id: ReleaseId, state: State, _: Viewer, response: Response, _q: NoParams) -> ReleaseDetail:
+    _bind(release_id)
+    snap = snapshot(state.conductor, release_id)
+    response.headers["ETag"] = f'"{snap.version}"'
+    return ReleaseDetail.model_validate(snap)
+
+
+@router.get(
+    "/{release_id}/decisions/{decision_id}",
+    response_model=DecisionOut,
+    responses=READ,
+    summary="One decision of a release, with its evidence",
+)
+def decision(release_id: ReleaseId, decision_id: DecisionId, state: State, _: Viewer, _q: NoParams) -> DecisionOut:
+    _bind(release_id)
+    return DecisionOut.model_validate(get_decision(state.conductor, release_id, decision_id))
+
+
+@router.post(
+    "/{release_id}/signals",
+    response_model=SignalsResult,
+    responses=WRITE,
+    summary="Push signal values (one transaction, one evaluation)",
+)
+def signals_(
+    release_id: ReleaseId,
+    body: SignalsIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> SignalsResult:
+    _bind(release_id)
+    points = [SignalIn(name=p.name, value=float(p.value), samples=p.samples) for p in body.signals]
+    batch = signals.record_signals(
+        state.conductor,
+        release_id,
+        points,
+        principal.actor,
+        source=body.source,
+        sha=body.sha,
+        expected_version=wanted_version(if_match, body.expected_version),
     )
-    def signals_(
-        release_id: ReleaseId,
-        body: SignalsIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> SignalsResult:
-        _bind(release_id)
-        points = [SignalIn(name=p.name, value=float(p.value), samples=p.samples) for p in body.signals]
+    return SignalsResult(
+        release=_summary(state.conductor, release_id, response), recorded=batch.recorded, ignored=batch.ignored, verdict=batch.verdict
+    )
+
+
+@router.post(
+    "/{release_id}/test-reports",
+    response_model=TestReportResult,
+    responses=WRITE,
+    summary="Upload a JUnit XML report; it becomes the tests_* signals the release's pipeline declares",
+    description="Body: the raw XML (application/xml). DOCTYPE and ENTITY declarations are refused (422); "
+    "the size limit is enforced while the body is read (413).",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/xml": {"schema": {"type": "string"}}, "text/xml": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def test_report(
+    request: Request,
+    release_id: ReleaseId,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    q: Annotated[TestReportQuery, Query()],
+    if_match: IfMatch = None,
+) -> TestReportResult:
+    _bind(release_id)
+    body = await request.body()  # BodyLimit stops the read past the limit (413), before any parsing
+    limit = state.report_max_bytes
+    if len(body) > limit:
+        raise PayloadTooLarge(len(body), limit)
+    summary = await run_in_threadpool(summarize_junit, body, limit)  # CPU-bound: off the event loop
+    version = wanted_version(if_match, q.expected_version)
+
+    def write() -> tuple[Any, ReleaseSummary]:
         batch = signals.record_signals(
             state.conductor,
             release_id,
-            points,
+            summary.signals(),
             principal.actor,
-            source=body.source,
-            sha=body.sha,
-            expected_version=wanted_version(if_match, body.expected_version),
+            source=q.source,
+            sha=q.sha,
+            only_declared=True,
+            what="test report",
+            expected_version=version,
         )
-        return SignalsResult(
-            release=_summary(state.conductor, release_id, response), recorded=batch.recorded, ignored=batch.ignored, verdict=batch.verdict
-        )
+        return batch, _summary(state.conductor, release_id, response)
 
-    @router.post(
-        "/{release_id}/test-reports",
-        response_model=TestReportResult,
-        responses=WRITE,
-        summary="Upload a JUnit XML report; it becomes the tests_* signals the release's pipeline declares",
-        description="Body: the raw XML (application/xml). DOCTYPE and ENTITY declarations are refused (422); "
-        "the size limit is enforced while the body is read (413).",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/xml": {"schema": {"type": "string"}}, "text/xml": {"schema": {"type": "string"}}},
-            }
-        },
+    batch, release = await run_in_threadpool(write)
+    log.info("test_report_recorded", release_id=release_id, total=summary.total, failed=summary.failed, recorded=batch.recorded)
+    return TestReportResult(
+        release=release,
+        recorded=batch.recorded,
+        ignored=batch.ignored,
+        verdict=batch.verdict,
+        summary=TestReportSummaryOut(**summary.model_dump()),
     )
-    async def test_report(
-        request: Request,
-        release_id: ReleaseId,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        q: Annotated[TestReportQuery, Query()],
-        if_match: IfMatch = None,
-    ) -> TestReportResult:
-        _bind(release_id)
-        body = await request.body()  # BodyLimit stops the read past the limit (413), before any parsing
-        limit = state.report_max_bytes
-        if len(body) > limit:
-            raise PayloadTooLarge(len(body), limit)
-        summary = await run_in_threadpool(summarize_junit, body, limit)  # CPU-bound: off the event loop
-        version = wanted_version(if_match, q.expected_version)
 
-        def write() -> tuple[Any, ReleaseSummary]:
-            batch = signals.record_signals(
-                state.conductor,
-                release_id,
-                summary.signals(),
-                principal.actor,
-                source=q.source,
-                sha=q.sha,
-                only_declared=True,
-                what="test report",
-                expected_version=version,
-            )
-            return batch, _summary(state.conductor, release_id, response)
 
-        batch, release = await run_in_threadpool(write)
-        log.info("test_report_recorded", release_id=release_id, total=summary.total, failed=summary.failed, recorded=batch.recorded)
-        return TestReportResult(
-            release=release,
-            recorded=batch.recorded,
-            ignored=batch.ignored,
-            verdict=batch.verdict,
-            summary=TestReportSummaryOut(**summary.model_dump()),
-        )
-
-    @router.post("/{release_id}/signoffs", response_model=WriteResult, responses=WRITE, summary="A team signs off (or refuses)")
-    def signoff(
-        release_id: ReleaseId,
-        body: SignoffIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        verdict = signals.sign_off(
-            state.conductor,
-            release_id,
-            body.team,
-            principal.actor,
-            approved=body.approved,
-            reason=body.reason,
-            expected_version=wanted_version(if_match, body.expected_version),
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome=verdict or "recorded")
-
-    @router.post(
-        "/{release_id}/decisions/{decision_id}/approve",
-        response_model=WriteResult,
-        responses=WRITE,
-        summary="Approve a pending decision (release_manager; four-eyes may forbid it)",
+@router.post("/{release_id}/signoffs", response_model=WriteResult, responses=WRITE, summary="A team signs off (or refuses)")
+def signoff(
+    release_id: ReleaseId,
+    body: SignoffIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    verdict = signals.sign_off(
+        state.conductor,
+        release_id,
+        body.team,
+        principal.actor,
+        approved=body.approved,
+        reason=body.reason,
+        expected_version=wanted_version(if_match, body.expected_version),
     )
-    def approve(
-        release_id: ReleaseId,
-        decision_id: DecisionId,
-        body: ApproveIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        get_decision(state.conductor, release_id, decision_id)  # 404 before 409 for a decision that never existed
-        stage = approvals.approve(
-            state.conductor,
-            release_id,
-            principal.actor,
-            body.reason,
-            evaluation_id=decision_id,
-            fingerprint=body.fingerprint,
-            expected_version=wanted_version(if_match, body.expected_version),
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=verdict or "recorded")
 
-    @router.post(
-        "/{release_id}/decisions/{decision_id}/reject",
-        response_model=WriteResult,
-        responses=WRITE,
-        summary="Reject a pending decision (hold, or halt in a rollout stage)",
+
+@router.post(
+    "/{release_id}/decisions/{decision_id}/approve",
+    response_model=WriteResult,
+    responses=WRITE,
+    summary="Approve a pending decision (release_manager; four-eyes may forbid it)",
+)
+def approve(
+    release_id: ReleaseId,
+    decision_id: DecisionId,
+    body: ApproveIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    get_decision(state.conductor, release_id, decision_id)  # 404 before 409 for a decision that never existed
+    stage = approvals.approve(
+        state.conductor,
+        release_id,
+        principal.actor,
+        body.reason,
+        evaluation_id=decision_id,
+        fingerprint=body.fingerprint,
+        expected_version=wanted_version(if_match, body.expected_version),
     )
-    def reject(
-        release_id: ReleaseId,
-        decision_id: DecisionId,
-        body: ReasonIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        get_decision(state.conductor, release_id, decision_id)
-        stage = approvals.reject(
-            state.conductor,
-            release_id,
-            principal.actor,
-            body.reason,
-            evaluation_id=decision_id,
-            expected_version=wanted_version(if_match, body.expected_version),
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
-    @router.post("/{release_id}/pause", response_model=WriteResult, responses=WRITE, summary="Stop the robot from advancing the release")
-    def pause(
-        release_id: ReleaseId,
-        body: ReasonIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        changed = releases.pause(
-            state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome="paused" if changed else "already_paused")
 
-    @router.post("/{release_id}/resume", response_model=WriteResult, responses=WRITE, summary="Lift a pause, or resume a halted rollout")
-    def resume(
-        release_id: ReleaseId,
-        body: ReasonIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        stage = releases.resume(
-            state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
+@router.post(
+    "/{release_id}/decisions/{decision_id}/reject",
+    response_model=WriteResult,
+    responses=WRITE,
+    summary="Reject a pending decision (hold, or halt in a rollout stage)",
+)
+def reject(
+    release_id: ReleaseId,
+    decision_id: DecisionId,
+    body: ReasonIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    get_decision(state.conductor, release_id, decision_id)
+    stage = approvals.reject(
+        state.conductor,
+        release_id,
+        principal.actor,
+        body.reason,
+        evaluation_id=decision_id,
+        expected_version=wanted_version(if_match, body.expected_version),
+    )
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
-    @router.post("/{release_id}/cancel", response_model=WriteResult, responses=WRITE, summary="Abandon the release")
-    def cancel(
-        release_id: ReleaseId,
-        body: ReasonIn,
-        state: State,
-        principal: ReleaseManager,
-        response: Response,
-        _q: NoParams,
-        if_match: IfMatch = None,
-    ) -> WriteResult:
-        _bind(release_id)
-        stage = releases.cancel(
-            state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
-        )
-        return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 
+@router.post("/{release_id}/pause", response_model=WriteResult, responses=WRITE, summary="Stop the robot from advancing the release")
+def pause(
+    release_id: ReleaseId,
+    body: ReasonIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    changed = releases.pause(
+        state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
+    )
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome="paused" if changed else "already_paused")
+
+
+@router.post("/{release_id}/resume", response_model=WriteResult, responses=WRITE, summary="Lift a pause, or resume a halted rollout")
+def resume(
+    release_id: ReleaseId,
+    body: ReasonIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    stage = releases.resume(
+        state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
+    )
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
+
+
+@router.post("/{release_id}/cancel", response_model=WriteResult, responses=WRITE, summary="Abandon the release")
+def cancel(
+    release_id: ReleaseId,
+    body: ReasonIn,
+    state: State,
+    principal: ReleaseManager,
+    response: Response,
+    _q: NoParams,
+    if_match: IfMatch = None,
+) -> WriteResult:
+    _bind(release_id)
+    stage = releases.cancel(
+        state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
+    )
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
+
+
+def build_router() -> APIRouter:
     return router

@@ -216,104 +216,111 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[SingleValues])
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=EventOut,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="An inbound event and what became of it (matched release, or why none)",
+)
+def event(event_id: Annotated[int, Path(ge=1, le=MAX_INT)], state: State, _: Viewer, _q: NoParams) -> EventOut:
+    return EventOut.model_validate(get_event(state.conductor, event_id))
+
+
+@router.post(
+    "/github",
+    status_code=202,
+    responses=RESPONSES,
+    response_model=None,
+    summary="GitHub webhook",
+    description="workflow_run, workflow_job, check_suite, check_run (completed), push, create, ping. "
+    "X-Hub-Signature-256 is checked in constant time; X-GitHub-Delivery is the dedupe key.",
+    openapi_extra=_raw_body(
+        _SIGNED_JSON,
+        [
+            ("X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the raw body>"),
+            ("X-GitHub-Event", "Event name"),
+            ("X-GitHub-Delivery", "Delivery id; the dedupe key"),
+        ],
+    ),
+)
+async def github(request: Request, state: State, _q: NoParams) -> JSONResponse:
+    def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+        return _any_of(lambda secret: verify_github(secret, body, headers))
+
+    return await receive(request, state, "github", "github", verifier, parse_github)
+
+
+@router.post(
+    "/gitlab",
+    status_code=202,
+    responses=RESPONSES,
+    response_model=None,
+    summary="GitLab webhook",
+    description="Pipeline Hook and Job Hook. X-Gitlab-Token is compared in constant time; "
+    "Idempotency-Key (else X-Gitlab-Event-UUID) is the dedupe key. Serve over TLS: the token travels in clear.",
+    openapi_extra=_raw_body(
+        _SIGNED_JSON,
+        [
+            ("X-Gitlab-Token", "The shared secret token"),
+            ("X-Gitlab-Event", "Pipeline Hook or Job Hook"),
+            ("Idempotency-Key", "Dedupe key, stable across GitLab's retries"),
+            ("X-Gitlab-Event-UUID", "Dedupe key when Idempotency-Key is absent"),
+        ],
+    ),
+)
+async def gitlab(request: Request, state: State, _q: NoParams) -> JSONResponse:
+    def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+        return _any_of(lambda token: verify_gitlab(token, headers))
+
+    return await receive(request, state, "gitlab", "gitlab", verifier, parse_gitlab)
+
+
+def standard(state: ApiState) -> Callable[[bytes, dict[str, str]], Verifier]:
+    def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
+        return lambda secrets: verify_standard_webhook(secrets, body, headers, now=state.conductor.now())
+
+    return verifier
+
+
+@router.post(
+    "/cloudevents",
+    status_code=202,
+    responses=RESPONSES,
+    response_model=None,
+    summary="CloudEvents 1.0 carrying CDEvents",
+    description="Binary mode (ce-* headers, the CDEvent as body) or structured mode "
+    "(Content-Type: application/cloudevents+json). Signed per Standard Webhooks; webhook-id is the dedupe key. "
+    "Handled: pipelinerun.finished, build.finished, testsuiterun.finished, artifact.published, branch.created.",
+    openapi_extra=_raw_body(
+        {"application/cloudevents+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}},
+        [
+            *_STANDARD_WEBHOOK_HEADERS,
+            ("ce-specversion", "1.0 (binary mode)"),
+            ("ce-id", "Event id (binary mode)"),
+            ("ce-source", "Event source (binary mode)"),
+            ("ce-type", "dev.cdevents.<subject>.<predicate>.<version> (binary mode)"),
+        ],
+    ),
+)
+async def cloudevents(request: Request, state: State, _q: NoParams) -> JSONResponse:
+    return await receive(request, state, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
+
+
+@router.post(
+    "/generic",
+    status_code=202,
+    responses=RESPONSES,
+    response_model=None,
+    summary="Generic build, test and signal events",
+    description="A GenericEvent (see its schema) signed per Standard Webhooks; webhook-id (else the body's id) is the dedupe key.",
+    openapi_extra=_raw_body({"application/json": {"schema": {"$ref": "#/components/schemas/GenericEvent"}}}, _STANDARD_WEBHOOK_HEADERS),
+)
+async def generic(request: Request, state: State, _q: NoParams) -> JSONResponse:
+    return await receive(request, state, "generic", "standard_webhooks", standard(state), parse_generic)
+
+
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[SingleValues])
-
-    @router.get(
-        "/events/{event_id}",
-        response_model=EventOut,
-        responses=error_responses(401, 403, 404, 422, 503),
-        summary="An inbound event and what became of it (matched release, or why none)",
-    )
-    def event(event_id: Annotated[int, Path(ge=1, le=MAX_INT)], state: State, _: Viewer, _q: NoParams) -> EventOut:
-        return EventOut.model_validate(get_event(state.conductor, event_id))
-
-    @router.post(
-        "/github",
-        status_code=202,
-        responses=RESPONSES,
-        response_model=None,
-        summary="GitHub webhook",
-        description="workflow_run, workflow_job, check_suite, check_run (completed), push, create, ping. "
-        "X-Hub-Signature-256 is checked in constant time; X-GitHub-Delivery is the dedupe key.",
-        openapi_extra=_raw_body(
-            _SIGNED_JSON,
-            [
-                ("X-Hub-Signature-256", "sha256=<hex HMAC-SHA256 of the raw body>"),
-                ("X-GitHub-Event", "Event name"),
-                ("X-GitHub-Delivery", "Delivery id; the dedupe key"),
-            ],
-        ),
-    )
-    async def github(request: Request, state: State, _q: NoParams) -> JSONResponse:
-        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
-            return _any_of(lambda secret: verify_github(secret, body, headers))
-
-        return await receive(request, state, "github", "github", verifier, parse_github)
-
-    @router.post(
-        "/gitlab",
-        status_code=202,
-        responses=RESPONSES,
-        response_model=None,
-        summary="GitLab webhook",
-        description="Pipeline Hook and Job Hook. X-Gitlab-Token is compared in constant time; "
-        "Idempotency-Key (else X-Gitlab-Event-UUID) is the dedupe key. Serve over TLS: the token travels in clear.",
-        openapi_extra=_raw_body(
-            _SIGNED_JSON,
-            [
-                ("X-Gitlab-Token", "The shared secret token"),
-                ("X-Gitlab-Event", "Pipeline Hook or Job Hook"),
-                ("Idempotency-Key", "Dedupe key, stable across GitLab's retries"),
-                ("X-Gitlab-Event-UUID", "Dedupe key when Idempotency-Key is absent"),
-            ],
-        ),
-    )
-    async def gitlab(request: Request, state: State, _q: NoParams) -> JSONResponse:
-        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
-            return _any_of(lambda token: verify_gitlab(token, headers))
-
-        return await receive(request, state, "gitlab", "gitlab", verifier, parse_gitlab)
-
-    def standard(state: ApiState) -> Callable[[bytes, dict[str, str]], Verifier]:
-        def verifier(body: bytes, headers: dict[str, str]) -> Verifier:
-            return lambda secrets: verify_standard_webhook(secrets, body, headers, now=state.conductor.now())
-
-        return verifier
-
-    @router.post(
-        "/cloudevents",
-        status_code=202,
-        responses=RESPONSES,
-        response_model=None,
-        summary="CloudEvents 1.0 carrying CDEvents",
-        description="Binary mode (ce-* headers, the CDEvent as body) or structured mode "
-        "(Content-Type: application/cloudevents+json). Signed per Standard Webhooks; webhook-id is the dedupe key. "
-        "Handled: pipelinerun.finished, build.finished, testsuiterun.finished, artifact.published, branch.created.",
-        openapi_extra=_raw_body(
-            {"application/cloudevents+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}},
-            [
-                *_STANDARD_WEBHOOK_HEADERS,
-                ("ce-specversion", "1.0 (binary mode)"),
-                ("ce-id", "Event id (binary mode)"),
-                ("ce-source", "Event source (binary mode)"),
-                ("ce-type", "dev.cdevents.<subject>.<predicate>.<version> (binary mode)"),
-            ],
-        ),
-    )
-    async def cloudevents(request: Request, state: State, _q: NoParams) -> JSONResponse:
-        return await receive(request, state, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
-
-    @router.post(
-        "/generic",
-        status_code=202,
-        responses=RESPONSES,
-        response_model=None,
-        summary="Generic build, test and signal events",
-        description="A GenericEvent (see its schema) signed per Standard Webhooks; webhook-id (else the body's id) is the dedupe key.",
-        openapi_extra=_raw_body({"application/json": {"schema": {"$ref": "#/components/schemas/GenericEvent"}}}, _STANDARD_WEBHOOK_HEADERS),
-    )
-    async def generic(request: Request, state: State, _q: NoParams) -> JSONResponse:
-        return await receive(request, state, "generic", "standard_webhooks", standard(state), parse_generic)
-
     return router

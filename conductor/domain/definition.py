@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Hashable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -251,7 +252,28 @@ class Pipeline(_Strict):
 _NUMERIC = {"number", "count", "ratio", "percent", "boolean"}
 
 
-def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
+Problem = tuple[tuple[Any, ...], str]
+
+
+@dataclass(frozen=True)
+class _Sections:
+    """The raw mapping's sections as cross_check reads them; a section of the wrong type is empty.
+
+    Keys are whatever YAML scalars the file holds (a `~` key is None), so stage names here are
+    Hashable, not yet str; pydantic reports the ones that are not text."""
+
+    stages: dict[Any, Any]
+    gates: dict[Any, Any]
+    signals: dict[Any, Any]
+    schedules: dict[Any, Any]
+    transitions: list[Any]
+
+    def kind_of(self, stage: Hashable) -> str:
+        body = self.stages.get(stage)
+        return body.get("kind", "stage") if isinstance(body, dict) else "stage"
+
+
+def cross_check(raw: Any) -> list[Problem]:
     """Checks across sections (references, reachability), run on the raw mapping.
 
     Runs even when pydantic found field errors, so one `validate` run reports every problem.
@@ -259,68 +281,76 @@ def cross_check(raw: Any) -> list[tuple[tuple[Any, ...], str]]:
     A reference that is not a string (a list, a mapping, a number) is left to pydantic's type
     error: it cannot name a stage, gate, signal or schedule, and a list is not even hashable.
     """
-    problems: list[tuple[tuple[Any, ...], str]] = []
     if not isinstance(raw, dict):
-        return problems
-    stages: dict[Any, Any] = raw["stages"] if isinstance(raw.get("stages"), dict) else {}
-    gates: dict[Any, Any] = raw["gates"] if isinstance(raw.get("gates"), dict) else {}
-    signals: dict[Any, Any] = raw["signals"] if isinstance(raw.get("signals"), dict) else {}
-    schedules: dict[Any, Any] = raw["schedules"] if isinstance(raw.get("schedules"), dict) else {}
-    transitions: list[Any] = raw["transitions"] if isinstance(raw.get("transitions"), list) else []
+        return []
 
-    # Keys of the raw mapping are whatever YAML scalars the file holds (a `~` key is None), so
-    # stage names here are Hashable, not yet str; pydantic reports the ones that are not text.
-    def kind_of(stage: Hashable) -> str:
-        body = stages.get(stage)
-        return body.get("kind", "stage") if isinstance(body, dict) else "stage"
+    def section(name: str, kind: type) -> Any:
+        return raw[name] if isinstance(raw.get(name), kind) else kind()
 
-    for name, gate in gates.items():
-        if isinstance(gate, dict) and isinstance(gate.get("signal"), str) and gate["signal"] not in signals:
+    raw_sections = _Sections(section("stages", dict), section("gates", dict), section("signals", dict),
+                             section("schedules", dict), section("transitions", list))  # fmt: skip
+    problems: list[Problem] = []
+    for name, gate in raw_sections.gates.items():
+        if isinstance(gate, dict) and isinstance(gate.get("signal"), str) and gate["signal"] not in raw_sections.signals:
             problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
-
     sources_seen: set[Hashable] = set()
     edges: dict[Hashable, list[Hashable]] = {}
-    for i, t in enumerate(transitions):
-        if not isinstance(t, dict):
-            continue
-        for end in ("from", "to"):
-            if isinstance(t.get(end), str) and t[end] not in stages:
-                problems.append((("transitions", i, end), f"unknown stage {t[end]!r} in transition"))
-        src, dst = (t.get(end) if isinstance(t.get(end), str) else None for end in ("from", "to"))
-        if src in stages:
-            if src in sources_seen:
-                problems.append((("transitions", i, "from"), f"stage {src!r} already has an outgoing transition"))
-            sources_seen.add(src)
-            if kind_of(src) in ("final", "cancelled", "halted"):
-                problems.append((("transitions", i, "from"), f"stage {src!r} is {kind_of(src)} and cannot advance"))
-        if src in stages and dst in stages:
-            edges.setdefault(src, []).append(dst)
-        for j, g in enumerate(t["gates"] if isinstance(t.get("gates"), list) else []):
-            if isinstance(g, str) and g not in gates:
-                problems.append((("transitions", i, "gates", j), f"unknown gate {g!r}; declare it under gates"))
-        sched = t.get("schedule")
-        if isinstance(sched, str) and sched not in schedules:
-            problems.append((("transitions", i, "schedule"), f"unknown schedule {sched!r}; declare it under schedules"))
-        if t.get("on_fail") == "halt":
-            if src in stages and kind_of(src) != "rollout":
-                problems.append((("transitions", i, "on_fail"), f"halt is only for rollout stages; {src!r} is not one"))
-            if not any(kind_of(s) == "halted" for s in stages):
-                problems.append((("transitions", i, "on_fail"), "on_fail: halt needs a stage of kind halted"))
+    for i, t in enumerate(raw_sections.transitions):
+        if isinstance(t, dict):
+            problems += _check_transition(raw_sections, i, t, sources_seen, edges)
+    return problems + _check_reachability(raw_sections, sources_seen, edges)
 
-    if stages:
-        initial = next(iter(stages))
-        reachable, todo = {initial}, [initial]
-        while todo:
-            for nxt in edges.get(todo.pop(), []):
-                if nxt not in reachable:
-                    reachable.add(nxt)
-                    todo.append(nxt)
-        has_rollout = any(kind_of(s) == "rollout" for s in stages)
-        for stage in stages:
-            k = kind_of(stage)
-            implicit = k == "cancelled" or (k == "halted" and has_rollout)
-            if stage not in reachable and not implicit:
-                problems.append((("stages", stage), f"stage {stage!r} is unreachable from {initial!r}"))
-            if k in ("stage", "rollout") and stage not in sources_seen:
-                problems.append((("stages", stage), f"stage {stage!r} has no outgoing transition and is not final"))
+
+def _check_transition(
+    raw: _Sections, i: int, t: dict[Any, Any], sources_seen: set[Hashable], edges: dict[Hashable, list[Hashable]]
+) -> list[Problem]:
+    """The references of transition `i`; records its edge and that its source has one."""
+    problems: list[Problem] = []
+    for end in ("from", "to"):
+        if isinstance(t.get(end), str) and t[end] not in raw.stages:
+            problems.append((("transitions", i, end), f"unknown stage {t[end]!r} in transition"))
+    src, dst = (t.get(end) if isinstance(t.get(end), str) else None for end in ("from", "to"))
+    if src in raw.stages:
+        if src in sources_seen:
+            problems.append((("transitions", i, "from"), f"stage {src!r} already has an outgoing transition"))
+        sources_seen.add(src)
+        if raw.kind_of(src) in ("final", "cancelled", "halted"):
+            problems.append((("transitions", i, "from"), f"stage {src!r} is {raw.kind_of(src)} and cannot advance"))
+    if src in raw.stages and dst in raw.stages:
+        edges.setdefault(src, []).append(dst)
+    for j, g in enumerate(t["gates"] if isinstance(t.get("gates"), list) else []):
+        if isinstance(g, str) and g not in raw.gates:
+            problems.append((("transitions", i, "gates", j), f"unknown gate {g!r}; declare it under gates"))
+    sched = t.get("schedule")
+    if isinstance(sched, str) and sched not in raw.schedules:
+        problems.append((("transitions", i, "schedule"), f"unknown schedule {sched!r}; declare it under schedules"))
+    if t.get("on_fail") == "halt":
+        if src in raw.stages and raw.kind_of(src) != "rollout":
+            problems.append((("transitions", i, "on_fail"), f"halt is only for rollout stages; {src!r} is not one"))
+        if not any(raw.kind_of(s) == "halted" for s in raw.stages):
+            problems.append((("transitions", i, "on_fail"), "on_fail: halt needs a stage of kind halted"))
+    return problems
+
+
+def _check_reachability(raw: _Sections, sources_seen: set[Hashable], edges: dict[Hashable, list[Hashable]]) -> list[Problem]:
+    """Every stage is reachable from the first one (cancelled and halted are entered implicitly),
+    and every stage that is not an end has an outgoing transition."""
+    if not raw.stages:
+        return []
+    problems: list[Problem] = []
+    initial = next(iter(raw.stages))
+    reachable, todo = {initial}, [initial]
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in reachable:
+                reachable.add(nxt)
+                todo.append(nxt)
+    has_rollout = any(raw.kind_of(s) == "rollout" for s in raw.stages)
+    for stage in raw.stages:
+        k = raw.kind_of(stage)
+        implicit = k == "cancelled" or (k == "halted" and has_rollout)
+        if stage not in reachable and not implicit:
+            problems.append((("stages", stage), f"stage {stage!r} is unreachable from {initial!r}"))
+        if k in ("stage", "rollout") and stage not in sources_seen:
+            problems.append((("stages", stage), f"stage {stage!r} has no outgoing transition and is not final"))
     return problems

@@ -137,7 +137,7 @@ def resolve(conn: Connection, event: InboundEvent, tracks_cache: dict[str, list[
         return Target(why="event names no repository")
     tracks = tracks_cache.get(event.repository)
     if tracks is None:
-        tracks = tracks_cache[event.repository] = conn.execute(TRACKS_OF_REPOSITORY, {"repository": event.repository}).all()
+        tracks = tracks_cache[event.repository] = list(conn.execute(TRACKS_OF_REPOSITORY, {"repository": event.repository}))
     if not tracks:
         return Target(why=f"no track for repository {event.repository}")
     if not event.branch:
@@ -276,6 +276,8 @@ class _TrackRow:
 
 def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target: Target) -> tuple[str, str | None, int | None]:
     """Apply one event to its (locked) release and judge it; returns the event's (status, note, release id)."""
+    note: str | None
+    release_id: int | None
     if event.kind in IGNORABLE_KINDS:
         status, note, release_id = InboxStatus.IGNORED.value, event.reason or event.kind, None
     elif step is None:

@@ -54,23 +54,27 @@ INSERT_APPROVAL = APPROVALS.insert().inline()
 INSERT_EVALUATION = EVALUATIONS.insert().returning(EVALUATIONS.c.id)
 
 
-@cache
-def _insert_if_new(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
-    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id for this dialect (both support it natively)."""
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+def _on_conflict_do_nothing(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO NOTHING for this dialect (both support it natively)."""
+    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"no INSERT ... ON CONFLICT for the {dialect} dialect")
-    stmt = insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
+    stmt: Insert = insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
+    return stmt
+
+
+@cache
+def _insert_if_new(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO NOTHING RETURNING id."""
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT through SQLAlchemy.
-    return stmt.returning(*[c for c in table.primary_key.columns])
+    return _on_conflict_do_nothing(dialect, table, key).returning(*[c for c in table.primary_key.columns])
 
 
 @cache
 def insert_unless_present(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
     """INSERT ... ON CONFLICT (key) DO NOTHING, without RETURNING: for buffered writes, where a row
     that is already there (a repeated step) is simply not written again."""
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    return insert(table).on_conflict_do_nothing(index_elements=[table.c[k] for k in key]).inline()
+    return _on_conflict_do_nothing(dialect, table, key).inline()
 
 
 def insert_new_id(conn: Connection, table: Table, key: str | tuple[str, ...], values: dict[str, Any]) -> Any:

@@ -254,7 +254,7 @@ def build_router(
     dash = Dashboard(secret_key, DEFAULT_POLL_SECONDS if poll_seconds is None else poll_seconds, session_max_age)
     router = APIRouter(include_in_schema=False)
     ctx_dep = Annotated[Context, Depends(get_context)]
-    for register in (_static_routes, _login_routes, _page_routes, _live_routes, _action_routes):
+    for register in (_static_routes, _login_routes, _page_routes, _live_routes, _decision_route, _action_routes):
         register(router, dash, ctx_dep)
     return router
 
@@ -390,7 +390,7 @@ def _live_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
         return resp
 
 
-def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
+def _decision_route(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
     @router.post("/release/{release_id}/decision", name="dashboard_decide")
     def decide(
         request: Request,
@@ -420,6 +420,8 @@ def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
 
         return dash.act(request, ctx, release_id, csrf_token, run, "approved" if decision == "approve" else "rejected")
 
+
+def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
     @router.post("/release/{release_id}/pause", name="dashboard_pause")
     def pause(
         request: Request, ctx: ctx_dep, release_id: int, csrf_token: Annotated[str, Form()] = "", reason: Annotated[str, Form()] = ""
