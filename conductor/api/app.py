@@ -140,7 +140,7 @@ def create_app(
         api.include_router(router)
 
     def get_context(request: Request) -> Context:
-        return request.app.state.conductor_api.conductor  # type: ignore[no-any-return]
+        return request.app.state.conductor_api.conductor
 
     api.include_router(dashboard_router(get_context, secret_key=settings.session_secret, poll_seconds=settings.dashboard_poll_seconds))
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
