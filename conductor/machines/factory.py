@@ -4,6 +4,14 @@ Events: `advance` (each declared transition), `halt` (rollout stages to the halt
 `resume` (halted back to the rollout stage it halted from, guarded on the release's
 `halted_from`), and `cancel` (any live stage to the cancelled stage). The machine is rebuilt
 around the release row for every step; it holds no state of its own and does no I/O.
+
+Side effects of a transition (the audit row, the actions the definition declares, retiring the
+stage's timers) are written by the service's ReleaseStep right after `send()` returns, not by
+python-statemachine listeners (`after_transition`): what they write depends on why the release
+moved (the robot's verdict, a human's approval with its reason, CI's branch cut), which the
+machine does not know, and passing all of that through event arguments into listeners would
+hide the writes of a step behind the library's dispatch. The machine decides whether an edge
+exists; the step records what crossing it means.
 """
 
 from __future__ import annotations

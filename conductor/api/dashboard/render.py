@@ -4,12 +4,14 @@ signal sparklines as inline SVG, the state diagram as mermaid text, the status p
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cachetools import LRUCache
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
@@ -248,7 +250,9 @@ def sparkline(series: SignalSeries, marks: list[tuple[datetime, str]], now: date
 # ------------------------------------------------------------------------------ state diagram
 
 
-_diagrams: dict[tuple[str, str], str] = {}
+# One diagram per (definition, stage) ever drawn; pipelines are pinned by content hash.
+_diagrams: LRUCache[tuple[str, str], str] = LRUCache(maxsize=512)
+_diagrams_lock = threading.Lock()  # requests render in threads; cachetools' caches are not thread-safe
 
 
 def _mermaid(pipeline: Pipeline, stage: str) -> str:
@@ -283,9 +287,12 @@ def _mermaid(pipeline: Pipeline, stage: str) -> str:
 def mermaid_source(pipeline: Pipeline, stage: str) -> str:
     """python-statemachine's mermaid diagram of the pipeline, the current stage highlighted."""
     key = (pipeline.content_hash(), stage)
-    text = _diagrams.get(key)
+    with _diagrams_lock:
+        text = _diagrams.get(key)
     if text is None:
-        text = _diagrams[key] = _mermaid(pipeline, stage)
+        text = _mermaid(pipeline, stage)
+        with _diagrams_lock:
+            _diagrams[key] = text
     return text
 
 
