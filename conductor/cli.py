@@ -255,11 +255,25 @@ app.add_typer(token_app, name="token")
 def token_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
     role: Annotated[str, typer.Option("--role", help="viewer, release_manager or admin.")],
+    identity: Annotated[
+        list[str] | None, typer.Option("--identity", help="A VCS login or email the holder commits as (repeat it); four-eyes uses them.")
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and only its hash is kept."""
     from conductor.service.tokens import create_token
 
-    typer.echo(create_token(_conductor(), name, role))
+    typer.echo(create_token(_conductor(), name, role, identity or []))
+
+
+@token_app.command("identities")
+def token_identities(
+    name: str, identities: Annotated[list[str] | None, typer.Argument(help="Logins and emails; none clears them.")] = None
+) -> None:
+    """Set the VCS identities (logins, emails) the holder of token NAME commits as."""
+    from conductor.service.tokens import set_identities
+
+    known = set_identities(_conductor(), name, identities or [])
+    out.print(Text(f"{name} commits as: {', '.join(known) or 'its token name only'}"))
 
 
 @token_app.command("revoke")
@@ -277,10 +291,16 @@ def token_list() -> None:
     from conductor.service.tokens import list_tokens
 
     t = Table(title="API tokens")
-    for col in ("name", "role", "created", "revoked"):
+    for col in ("name", "role", "identities", "created", "revoked"):
         t.add_column(col)
     for row in list_tokens(_conductor()):
-        t.add_row(plain(row["name"]), row["role"], fmt_time(row["created_at"]), "yes" if row["revoked"] else "")
+        t.add_row(
+            plain(row["name"]),
+            row["role"],
+            plain(", ".join(row["identities"])),
+            fmt_time(row["created_at"]),
+            "yes" if row["revoked"] else "",
+        )
     out.print(t)
 
 

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     github_secret: str | None = None
     gitlab_token: str | None = None
     webhook_secret: str | None = None
+    # GitHub and GitLab sign no timestamp or delivery id: a captured body could be sent again under
+    # a new delivery id. Within this window the same body is taken as a duplicate (0: off).
+    replay_window_s: float = Field(default=86400.0, ge=0)
     # Execution (workers/ and the embedded runner in conductor/runner.py). Redis only carries
     # work: whatever waits longer than sweep_grace_s is enqueued again from the database.
     tick_interval_s: float = Field(default=10.0, gt=0)

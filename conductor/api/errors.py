@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from conductor.domain.errors import ConductorError
 from conductor.sources.errors import PayloadInvalid
@@ -140,6 +141,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def integrity(request: Request, exc: IntegrityError) -> JSONResponse:
         log.warning("integrity_conflict", error=str(exc).splitlines()[0][:300])
         return error_response(409, "Conflict", "the write conflicts with existing data; reload and retry")
+
+    @app.exception_handler(ClientDisconnect)
+    async def aborted(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away while sending its body: its doing, not ours, and nobody reads the answer.
+        log.info("request_aborted", reason="client disconnected before the body was complete")
+        return error_response(400, "ClientDisconnect", "the request body was not completely sent")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -38,7 +38,8 @@ class BodyLimit:
             return
         limit = self.limit_for(scope["path"])
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             self.on_refused(scope["path"])
             await error_response(413, "PayloadTooLarge", f"body is {int(declared)} bytes, the limit is {limit} bytes")(scope, receive, send)
             return

@@ -18,7 +18,9 @@ unless one of those secrets verifies the body.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -32,7 +34,7 @@ from conductor.api.errors import ServiceUnavailable, error_responses
 from conductor.api.schemas import MAX_INT, EventOut, WebhookAccepted
 from conductor.domain.errors import ConductorError
 from conductor.read.tracks import get_event
-from conductor.service.inbox import IGNORABLE_KINDS, Stored, store_event
+from conductor.service.inbox import IGNORABLE_KINDS, ReplayGuard, Stored, store_event
 from conductor.service.tracks import track_secrets
 from conductor.sources import (
     PayloadInvalid,
@@ -146,7 +148,7 @@ async def receive(
             raise
         structlog.contextvars.bind_contextvars(delivery_id=event.delivery_id, source=source)
         try:
-            stored = store_event(state.conductor, event)
+            stored = store_event(state.conductor, event, _replay_guard(state, source, body))
         except (SQLAlchemyError, ConductorError) as exc:
             metrics.rejected.labels(source, "store_unavailable").inc()
             log.error("event_store_failed", source=source, delivery_id=event.delivery_id, error=str(exc).splitlines()[0][:300])
@@ -178,6 +180,18 @@ async def receive(
         event_url=f"/webhooks/events/{stored.event_id}",
     )
     return JSONResponse(out.model_dump(mode="json"), status_code=202)
+
+
+# Sources whose signatures cover neither a timestamp nor the delivery id: a captured body could be
+# sent again under a new id (Standard Webhooks, for cloudevents and generic, signs both).
+UNTIMED_SOURCES = ("github", "gitlab")
+
+
+def _replay_guard(state: ApiState, source: str, body: bytes) -> ReplayGuard | None:
+    window = state.settings.replay_window_s
+    if source not in UNTIMED_SOURCES or window <= 0:
+        return None
+    return ReplayGuard(hashlib.sha256(body).hexdigest(), timedelta(seconds=window))
 
 
 def _count_rejection(metrics, source: str, exc: SourceError) -> None:

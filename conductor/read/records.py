@@ -29,6 +29,7 @@ class ReleaseInfo:
     rejected_fingerprint: str | None
     halted_from: str | None
     unreviewed_commits: list[Any]
+    commits_since_approval: list[Any]
     created_at: datetime
     updated_at: datetime
     version_id: int

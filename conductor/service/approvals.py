@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 
 from conductor.context import Context
@@ -27,16 +29,21 @@ def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRe
     return EvaluationRef(row.id, row.stage, row.fingerprint), row.evidence or {}
 
 
-def check_four_eyes(step: ReleaseStep, evidence: dict, actor: Actor) -> None:
-    """Forbidden when the track asks for four eyes and the actor authored a change behind the decision."""
+def check_four_eyes(step: ReleaseStep, evidence: dict[str, Any], actor: Actor) -> None:
+    """Forbidden when the track asks for four eyes and the actor authored a commit behind the
+    decision: any commit pushed to the release branch since the last approval (marked as a
+    critical fix or not), or one the decision's evidence names."""
     r = step.release
     if not r.four_eyes:
         return
-    authors = {c.get("author") for c in r.unreviewed_commits} | {
-        c.get("author") for g in evidence.get("gates", []) for c in g.get("inputs", {}).get("commits", []) or []
-    }
-    if actor.name in authors:
-        raise Forbidden(f"four-eyes: {actor.name} authored a change behind decision {r.pending_evaluation_id} and cannot approve it")
+    behind = [*r.commits_since_approval, *r.unreviewed_commits]
+    behind += [c for g in evidence.get("gates", []) for c in (g.get("inputs", {}).get("commits") or [])]
+    mine = [c for c in behind if actor.authored(c)]
+    if mine:
+        raise Forbidden(
+            f"four-eyes: {actor.name} authored {mine[0].get('sha', '?')[:10]} on the release branch, behind decision "
+            f"{r.pending_evaluation_id}; another release manager must approve it"
+        )
 
 
 def approve(
@@ -68,6 +75,7 @@ def approve(
             step.add_answer(AnswerVerdict.APPROVE, actor, reason, ev)
             step.audit(AuditKind.APPROVED, actor.name, reason, evaluation_id=ev.id, from_stage=r.stage, to_stage=now.target)
             r.unreviewed_commits = []  # the human has seen them in the evidence
+            r.commits_since_approval = []  # four-eyes starts over from this approval
             advance(step, ev, actor.name, f"approved: {reason}")
             judge(step, trigger="approval")
             return r.stage

@@ -31,6 +31,7 @@ from conductor.sources.events import InboundEvent
 from conductor.store.releases import lock_releases, records
 from conductor.store.statements import (
     EVENT_BY_DELIVERY,
+    EVENT_BY_DIGEST,
     FAIL_PENDING_EVENT,
     FINISH_EVENT,
     INBOX,
@@ -63,7 +64,19 @@ def branch_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(re.escape(parts[0]) + r"(?P<version>[^/\s]+?)" + re.escape(parts[1]))
 
 
-def store_event(ctx: Context, event: InboundEvent) -> Stored:
+@dataclass(frozen=True)
+class ReplayGuard:
+    """For sources whose signatures cover no timestamp or id (GitHub, GitLab): a body seen within
+    `window` under another delivery id is a replay of it, answered as a duplicate.
+
+    A best effort, documented as such: it holds within the window only, and two identical bodies
+    arriving in the same instant can both be stored (nothing locks a digest)."""
+
+    digest: str  # SHA-256 of the raw body
+    window: timedelta
+
+
+def store_event(ctx: Context, event: InboundEvent, replay: ReplayGuard | None = None) -> Stored:
     """Insert the event into the inbox unless (source, delivery_id) is there already.
 
     One INSERT ... ON CONFLICT DO NOTHING RETURNING in its own short transaction on the common
@@ -71,12 +84,12 @@ def store_event(ctx: Context, event: InboundEvent) -> Stored:
     died since its last use (the database restarted) is replaced and the store tried once more:
     the pool does not pre-ping, so that costs nothing on the common path."""
     try:
-        return _store(ctx, event)
+        return _store(ctx, event, replay)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         log.warning("event_store_reconnected", source=event.source, delivery_id=event.delivery_id)
-    return _store(ctx, event)
+    return _store(ctx, event, replay)
 
 
 def delivery_key(delivery_id: str) -> str:
@@ -88,13 +101,21 @@ def delivery_key(delivery_id: str) -> str:
     return "sha256:" + hashlib.sha256(delivery_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _store(ctx: Context, event: InboundEvent) -> Stored:
+def _store(ctx: Context, event: InboundEvent, replay: ReplayGuard | None) -> Stored:
     key = delivery_key(event.delivery_id)
     # One statement, its own transaction: INSERT ... ON CONFLICT DO NOTHING RETURNING id.
     with ctx.db.autocommit() as conn:
+        if replay is not None:
+            seen = conn.execute(
+                EVENT_BY_DIGEST, {"source": event.source, "digest": replay.digest, "since": ctx.now() - replay.window}
+            ).first()
+            if seen is not None:
+                log.warning("event_replayed", event_id=seen.id, source=event.source, delivery_id=event.delivery_id)
+                return Stored(seen.id, False, seen.status)
         new_id = insert_new_id(conn, INBOX, ("source", "delivery_id"), {
             "source": event.source, "delivery_id": key, "kind": event.kind, "payload": event.model_dump(mode="json"),
-            "repository": event.repository, "branch": event.branch, "status": InboxStatus.PENDING.value, "attempts": 0,
+            "repository": event.repository, "branch": event.branch, "body_digest": replay.digest if replay else None,
+            "status": InboxStatus.PENDING.value, "attempts": 0,
             "received_at": ctx.now(),
         })  # fmt: skip
         if new_id is not None:
@@ -320,18 +341,23 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
 
 
 def _apply_push(step: ReleaseStep, event: InboundEvent, notes: list[str]) -> None:
-    """A push to the release branch: new head (re-opens build/test gates) and the critical-fix rule."""
+    """A push to the release branch: new head (re-opens build/test gates), every commit recorded for
+    four-eyes, and the critical-fix rule for the unmarked ones."""
     r = step.release
     if event.sha and event.sha != r.head_sha:
         r.head_sha = event.sha
         step.touch()
     marker = r.critical_fix_marker.strip()
     labelled = any(marker.lower() == label.lower() for label in event.labels)
-    unmarked: list[dict[str, Any]] = [
-        {"sha": cm.sha, "message": cm.message.splitlines()[0][:200] if cm.message else "", "author": cm.author}
+    pushed: list[dict[str, Any]] = [
+        {"sha": cm.sha, "message": cm.message.splitlines()[0][:200] if cm.message else "", "author": cm.author,
+         "email": cm.author_email, "marked": labelled or marker.lower() in cm.message.lower()}
         for cm in event.commits
-        if not labelled and marker.lower() not in cm.message.lower()
-    ]
+    ]  # fmt: skip
+    seen = {cm["sha"] for cm in r.commits_since_approval}
+    if any(cm["sha"] not in seen for cm in pushed):
+        r.commits_since_approval = [*r.commits_since_approval, *(cm for cm in pushed if cm["sha"] not in seen)]
+    unmarked = [{k: cm[k] for k in ("sha", "message", "author", "email")} for cm in pushed if not cm["marked"]]
     if unmarked:
         known = {cm["sha"] for cm in r.unreviewed_commits}
         fresh = [cm for cm in unmarked if cm["sha"] not in known]

@@ -59,10 +59,18 @@ SIGNOFF_PREFIX = "signoff."
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: a token's name and role, a CI source, or the robot itself."""
+    """Who acts: a token's name and role, a CI source, or the robot itself. `identities` are the
+    VCS logins and emails the holder commits as (declared on the token; four-eyes compares them)."""
 
     name: str
     role: str = "release_manager"
+    identities: frozenset[str] = frozenset()
+
+    def authored(self, commit: dict[str, Any]) -> bool:
+        """Whether a recorded commit is this actor's: its author login or email is the actor's
+        name or one of its identities (compared case-insensitively, as GitHub compares logins)."""
+        mine = {self.name.casefold(), *(i.casefold() for i in self.identities)}
+        return any(isinstance(v, str) and v.casefold() in mine for v in (commit.get("author"), commit.get("email")))
 
 
 ROBOT_ACTOR = Actor(ROBOT, "robot")

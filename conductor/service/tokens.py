@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 
@@ -26,6 +28,7 @@ def _hash(token: str) -> str:
 class Principal:
     name: str
     role: str
+    identities: tuple[str, ...] = ()
 
     def allows(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -36,21 +39,51 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(self.name, self.role)
+        return Actor(self.name, self.role, frozenset(self.identities))
 
 
-def create_token(ctx: Context, name: str, role: str) -> str:
-    """Create a token and return it; it is not stored and cannot be shown again."""
+_IDENTITY = re.compile(r"[^\s\x00]{1,200}")
+
+
+def check_identities(identities: list[str] | tuple[str, ...]) -> list[str]:
+    """The VCS identities a token stands for (logins and emails), trimmed and de-duplicated
+    case-insensitively; ConductorError for one that is empty, too long or contains spaces."""
+    out: list[str] = []
+    for identity in identities:
+        value = identity.strip()
+        if not _IDENTITY.fullmatch(value):
+            raise ConductorError(f"identity {identity!r} must be a login or an email: 1 to 200 characters, no spaces")
+        if value.casefold() not in {o.casefold() for o in out}:
+            out.append(value)
+    return out
+
+
+def create_token(ctx: Context, name: str, role: str, identities: list[str] | tuple[str, ...] = ()) -> str:
+    """Create a token and return it; it is not stored and cannot be shown again. `identities` are
+    the VCS logins and emails its holder commits as (besides its name): four-eyes refuses them an
+    approval behind their own commits."""
     if role not in ROLES:
         raise ConductorError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if not name.strip():
         raise ConductorError("a token needs a name")
+    known = check_identities(identities)
     token = PREFIX + secrets.token_urlsafe(32)
     with ctx.db.begin() as conn:
-        created = insert_new_id(conn, TOKENS, "name", {"name": name, "role": role, "token_hash": _hash(token), "created_at": ctx.now()})
+        created = insert_new_id(conn, TOKENS, "name", {
+            "name": name, "role": role, "token_hash": _hash(token), "identities": known, "created_at": ctx.now(),
+        })  # fmt: skip
         if created is None:
             raise AlreadyExists(f"a token named {name!r} exists; revoke it first")
     return token
+
+
+def set_identities(ctx: Context, name: str, identities: list[str] | tuple[str, ...]) -> list[str]:
+    """Replace the VCS identities of the token NAME; returns them. NotFound for no such token."""
+    known = check_identities(identities)
+    with ctx.db.begin() as conn:
+        if conn.execute(TOKENS.update().where(TOKENS.c.name == name).values(identities=known)).rowcount != 1:
+            raise NotFound(f"no token named {name!r}")
+    return known
 
 
 @dataclass(frozen=True)
@@ -67,22 +100,27 @@ def authenticate(ctx: Context, token: str | None) -> Principal | None:
     return found.principal if found else None
 
 
+_PRINCIPAL = select(TOKENS.c.id, TOKENS.c.name, TOKENS.c.role, TOKENS.c.identities).where(TOKENS.c.revoked_at.is_(None))
+
+
+def _principal(row: Any) -> Principal:
+    return Principal(row.name, row.role, tuple(row.identities or ()))
+
+
 def session_for(ctx: Context, token: str | None) -> TokenSession | None:
     """The token's row id and principal (a dashboard session keeps the id), or None."""
     if not token or not token.startswith(PREFIX):
         return None
     with ctx.db.reading() as conn:
-        row = conn.execute(
-            select(TOKENS.c.id, TOKENS.c.name, TOKENS.c.role).where(TOKENS.c.token_hash == _hash(token), TOKENS.c.revoked_at.is_(None))
-        ).first()
-    return TokenSession(row.id, Principal(row.name, row.role)) if row else None
+        row = conn.execute(_PRINCIPAL.where(TOKENS.c.token_hash == _hash(token))).first()
+    return TokenSession(row.id, _principal(row)) if row else None
 
 
 def active_token(ctx: Context, token_id: int) -> Principal | None:
     """The principal of a token that is still valid, or None when it was revoked or deleted."""
     with ctx.db.reading() as conn:
-        row = conn.execute(select(TOKENS.c.name, TOKENS.c.role).where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))).first()
-    return Principal(row.name, row.role) if row else None
+        row = conn.execute(_PRINCIPAL.where(TOKENS.c.id == token_id)).first()
+    return _principal(row) if row else None
 
 
 def revoke_token(ctx: Context, name: str) -> None:
@@ -94,9 +132,10 @@ def revoke_token(ctx: Context, name: str) -> None:
             conn.execute(TOKENS.update().where(TOKENS.c.id == row.id).values(revoked_at=ctx.now()))
 
 
-def list_tokens(ctx: Context) -> list[dict]:
+def list_tokens(ctx: Context) -> list[dict[str, Any]]:
     with ctx.db.reading() as conn:
         return [
-            {"name": t.name, "role": t.role, "created_at": t.created_at, "revoked": t.revoked_at is not None}
+            {"name": t.name, "role": t.role, "created_at": t.created_at, "revoked": t.revoked_at is not None,
+             "identities": list(t.identities or [])}
             for t in conn.execute(select(TOKENS).order_by(TOKENS.c.id))
-        ]
+        ]  # fmt: skip

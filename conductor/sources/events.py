@@ -44,11 +44,13 @@ class SignalIn(BaseModel):
 
 
 class CommitInfo(BaseModel):
-    """One commit of a push; ``author`` is the username when the source gives one, else the email."""
+    """One commit of a push; ``author`` is the username when the source gives one, else the email;
+    ``author_email`` the email when the source gives one (four-eyes compares both)."""
 
     sha: str
     message: str
     author: str | None = None
+    author_email: str | None = None
 
 
 class InboundEvent(BaseModel):

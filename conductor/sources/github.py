@@ -341,6 +341,7 @@ def _push(payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
             sha=c.id,
             message=c.message or "",
             author=(c.author.username or c.author.email) if c.author else None,
+            author_email=c.author.email if c.author else None,
         )
         for c in push.commits
     ]

@@ -103,6 +103,9 @@ class Release(Base):
     halted_from: Mapped[str | None] = mapped_column(String(50))
     # Commits pushed to the release branch without the critical-fix marker, until a human approves.
     unreviewed_commits: Mapped[list[Any]] = mapped_column(default=list)
+    # Every commit pushed to the release branch since the last approval, marked or not: four-eyes
+    # refuses an approval to anyone who authored one of them.
+    commits_since_approval: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # Optimistic lock: every UPDATE checks and bumps it, so a lost update raises instead.
@@ -188,7 +191,11 @@ class InboxEvent(Base):
     """An inbound event, stored before any work; (source, delivery_id) makes redelivery a no-op."""
 
     __tablename__ = "inbox"
-    __table_args__ = (UniqueConstraint("source", "delivery_id"), Index("ix_inbox_status", "status", "received_at"))
+    __table_args__ = (
+        UniqueConstraint("source", "delivery_id"),
+        Index("ix_inbox_status", "status", "received_at"),
+        Index("ix_inbox_replay", "source", "body_digest", "received_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(50))
     delivery_id: Mapped[str] = mapped_column(String(200))
@@ -197,6 +204,8 @@ class InboxEvent(Base):
     # What the payload names, as columns: the worker joins the tracks of the repository when it locks the row.
     repository: Mapped[str | None] = mapped_column(Text)
     branch: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of the raw body, for sources whose signatures cover no timestamp (the replay guard).
+    body_digest: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     release_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
@@ -254,5 +263,7 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(30))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The VCS identities (logins, emails) the holder commits as: four-eyes compares them with authors.
+    identities: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]

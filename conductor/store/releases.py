@@ -47,6 +47,7 @@ class ReleaseRecord:
     rejected_fingerprint: str | None
     halted_from: str | None
     unreviewed_commits: list[Any]
+    commits_since_approval: list[Any]
     created_at: datetime
     updated_at: datetime
     version_id: int
@@ -60,6 +61,7 @@ class ReleaseRecord:
 
     def __post_init__(self) -> None:
         self.unreviewed_commits = list(self.unreviewed_commits or [])
+        self.commits_since_approval = list(self.commits_since_approval or [])
         self.paused = bool(self.paused)
         self._saved = self._state()
 
@@ -87,6 +89,7 @@ MUTABLE = (
     "rejected_fingerprint",
     "halted_from",
     "unreviewed_commits",
+    "commits_since_approval",
     "updated_at",
 )
 _ROW_COLUMNS = [RELEASES.c[f.name] for f in fields(ReleaseRecord) if f.name in RELEASES.c]

@@ -174,6 +174,12 @@ OUTBOX_IDS_BY_KEY = (
     .where(OUTBOX.c.idempotency_key.in_(bindparam("keys", expanding=True)), OUTBOX.c.status == "pending")
     .order_by(OUTBOX.c.id)
 )
+EVENT_BY_DIGEST = (
+    select(INBOX.c.id, INBOX.c.status)
+    .where(INBOX.c.source == bindparam("source"), INBOX.c.body_digest == bindparam("digest"), INBOX.c.received_at >= bindparam("since"))
+    .order_by(INBOX.c.id)
+    .limit(1)
+)
 EVENT_BY_DELIVERY = select(INBOX.c.id, INBOX.c.status).where(
     INBOX.c.source == bindparam("source"), INBOX.c.delivery_id == bindparam("delivery_id")
 )

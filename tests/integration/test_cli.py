@@ -162,3 +162,15 @@ def test_status_and_show_render(env):
     assert "app/1.0" in status and "beta" in status and "waiting for" in status
     shown = run(env, "show", "app/1.0").stdout
     assert "Timeline of app/1.0" in shown and "distribute" in shown
+
+
+def test_user_text_that_looks_like_markup_is_printed_as_written(env):
+    """A pause reason with a closing tag made `status` and `show` exit 1 with a rich MarkupError."""
+    reason = "closing tag [/bold] here [red]and[/] <b>"
+    run(env, "start", "app", "2.0", "--definition", "quick", "--as", "[/]rita")
+    run(env, "pause", "app/2.0", "--reason", reason, "--as", "olga")
+    status = run(env, "status")
+    assert "closing tag [/bold] here" in status.stdout
+    show = run(env, "show", "app/2.0")
+    assert reason in show.stdout and "[/]rita" in show.stdout
+    assert "MarkupError" not in status.stderr + show.stderr

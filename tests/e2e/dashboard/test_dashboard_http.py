@@ -322,3 +322,17 @@ def test_api_processes_configured_with_one_session_secret_share_sessions(quick, 
     assert same.get("/", follow_redirects=False).status_code == 200
     r = other.get("/", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_unicode_digits_and_overlong_reasons_are_refused_not_crashed(quick, clock, rm):
+    """`str.isdigit()` took '²' (then int() failed: 500); dashboard reasons had no length limit."""
+    rid = drive_to_approval(quick, clock, "1.0")
+    assert rm.client.get("/dashboard/pulse", params={"scope": "²"}).status_code == 400
+    r = rm.post(f"/release/{rid}/pause", csrf_token=rm.csrf, reason="x" * 200_000)
+    assert r.status_code == 400 and "at most 2000 characters" in r.text
+    assert not quick.snapshot(rid).release.paused
+    before = quick.snapshot(rid)
+    r = rm.post(f"/release/{rid}/decision", csrf_token=rm.csrf, decision="approve", reason="ok", evaluation_id="²",
+                fingerprint=before.pending.fingerprint)  # fmt: skip
+    assert r.status_code == 303  # no decision id given: the pending decision, checked by its fingerprint
+    assert quick.snapshot(rid).release.stage != before.release.stage
