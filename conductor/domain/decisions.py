@@ -1,10 +1,18 @@
-"""From gate results to a decision on a release's outgoing transition, with a fingerprinted evidence record."""
+"""From gate results to a decision on a release's outgoing transition, with its evidence.
+
+A decision has two hashes. Its `fingerprint` names the question it puts: the verdict and each
+gate's outcome and reason (and, for unreviewed commits, which commits). It stays the same while
+only the numbers move within their bands, so one pause is one question: new samples refresh the
+evidence on the card without withdrawing it, and an approval stays valid until an outcome
+changes. Its `evidence_digest` covers every judged input (values, samples, thresholds): when it
+changes, the new evidence is worth storing.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -36,23 +44,38 @@ class Decision:
     not_before: datetime | None = None  # when soak/schedule allows the transition
     wait_until: datetime | None = None  # when to look again (timer)
     wait: WaitKind | None = None  # with WAIT: soak, schedule or data (stored, so nobody parses the summary)
+    # Shadow gates: judged beside the live ones, never acted on; what the verdict would have been with them.
+    shadow: tuple[GateResult, ...] = ()
+    shadow_verdict: Verdict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
-        """A hash of what was judged (values, thresholds, outcomes), not of when: ages are left out."""
+        """The question this decision puts: verdict, each gate's outcome and reason, and the commits
+        behind an unreviewed change. The same while values only move within their bands."""
         body = {
             "transition": self.transition,
             "verdict": self.verdict.value,
             "gates": [
-                {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value, "inputs": _judged(r.inputs)} for r in self.results
+                {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value,
+                 **({"commits": sorted(c.get("sha", "") for c in r.inputs.get("commits", []))} if "commits" in r.inputs else {})}
+                for r in self.results
             ],
+        }  # fmt: skip
+        return _digest(body)
+
+    @property
+    def evidence_digest(self) -> str:
+        """A hash of everything judged (values, samples, thresholds, outcomes), not of when: a
+        re-report of the same value (new row, new timestamp) is not new evidence; a new value is."""
+        body = {
+            "fingerprint": self.fingerprint,
+            "inputs": [{k: v for k, v in r.inputs.items() if k != "observed_at"} for r in self.results],
         }
-        blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return _digest(body)
 
     def evidence(self) -> dict[str, Any]:
-        return {
+        out = {
             "transition": self.transition,
             "stage": self.stage,
             "target": self.target,
@@ -61,20 +84,25 @@ class Decision:
             "not_before": self.not_before.isoformat() if self.not_before else None,
             "wait": self.wait.value if self.wait else None,
             "gates": [r.as_evidence() for r in self.results],
+            "digest": self.evidence_digest,
             **self.extra,
         }
+        if self.shadow:
+            out["shadow"] = [r.as_evidence() for r in self.shadow]
+            out["shadow_verdict"] = self.shadow_verdict.value if self.shadow_verdict else None
+        return out
 
 
-def _judged(inputs: dict[str, Any]) -> dict[str, Any]:
-    # A re-report of the same value (new row id, new timestamp) is not new evidence; a new value is.
-    return {k: v for k, v in inputs.items() if k != "observed_at"}
+def _digest(body: dict[str, Any]) -> str:
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
 def next_schedule_time(pipeline: Pipeline, schedule: str, after: datetime) -> datetime:
     """The first cron occurrence strictly after `after`, in the pipeline's time zone, as UTC."""
     tz = ZoneInfo(pipeline.timezone)
     it = croniter(pipeline.schedules[schedule], after.astimezone(tz))
-    nxt: datetime = it.get_next(datetime)  # croniter returns an instance of the type it is asked for
+    nxt: datetime = it.get_next(datetime)
     return nxt.astimezone(UTC)
 
 
@@ -86,6 +114,43 @@ def not_before(pipeline: Pipeline, transition: Transition, entered_at: datetime)
     return t
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    verdict: Verdict
+    summary: str
+    wait_until: datetime | None = None
+    wait: WaitKind | None = None
+
+
+def _judge(transition: Transition, results: tuple[GateResult, ...], earliest: datetime, ctx: GateContext) -> _Verdict:
+    """The verdict on a set of gate results.
+
+    Order matters: a failed gate is acted on even during soak (a bad crash rate at 1% halts now);
+    then the soak/schedule is honoured; then, while any gate still waits for data (up to
+    max_wait), the robot waits, even if another gate is grey: asking before the data is in asks
+    too early, and the data often settles the grey gate too. Only then does an inconclusive gate
+    ask a human."""
+    failed = [r for r in results if r.outcome is Outcome.FAIL]
+    unclear = [r for r in results if r.outcome is Outcome.INCONCLUSIVE]
+    if failed:
+        names = ", ".join(f"{r.gate} ({r.detail})" for r in failed)
+        return _Verdict(Verdict.HALT if transition.on_fail == "halt" else Verdict.HOLD, f"failed: {names}")
+    if ctx.now < earliest:
+        why = WaitKind.SCHEDULE if transition.schedule and earliest > ctx.stage_entered_at + transition.min_soak else WaitKind.SOAK
+        return _Verdict(Verdict.WAIT, f"{why.value} until {earliest.isoformat()}", earliest, why)
+    if not unclear:
+        return _Verdict(Verdict.ADVANCE, "all gates pass")
+    waiting = [r for r in unclear if r.reason in WAITING_REASONS]
+    asking = [r for r in unclear if r.reason not in WAITING_REASONS]
+    if waiting and (transition.max_wait is None or ctx.now < earliest + transition.max_wait):
+        names = ", ".join(f"{r.gate} ({r.detail})" for r in waiting)
+        until = earliest + transition.max_wait if transition.max_wait else None
+        return _Verdict(Verdict.WAIT, f"waiting for {names}", until, WaitKind.DATA)
+    if asking:
+        return _Verdict(Verdict.ASK, "inconclusive: " + ", ".join(f"{r.gate} ({r.detail})" for r in asking + waiting))
+    return _Verdict(Verdict.ASK, f"still waiting after {transition.max_wait} for " + ", ".join(f"{r.gate} ({r.detail})" for r in waiting))
+
+
 def decide(
     pipeline: Pipeline,
     stage: str,
@@ -94,40 +159,27 @@ def decide(
 ) -> Decision | None:
     """Judge the outgoing transition of `stage`; None when the stage has none (final, halted, cancelled).
 
-    Order matters: a failed gate is acted on even during soak (a bad crash rate at 1% halts now),
-    then the soak/schedule is honoured, then missing data is waited for (until max_wait) and any
-    other inconclusive gate asks a human.
-    """
+    Shadow gates are judged too, and what the verdict would have been with them is recorded
+    (never acted on)."""
     transition = pipeline.advance_from(stage)
     if transition is None:
         return None
-    results = tuple(evaluate_gate(g, pipeline.gates[g], ctx) for g in transition.gates) + extra_results
+    live: list[GateResult] = []
+    shadow: list[GateResult] = []
+    for name in transition.gates:
+        gate = pipeline.gates[name]
+        result = evaluate_gate(name, gate, ctx, pipeline.scale_of(gate))
+        (shadow if gate.mode == "shadow" else live).append(result)
+    results = tuple(live) + extra_results
     earliest = not_before(pipeline, transition, ctx.stage_entered_at)
-    failed = [r for r in results if r.outcome is Outcome.FAIL]
-    unclear = [r for r in results if r.outcome is Outcome.INCONCLUSIVE]
-
-    def make(verdict: Verdict, summary: str, wait_until: datetime | None = None, wait: WaitKind | None = None) -> Decision:
-        return Decision(verdict, transition.name, stage, transition.target, results, summary, earliest, wait_until, wait)
-
-    if failed:
-        names = ", ".join(f"{r.gate} ({r.detail})" for r in failed)
-        verdict = Verdict.HALT if transition.on_fail == "halt" else Verdict.HOLD
-        return make(verdict, f"failed: {names}")
-    if ctx.now < earliest:
-        why = WaitKind.SCHEDULE if transition.schedule and earliest > ctx.stage_entered_at + transition.min_soak else WaitKind.SOAK
-        return make(Verdict.WAIT, f"{why.value} until {earliest.isoformat()}", earliest, why)
-    if unclear:
-        waiting = [r for r in unclear if r.reason in WAITING_REASONS]
-        asking = [r for r in unclear if r.reason not in WAITING_REASONS]
-        if not asking:
-            names = ", ".join(f"{r.gate} ({r.detail})" for r in waiting)
-            if transition.max_wait is None or ctx.now < earliest + transition.max_wait:
-                until = earliest + transition.max_wait if transition.max_wait else None
-                return make(Verdict.WAIT, f"waiting for {names}", until, WaitKind.DATA)
-            return make(Verdict.ASK, f"still waiting after {transition.max_wait} for {names}")
-        names = ", ".join(f"{r.gate} ({r.detail})" for r in asking)
-        return make(Verdict.ASK, f"inconclusive: {names}")
-    return make(Verdict.ADVANCE, "all gates pass")
+    v = _judge(transition, results, earliest, ctx)
+    # Each shadow gate's own "would have": the verdict had it been live beside the live ones.
+    judged_shadow = tuple(
+        replace(r, inputs={**r.inputs, "would": _judge(transition, (*results, r), earliest, ctx).verdict.value}) for r in shadow
+    )
+    would = _judge(transition, results + tuple(shadow), earliest, ctx).verdict if shadow else None
+    return Decision(v.verdict, transition.name, stage, transition.target, results, v.summary, earliest, v.wait_until, v.wait,
+                    judged_shadow, would)  # fmt: skip
 
 
 def unapproved_change_result(commits: list[dict[str, Any]], marker: str) -> GateResult:

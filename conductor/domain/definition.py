@@ -69,16 +69,6 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
-def format_duration(td: timedelta) -> str:
-    secs = int(td.total_seconds())
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if secs >= size:
-            parts.append(f"{secs // size}{unit}")
-            secs %= size
-    return "".join(parts) or "0s"
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -91,18 +81,34 @@ class SignalSpec(_Strict):
     description: str = ""
 
 
-class ThresholdGate(_Strict):
+GateMode = Literal["live", "shadow"]
+
+
+class _GateBase(_Strict):
+    # shadow: judged and stored with its evidence ("would have ..."), never acted on; for trying a
+    # new gate beside the live ones before it decides anything.
+    mode: GateMode = "live"
+
+
+class _SignalGate(_GateBase):
+    signal: str
+    max_age: Duration | None = None
+    fresh_in_stage: bool = False
+    head_sha: bool = False
+    # A value outside the pass band measured on a commit waits for up to this many more reports on
+    # the same commit (CI's automatic reruns) before it is judged: a failure that passes on a rerun
+    # is flaky, not failing.
+    reruns: int = Field(default=0, ge=0, le=10)
+
+
+class ThresholdGate(_SignalGate):
     """Pass band, fail band and the grey zone between them over one numeric signal."""
 
     kind: Literal["threshold"]
-    signal: str
     better: Literal["higher", "lower"]
     pass_at: float = Field(alias="pass")
     fail_at: float = Field(alias="fail")
     min_samples: int = Field(default=0, ge=0)
-    max_age: Duration | None = None
-    fresh_in_stage: bool = False
-    head_sha: bool = False
 
     @model_validator(mode="after")
     def _bands_do_not_overlap(self) -> ThresholdGate:
@@ -113,16 +119,12 @@ class ThresholdGate(_Strict):
         return self
 
 
-class CountGate(_Strict):
+class CountGate(_SignalGate):
     """A count with an upper bound (fail above it) and/or a lower bound (wait below it)."""
 
     kind: Literal["count"]
-    signal: str
     max: int | None = Field(default=None, ge=0)
     min: int | None = Field(default=None, ge=0)
-    max_age: Duration | None = None
-    fresh_in_stage: bool = False
-    head_sha: bool = False
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> CountGate:
@@ -133,14 +135,31 @@ class CountGate(_Strict):
         return self
 
 
-class SignoffGate(_Strict):
+class SignoffGate(_GateBase):
     """Every listed team has signed off its regression testing."""
 
     kind: Literal["signoff"]
     teams: list[str] = Field(min_length=1)
 
 
-Gate = Annotated[ThresholdGate | CountGate | SignoffGate, Field(discriminator="kind")]
+class CompareGate(_SignalGate):
+    """This release's rate against a baseline release's in the same ring, from counts, with a
+    sequential test (conductor.domain.stats): pass when the regression is shown to be below the
+    tolerance, fail when it is shown to be above, wait (saying how much more data it needs) in
+    between. `floor` is the fixed backstop: a value worse than it fails whatever the baseline."""
+
+    kind: Literal["compare"]
+    better: Literal["higher", "lower"]
+    # The smallest regression that matters, in the signal's unit (percentage points for a percent).
+    tolerance: float = Field(gt=0)
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="chance of failing a release within the tolerance")
+    beta: float = Field(default=0.05, gt=0, lt=0.5, description="chance of passing a release beyond it")
+    baseline: Literal["previous", "production"] = "previous"
+    floor: float | None = None
+    min_samples: int = Field(default=0, ge=0)
+
+
+Gate = Annotated[ThresholdGate | CountGate | SignoffGate | CompareGate, Field(discriminator="kind")]
 
 StageKind = Literal["stage", "rollout", "final", "halted", "cancelled"]
 
@@ -227,6 +246,11 @@ class Pipeline(_Strict):
     def cancel_stage(self) -> str | None:
         return next((s for s, st in self.stages.items() if st.kind == "cancelled"), None)
 
+    def scale_of(self, gate: Gate) -> float:
+        """What the value of the gate's signal counts in: 100 for a percent, 1 otherwise."""
+        spec = self.signals.get(getattr(gate, "signal", ""))
+        return 100.0 if spec is not None and spec.type == "percent" else 1.0
+
     def advance_from(self, stage: str) -> Transition | None:
         return next((t for t in self.transitions if t.source == stage), None)
 
@@ -291,8 +315,13 @@ def cross_check(raw: Any) -> list[Problem]:
                              section("schedules", dict), section("transitions", list))  # fmt: skip
     problems: list[Problem] = []
     for name, gate in raw_sections.gates.items():
-        if isinstance(gate, dict) and isinstance(gate.get("signal"), str) and gate["signal"] not in raw_sections.signals:
+        if not isinstance(gate, dict) or not isinstance(gate.get("signal"), str):
+            continue
+        spec = raw_sections.signals.get(gate["signal"])
+        if spec is None:
             problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
+        elif gate.get("kind") == "compare" and isinstance(spec, dict) and spec.get("type") not in ("percent", "ratio"):
+            problems.append((("gates", name, "signal"), f"a compare gate compares rates: {gate['signal']!r} must be a percent or a ratio"))
     sources_seen: set[Hashable] = set()
     edges: dict[Hashable, list[Hashable]] = {}
     for i, t in enumerate(raw_sections.transitions):

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from conductor.domain.definition import CountGate, Gate, SignoffGate, ThresholdGate
+from conductor.domain.definition import CompareGate, CountGate, Gate, SignoffGate, ThresholdGate
 
 
 class Outcome(StrEnum):
@@ -37,13 +37,20 @@ class Reason(StrEnum):
     NOT_SIGNED = "not_signed"
     SIGNOFF_REJECTED = "signoff_rejected"
     UNAPPROVED_CHANGE = "unapproved_change"
+    AWAITING_RERUN = "awaiting_rerun"  # outside the pass band on a commit whose reruns have not all reported
+    NEEDS_MORE_DATA = "needs_more_data"  # a comparison that more exposures will settle
+    NO_BASELINE = "no_baseline"  # nothing to compare with (no earlier release in this ring)
+    WITHIN_TOLERANCE = "within_tolerance"
+    REGRESSED = "regressed"
+    BELOW_FLOOR = "below_floor"  # worse than the fixed backstop, whatever the baseline
 
 
 # Reasons that mean "the data is not in yet": the robot waits for them (up to max_wait) rather
 # than asking a human straight away.
-WAITING_REASONS = frozenset(
-    {Reason.MISSING, Reason.TOO_FEW_SAMPLES, Reason.NOT_IN_STAGE, Reason.OTHER_COMMIT, Reason.BELOW_MIN, Reason.NOT_SIGNED}
-)
+WAITING_REASONS = frozenset({
+    Reason.MISSING, Reason.TOO_FEW_SAMPLES, Reason.NOT_IN_STAGE, Reason.OTHER_COMMIT, Reason.BELOW_MIN, Reason.NOT_SIGNED,
+    Reason.AWAITING_RERUN, Reason.NEEDS_MORE_DATA,
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,11 @@ class SignalValue:
     value: float | None  # None: the source reported an error instead of a value
     observed_at: datetime
     source: str = "unknown"
-    samples: int | None = None
+    samples: int | None = None  # exposures: sessions, users, executed tests
     sha: str | None = None
     error: str | None = None
+    events: int | None = None  # of the samples, how many the value counts (crash-free sessions, ANRs)
+    runs: int = 1  # reports of this signal on the same commit so far (1 + reruns)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,17 @@ class GateContext:
     head_sha: str | None = None
     signals: dict[str, SignalValue] = field(default_factory=dict)
     signoffs: dict[str, Signoff] = field(default_factory=dict)
+    # For compare gates: the baseline release's latest value of each signal they read (in this
+    # ring, or in production), and that release's name (for the evidence).
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a compare gate compares with: another release's value of the same signal."""
+
+    release: str  # e.g. "music-android/8.8.0"
+    signal: SignalValue
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,7 @@ class GateResult:
 
 
 def _signal_inputs(sig: SignalValue) -> dict[str, Any]:
-    return {
+    inputs = {
         "signal": sig.name,
         "value": sig.value,
         "samples": sig.samples,
@@ -105,10 +125,13 @@ def _signal_inputs(sig: SignalValue) -> dict[str, Any]:
         "observed_at": sig.observed_at.isoformat(),
         "sha": sig.sha,
     }
+    if sig.events is not None:
+        inputs["events"] = sig.events
+    return inputs
 
 
 def _usable(
-    name: str, gate: ThresholdGate | CountGate, ctx: GateContext, thresholds: dict[str, Any]
+    name: str, gate: ThresholdGate | CountGate | CompareGate, ctx: GateContext, thresholds: dict[str, Any]
 ) -> tuple[SignalValue | None, GateResult | None]:
     """The signal if it may be judged, else the INCONCLUSIVE result that says why not."""
     sig = ctx.signals.get(gate.signal)
@@ -154,7 +177,11 @@ def evaluate_threshold(name: str, gate: ThresholdGate, ctx: GateContext) -> Gate
         )
     higher = gate.better == "higher"
     if (v >= gate.pass_at) if higher else (v <= gate.pass_at):
-        return GateResult(name, Outcome.PASS, Reason.IN_PASS_BAND, f"{v:g} {'≥' if higher else '≤'} {gate.pass_at:g}", inputs, ages)
+        flaky = f" (on run {sig.runs} of {sig.sha[:10]}: an earlier run did not pass)" if sig.runs > 1 and gate.reruns and sig.sha else ""
+        return GateResult(name, Outcome.PASS, Reason.IN_PASS_BAND, f"{v:g} {'≥' if higher else '≤'} {gate.pass_at:g}{flaky}", inputs, ages)
+    rerun = _awaiting_rerun(name, gate, sig, inputs, ages)
+    if rerun is not None:
+        return rerun
     if (v <= gate.fail_at) if higher else (v >= gate.fail_at):
         return GateResult(name, Outcome.FAIL, Reason.IN_FAIL_BAND, f"{v:g} {'≤' if higher else '≥'} {gate.fail_at:g}", inputs, ages)
     lo, hi = sorted((gate.pass_at, gate.fail_at))
@@ -171,6 +198,9 @@ def evaluate_count(name: str, gate: CountGate, ctx: GateContext) -> GateResult:
     ages = {gate.signal: (ctx.now - sig.observed_at).total_seconds()}
     v = sig.value
     if gate.max is not None and v > gate.max:
+        rerun = _awaiting_rerun(name, gate, sig, inputs, ages)
+        if rerun is not None:
+            return rerun
         return GateResult(name, Outcome.FAIL, Reason.ABOVE_MAX, f"{v:g} > {gate.max}", inputs, ages)
     if gate.min is not None and v < gate.min:
         return GateResult(name, Outcome.INCONCLUSIVE, Reason.BELOW_MIN, f"{v:g} < {gate.min} needed", inputs, ages)
@@ -191,10 +221,87 @@ def evaluate_signoff(name: str, gate: SignoffGate, ctx: GateContext) -> GateResu
     return GateResult(name, Outcome.PASS, Reason.SIGNED, f"all {len(gate.teams)} teams signed off", inputs)
 
 
-def evaluate_gate(name: str, gate: Gate, ctx: GateContext) -> GateResult:
-    """Evaluate one gate; never raises for bad data, which is an INCONCLUSIVE result instead."""
+def _awaiting_rerun(
+    name: str, gate: ThresholdGate | CountGate, sig: SignalValue, inputs: dict[str, Any], ages: dict[str, float]
+) -> GateResult | None:
+    """A value outside the pass band on a commit whose reruns have not all reported yet: wait for
+    them (a failure that passes on a rerun is flaky, not failing). None when nothing is awaited."""
+    if not gate.reruns or not sig.sha or sig.runs > gate.reruns:
+        return None
+    return GateResult(
+        name, Outcome.INCONCLUSIVE, Reason.AWAITING_RERUN,
+        f"{sig.value:g} on {sig.sha[:10]} (run {sig.runs} of up to {gate.reruns + 1}): waiting for a rerun", inputs, ages,
+    )  # fmt: skip
+
+
+def _proportion(sig: SignalValue, scale: float) -> tuple[int, int] | None:
+    """(events, exposures) of a rate signal: its counts, or from its value when only that was sent."""
+    if sig.samples is None or sig.samples <= 0 or sig.value is None:
+        return None
+    events = sig.events if sig.events is not None else round(sig.value / scale * sig.samples)
+    return min(max(events, 0), sig.samples), sig.samples
+
+
+def evaluate_compare(name: str, gate: CompareGate, ctx: GateContext, scale: float) -> GateResult:
+    """This release's rate against its baseline's (conductor.domain.stats); `scale` is 100 for a
+    percent signal, 1 for a ratio."""
+    from conductor.domain.stats import compare_rates
+
+    thresholds = {"better": gate.better, "tolerance": gate.tolerance, "alpha": gate.alpha, "beta": gate.beta, "floor": gate.floor,
+                  "min_samples": gate.min_samples, "baseline": gate.baseline}  # fmt: skip
+    sig, early = _usable(name, gate, ctx, thresholds)
+    if early:
+        return early
+    assert sig is not None and sig.value is not None
+    inputs = {**thresholds, **_signal_inputs(sig)}
+    ages = {gate.signal: (ctx.now - sig.observed_at).total_seconds()}
+    higher = gate.better == "higher"
+    counts = _proportion(sig, scale)
+    if counts is None or counts[1] < max(gate.min_samples, 1):
+        return GateResult(name, Outcome.INCONCLUSIVE, Reason.TOO_FEW_SAMPLES, f"{sig.samples or 0} of {gate.min_samples} samples",
+                          inputs, ages)  # fmt: skip
+    v = sig.value
+    if gate.floor is not None and ((v < gate.floor) if higher else (v > gate.floor)):
+        return GateResult(name, Outcome.FAIL, Reason.BELOW_FLOOR, f"{v:g} is worse than the floor {gate.floor:g}", inputs, ages)
+    base = ctx.baselines.get(gate.signal)
+    base_counts = _proportion(base.signal, scale) if base is not None else None
+    if base is None or base_counts is None:
+        return GateResult(name, Outcome.INCONCLUSIVE, Reason.NO_BASELINE, f"no earlier release to compare {gate.signal} with",
+                          inputs, ages)  # fmt: skip
+    c = compare_rates(*counts, *base_counts, better=gate.better, tolerance=gate.tolerance / scale, alpha=gate.alpha, beta=gate.beta)
+    unit = "pp" if scale == 100 else ""
+    inputs |= {
+        "baseline_release": base.release, "baseline_value": base.signal.value, "baseline_samples": base_counts[1],
+        "baseline_events": base_counts[0], "regression": c.regression * scale, "regression_low": c.lower * scale,
+        "regression_high": c.upper * scale,
+    }  # fmt: skip
+    by = f"{c.regression * scale:+.3g}{unit} vs {base.release} (between {c.lower * scale:+.3g} and {c.upper * scale:+.3g})"
+    if c.verdict == "fail":
+        sure = f"{(1 - gate.alpha):.0%} sure it is worse by more than {gate.tolerance:g}{unit}"
+        return GateResult(name, Outcome.FAIL, Reason.REGRESSED, f"regressed {by}; {sure}", inputs, ages)
+    if c.verdict == "pass":
+        sure = f"{(1 - gate.beta):.0%} sure any regression is under {gate.tolerance:g}{unit}"
+        return GateResult(name, Outcome.PASS, Reason.WITHIN_TOLERANCE, f"{by}; {sure}", inputs, ages)
+    return GateResult(name, Outcome.INCONCLUSIVE, Reason.NEEDS_MORE_DATA, f"{by}; {_needs(c.needed, sig, ctx)}", inputs, ages)
+
+
+def _needs(needed: int | None, sig: SignalValue, ctx: GateContext) -> str:
+    """'needs about N more sessions (≈ H h at the current rate)'."""
+    if needed is None:
+        return "too close to the tolerance to settle with more data at this rate"
+    hours = max((sig.observed_at - ctx.stage_entered_at).total_seconds() / 3600, 1e-9)
+    per_hour = (sig.samples or 0) / hours
+    eta = f" (≈ {needed / per_hour:.0f} h at the current rate)" if per_hour > 0 else ""
+    return f"needs about {needed:,} more samples{eta}"
+
+
+def evaluate_gate(name: str, gate: Gate, ctx: GateContext, scale: float = 1.0) -> GateResult:
+    """Evaluate one gate; never raises for bad data, which is an INCONCLUSIVE result instead.
+    `scale` is the gate's signal's unit (100 for a percent), for compare gates."""
     if isinstance(gate, ThresholdGate):
         return evaluate_threshold(name, gate, ctx)
     if isinstance(gate, CountGate):
         return evaluate_count(name, gate, ctx)
+    if isinstance(gate, CompareGate):
+        return evaluate_compare(name, gate, ctx, scale)
     return evaluate_signoff(name, gate, ctx)

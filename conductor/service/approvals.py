@@ -13,19 +13,23 @@ from conductor.service.evaluation import advance, current_decision, evaluate, ha
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
 from conductor.store.statements import EVALUATIONS
 
+_EVALUATION = select(EVALUATIONS.c.id, EVALUATIONS.c.release_id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint,
+                     EVALUATIONS.c.evidence)  # fmt: skip
 
-def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRef, dict]:
-    """The decision waiting for an answer (its ref and evidence); NotPaused or StaleApproval otherwise."""
+
+def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRef, dict[str, Any]]:
+    """The decision waiting for an answer (its ref and evidence); NotPaused or StaleApproval otherwise.
+
+    An answer may name an earlier card of the same question (fresher evidence refreshed it since):
+    it still answers it. A card of another question is stale."""
     r = step.release
     if r.pending_evaluation_id is None:
         raise NotPaused(f"release {r.key} is not waiting for approval (stage {r.stage})")
-    if evaluation_id is not None and evaluation_id != r.pending_evaluation_id:
-        raise StaleApproval(f"decision {evaluation_id} of {r.key} was superseded by decision {r.pending_evaluation_id}; review that one")
-    row = step.conn.execute(
-        select(EVALUATIONS.c.id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint, EVALUATIONS.c.evidence).where(
-            EVALUATIONS.c.id == r.pending_evaluation_id
-        )
-    ).one()
+    row = step.conn.execute(_EVALUATION.where(EVALUATIONS.c.id == r.pending_evaluation_id)).one()
+    if evaluation_id is not None and evaluation_id != row.id:
+        named = step.conn.execute(_EVALUATION.where(EVALUATIONS.c.id == evaluation_id)).first()
+        if named is None or named.release_id != r.id or named.fingerprint != row.fingerprint:
+            raise StaleApproval(f"decision {evaluation_id} of {r.key} was superseded by decision {row.id}; review that one")
     return EvaluationRef(row.id, row.stage, row.fingerprint), row.evidence or {}
 
 
@@ -71,7 +75,7 @@ def approve(
             check_four_eyes(step, evidence, actor)
             now = current_decision(step)
             if now is None or now.fingerprint != ev.fingerprint:
-                raise StaleApproval(f"the evidence of decision {ev.id} for {r.key} changed since it was shown; review the new one")
+                raise StaleApproval(f"the question of decision {ev.id} for {r.key} changed since it was shown; review the new one")
             step.add_answer(AnswerVerdict.APPROVE, actor, reason, ev)
             step.audit(AuditKind.APPROVED, actor.name, reason, evaluation_id=ev.id, from_stage=r.stage, to_stage=now.target)
             r.unreviewed_commits = []  # the human has seen them in the evidence

@@ -46,7 +46,11 @@ def extra_results(step: ReleaseStep) -> tuple[GateResult, ...]:
 
 
 def judge(step: ReleaseStep, trigger: str) -> Decision | None:
-    """Decide and act until the release stops moving; returns the last decision (None: nothing to judge)."""
+    """Decide and act until the release stops moving; returns the last decision (None: nothing to judge).
+
+    One pause is one question: while the question a pending decision puts (its fingerprint: the
+    outcomes and reasons) is unchanged, new evidence refreshes the pending card instead of
+    withdrawing it and asking again, and the approval deadline keeps counting from the first ask."""
     r = step.release
     last: Decision | None = None
     for _ in range(MAX_STEPS_PER_EVALUATION):
@@ -56,57 +60,57 @@ def judge(step: ReleaseStep, trigger: str) -> Decision | None:
         if d is None:
             return last
         last = d
-        ev, changed = _stored(step, d, trigger)
+        prev = step.last_evaluation()
+        new_question = prev is None or prev.stage != r.stage or prev.fingerprint != d.fingerprint
+        ev = _stored(step, d, trigger)
         if d.verdict is Verdict.ADVANCE:
             advance(step, ev, ROBOT, "all gates pass")
             continue
-        if r.pending_evaluation_id is not None and r.pending_evaluation_id != ev.id:
-            # The evidence behind a pending question changed: withdraw it; ASK below re-asks.
-            step.audit(AuditKind.DECISION_WITHDRAWN, ROBOT, "evidence changed", evaluation_id=r.pending_evaluation_id)
-            r.pending_evaluation_id = None
-            step.touch()
-        _act(step, d, ev, changed)
+        if r.pending_evaluation_id is not None:
+            if new_question:
+                step.audit(AuditKind.DECISION_WITHDRAWN, ROBOT, "the question changed", evaluation_id=r.pending_evaluation_id)
+                r.pending_evaluation_id = None
+                step.touch()
+            elif r.pending_evaluation_id != ev.id:
+                r.pending_evaluation_id = ev.id  # the same question on fresher evidence: the card shows it
+        _act(step, d, ev, new_question)
         return d
     return last
 
 
-def _stored(step: ReleaseStep, d: Decision, trigger: str) -> tuple[EvaluationRef, bool]:
-    """The stored evaluation for this evidence: the last one if nothing changed, else a new row."""
+def _stored(step: ReleaseStep, d: Decision, trigger: str) -> EvaluationRef:
+    """The stored evaluation for this evidence: the last one if nothing judged changed, else a new row."""
     last = step.last_evaluation()
-    if last is not None and last.fingerprint == d.fingerprint and last.stage == step.release.stage:
-        return last, False
-    ev = step.add_evaluation(d.transition, d.verdict.value, d.fingerprint, d.evidence(), trigger)
-    log.info(
-        "gates_evaluated",
-        release_id=step.release.id,
-        stage=step.release.stage,
-        verdict=d.verdict.value,
-        fingerprint=d.fingerprint,
-        summary=d.summary,
-    )
-    return ev, True
+    digest = d.evidence_digest
+    if last is not None and last.stage == step.release.stage and last.fingerprint == d.fingerprint and last.digest == digest:
+        return last
+    ev = step.add_evaluation(d.transition, d.verdict.value, d.fingerprint, d.evidence(), trigger, digest)
+    log.info("gates_evaluated", release_id=step.release.id, stage=step.release.stage, verdict=d.verdict.value,
+             fingerprint=d.fingerprint, summary=d.summary)  # fmt: skip
+    return ev
 
 
-def _act(step: ReleaseStep, d: Decision, ev: EvaluationRef, changed: bool) -> None:
+def _act(step: ReleaseStep, d: Decision, ev: EvaluationRef, new_question: bool) -> None:
     r = step.release
     if d.verdict is Verdict.WAIT:
         if d.wait_until is not None:
             step.arm_timer(TimerKind.WAIT, d.wait_until, {"evaluation_id": ev.id})
     elif d.verdict is Verdict.ASK:
-        if r.rejected_fingerprint == ev.fingerprint or r.pending_evaluation_id == ev.id:
-            return  # already answered no to exactly this evidence, or already asked
+        if r.rejected_fingerprint == ev.fingerprint or r.pending_evaluation_id is not None:
+            return  # already answered no to exactly this question, or it is open
         r.pending_evaluation_id = ev.id
         step.touch()
         step.audit(AuditKind.APPROVAL_REQUESTED, ROBOT, d.summary, evaluation_id=ev.id, from_stage=r.stage, to_stage=d.target)
         step.queue_action(f"ask:{ev.id}", "notify", {"event": "approval_requested", "summary": d.summary, "evaluation_id": ev.id})
-        step.arm_timer(TimerKind.APPROVAL_DEADLINE, step.now() + step.pipeline.approval.deadline, {"evaluation_id": ev.id}, tag=str(ev.id))
+        deadline = step.now() + step.pipeline.approval.deadline
+        step.arm_timer(TimerKind.APPROVAL_DEADLINE, deadline, {"evaluation_id": ev.id, "fingerprint": ev.fingerprint}, tag=str(ev.id))
     elif d.verdict is Verdict.HOLD:
-        if changed:
+        if new_question:
             step.audit(AuditKind.HELD, ROBOT, d.summary, evaluation_id=ev.id, from_stage=r.stage)
             step.queue_action(f"hold:{ev.id}", "notify", {"event": "held", "summary": d.summary})
     elif d.verdict is Verdict.HALT:
         if r.rejected_fingerprint == ev.fingerprint:
-            return  # a human resumed over exactly this evidence; only new evidence halts again
+            return  # a human resumed over exactly this question; only a new one halts again
         halt(step, ROBOT, d.summary, ev.id)
 
 

@@ -31,13 +31,15 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from conductor.clock import Clock
 from conductor.context import Context
-from conductor.domain.definition import Pipeline
+from conductor.domain.definition import CompareGate, Pipeline
 from conductor.domain.errors import ConcurrentUpdate, IllegalTransition, NotFound
-from conductor.domain.gates import GateContext, SignalValue, Signoff
+from conductor.domain.gates import Baseline, GateContext, SignalValue, Signoff
 from conductor.domain.kinds import ROBOT, AnswerVerdict, AuditKind, TimerKind
 from conductor.machines import machine_for
 from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save, update_statement
 from conductor.store.statements import (
+    BASELINE_IN_PRODUCTION,
+    BASELINE_IN_RING,
     INSERT_APPROVAL,
     INSERT_AUDIT,
     INSERT_EVALUATION,
@@ -78,11 +80,13 @@ ROBOT_ACTOR = Actor(ROBOT, "robot")
 
 @dataclass(frozen=True)
 class EvaluationRef:
-    """A stored evaluation as the hot path needs it: its id, stage and fingerprint (not the evidence)."""
+    """A stored evaluation as the hot path needs it: its id, stage, the question it put
+    (fingerprint) and the digest of its evidence (not the evidence)."""
 
     id: int
     stage: str
     fingerprint: str
+    digest: str | None = None
 
 
 # Rows written by this step have no id yet (they leave with the commit); they sort after every
@@ -103,6 +107,8 @@ class LatestSignal:
     sha: str | None
     error: str | None
     actor: str | None
+    events: int | None = None
+    runs: int = 1
 
 
 @dataclass(eq=False)
@@ -128,6 +134,7 @@ class ReleaseStep:
     _latest: dict[str, LatestSignal] | None = field(default=None, repr=False)
     _last_evaluation: EvaluationRef | None = field(default=None, repr=False)
     _written: int = field(default=0, repr=False)
+    _baselines: tuple[tuple[str, datetime], dict[str, Baseline]] | None = field(default=None, repr=False)
     left: list[str] = field(default_factory=list)  # stages left in this step (their timers are retired)
 
     def __post_init__(self) -> None:
@@ -135,7 +142,9 @@ class ReleaseStep:
             self.writes = Writes(self.conn)
         r = self.release
         if r.last_evaluation_id is not None and r.last_evaluation_stage is not None and r.last_evaluation_fingerprint is not None:
-            self._last_evaluation = EvaluationRef(r.last_evaluation_id, r.last_evaluation_stage, r.last_evaluation_fingerprint)
+            self._last_evaluation = EvaluationRef(
+                r.last_evaluation_id, r.last_evaluation_stage, r.last_evaluation_fingerprint, r.last_evaluation_digest
+            )
 
     @property
     def buffer(self) -> Writes:
@@ -217,30 +226,35 @@ class ReleaseStep:
         observed_at: datetime | None = None,
         sha: str | None = None,
         error: str | None = None,
+        events: int | None = None,
     ) -> None:
         """Store one value (already checked against its declaration) and keep the latest current."""
         latest = self.latest_signals()  # read before the write waits in the buffer, never after
         now = self.now()
         observed = observed_at or now
         self.buffer.add(INSERT_SIGNAL, {
-            "release_id": self.release.id, "name": name, "value": value, "samples": samples, "source": source, "sha": sha,
-            "error": error, "actor": actor, "event_id": self.event_id, "observed_at": observed, "recorded_at": now,
+            "release_id": self.release.id, "name": name, "value": value, "samples": samples, "events": events, "source": source,
+            "sha": sha, "error": error, "actor": actor, "event_id": self.event_id, "observed_at": observed, "recorded_at": now,
+            "stage": self.release.stage,
         })  # fmt: skip
         self._written += 1
         old = latest.get(name)
+        runs = old.runs + 1 if old is not None and sha is not None and old.sha == sha else 1
         # The latest is the newest observation, the newest row among equals (as LATEST_SIGNALS orders).
         if old is None or observed >= old.observed_at:
-            latest[name] = LatestSignal(_UNSTORED + self._written, name, value, observed, source, samples, sha, error, actor)
+            latest[name] = LatestSignal(_UNSTORED + self._written, name, value, observed, source, samples, sha, error, actor, events, runs)
 
-    def add_evaluation(self, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str) -> EvaluationRef:
+    def add_evaluation(
+        self, transition: str, verdict: str, fingerprint: str, evidence: dict[str, Any], trigger: str, digest: str | None = None
+    ) -> EvaluationRef:
         """Store a judgement with its evidence, at once (its id goes into what follows); it becomes
         the step's last evaluation."""
         r = self.release
         new_id = self.conn.execute(INSERT_EVALUATION, {
             "release_id": r.id, "stage": r.stage, "transition": transition, "verdict": verdict, "fingerprint": fingerprint,
-            "evidence": evidence, "trigger": trigger, "created_at": self.now(),
+            "digest": digest, "evidence": evidence, "trigger": trigger, "created_at": self.now(),
         }).scalar_one()  # fmt: skip
-        self._last_evaluation = EvaluationRef(new_id, r.stage, fingerprint)
+        self._last_evaluation = EvaluationRef(new_id, r.stage, fingerprint, digest)
         return self._last_evaluation
 
     def add_answer(self, verdict: AnswerVerdict, actor: Actor, reason: str, evaluation: EvaluationRef | None) -> None:
@@ -276,7 +290,8 @@ class ReleaseStep:
         return self._last_evaluation
 
     def gate_context(self) -> GateContext:
-        """What the gates judge: the latest value of each signal and each team's latest sign-off."""
+        """What the gates judge: the latest value of each signal, each team's latest sign-off, and
+        for compare gates the baseline release's value."""
         signals: dict[str, SignalValue] = {}
         signoffs: dict[str, Signoff] = {}
         for r in sorted(self.latest_signals().values(), key=lambda r: (r.observed_at, r.id)):
@@ -284,13 +299,46 @@ class ReleaseStep:
                 team = r.name.removeprefix(SIGNOFF_PREFIX)
                 signoffs[team] = Signoff(team, r.value == 1.0, r.actor or "?", r.observed_at)
             else:
-                signals[r.name] = SignalValue(r.name, r.value, r.observed_at, r.source, r.samples, r.sha, r.error)
+                signals[r.name] = SignalValue(r.name, r.value, r.observed_at, r.source, r.samples, r.sha, r.error, r.events, r.runs)
         rel = self.release
-        return GateContext(self.now(), rel.entered_stage_at, rel.head_sha, signals, signoffs)
+        return GateContext(self.now(), rel.entered_stage_at, rel.head_sha, signals, signoffs, self.baselines())
+
+    def baselines(self) -> dict[str, Baseline]:
+        """The baselines the compare gates of the outgoing transition read, by signal (read once per
+        stage visit: the previous release's values do not move while this one is judged)."""
+        r = self.release
+        key = (r.stage, r.entered_stage_at)
+        if self._baselines is not None and self._baselines[0] == key:
+            return self._baselines[1]
+        transition = self.pipeline.advance_from(r.stage)
+        found: dict[str, Baseline] = {}
+        for name in transition.gates if transition else ():
+            gate = self.pipeline.gates[name]
+            if isinstance(gate, CompareGate) and gate.signal not in found:
+                baseline = self._baseline(gate)
+                if baseline is not None:
+                    found[gate.signal] = baseline
+        self._baselines = (key, found)
+        return found
+
+    def _baseline(self, gate: CompareGate) -> Baseline | None:
+        r = self.release
+        if gate.baseline == "previous":
+            params: dict[str, Any] = {"name": gate.signal, "stage": r.stage, "track_id": r.track_id, "release_id": r.id}
+            row = self.conn.execute(BASELINE_IN_RING, params).first()
+        else:
+            stages = [s for s, st in self.pipeline.stages.items() if st.kind in ("rollout", "final")]
+            params = {"name": gate.signal, "track_id": r.track_id, "release_id": r.id, "stages": stages}
+            row = self.conn.execute(BASELINE_IN_PRODUCTION, params).first()
+        if row is None:
+            return None
+        value = SignalValue(row.name, row.value, row.observed_at, row.source, row.samples, row.sha, None, row.events)
+        return Baseline(f"{row.track_id}/{row.version}", value)
 
 
 def _latest(row: Any) -> LatestSignal:
-    return LatestSignal(row.id, row.name, row.value, row.observed_at, row.source, row.samples, row.sha, row.error, row.actor)
+    return LatestSignal(row.id, row.name, row.value, row.observed_at, row.source, row.samples, row.sha, row.error, row.actor,
+                        row.events, row.runs)  # fmt: skip
 
 
 def preload_signals(conn: Connection, steps: list[ReleaseStep]) -> None:

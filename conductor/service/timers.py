@@ -85,17 +85,23 @@ def fire(step: ReleaseStep, timer: Any) -> int:
         return 0
     log.info("timer_fired", release_id=r.id, timer=timer.kind, due_at=timer.due_at.isoformat())
     if timer.kind == TimerKind.APPROVAL_DEADLINE:
-        _deadline_passed(step, (timer.payload or {}).get("evaluation_id"))
+        _deadline_passed(step, timer.payload or {})
     else:
         judge(step, trigger=f"timer:{timer.kind}")
     return 1
 
 
-def _deadline_passed(step: ReleaseStep, evaluation_id: int | None) -> None:
-    """Nobody answered the question in time: escalate, then hold (or cancel, as the pipeline says)."""
+def _deadline_passed(step: ReleaseStep, asked: dict[str, Any]) -> None:
+    """Nobody answered the question in time (counted from when it was first asked, however often
+    fresher evidence refreshed its card): escalate, then hold (or cancel, as the pipeline says)."""
     r, pipeline = step.release, step.pipeline
-    if r.pending_evaluation_id != evaluation_id or evaluation_id is None:
-        return  # answered, withdrawn or superseded meanwhile
+    if r.pending_evaluation_id is None:
+        return  # answered or withdrawn meanwhile
+    pending = step.last_evaluation()  # a pending decision is the release's last evaluation
+    same = pending is not None and pending.fingerprint == asked.get("fingerprint") if "fingerprint" in asked else None
+    if not (same if same is not None else r.pending_evaluation_id == asked.get("evaluation_id")):
+        return  # another question is open now (it has a deadline of its own)
+    evaluation_id = r.pending_evaluation_id
     policy = pipeline.approval.on_timeout
     step.audit(AuditKind.APPROVAL_ESCALATED, ROBOT, f"no answer within {pipeline.approval.deadline}; {policy}", evaluation_id=evaluation_id)
     step.queue_action(f"escalate:{evaluation_id}", "notify", {"event": "approval_escalated", "evaluation_id": evaluation_id})

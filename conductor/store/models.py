@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -121,12 +122,19 @@ class SignalRow(Base):
     """A measured value (or a source error) for one release, as reported at one time."""
 
     __tablename__ = "signals"
-    __table_args__ = (Index("ix_signals_release_name", "release_id", "name", "observed_at"),)
+    __table_args__ = (
+        Index("ix_signals_release_name", "release_id", "name", "observed_at"),
+        Index("ix_signals_baseline", "name", "stage", "release_id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
     name: Mapped[str] = mapped_column(String(100))
     value: Mapped[float | None] = mapped_column(Float)
     samples: Mapped[int | None] = mapped_column(Integer)
+    # Of the samples, how many the value counts (crash-free sessions, ANRs): compare gates use counts.
+    events: Mapped[int | None] = mapped_column(BigInteger)
+    # The stage (ring) the release was in when the value was recorded: a baseline is the same ring's.
+    stage: Mapped[str | None] = mapped_column(String(50))
     source: Mapped[str] = mapped_column(String(100))
     sha: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
@@ -146,7 +154,8 @@ class Evaluation(Base):
     stage: Mapped[str] = mapped_column(String(50))
     transition: Mapped[str] = mapped_column(String(120))
     verdict: Mapped[str] = mapped_column(String(20))
-    fingerprint: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # the question it puts (conductor.domain.decisions)
+    digest: Mapped[str | None] = mapped_column(String(64))  # everything it judged: a new digest is new evidence
     evidence: Mapped[dict[str, Any]]
     trigger: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime]

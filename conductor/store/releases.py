@@ -57,6 +57,7 @@ class ReleaseRecord:
     last_evaluation_id: int | None = None
     last_evaluation_stage: str | None = None
     last_evaluation_fingerprint: str | None = None
+    last_evaluation_digest: str | None = None
     locked: bool = False  # read with FOR UPDATE: nobody else changes it until the transaction ends
 
     def __post_init__(self) -> None:
@@ -113,6 +114,7 @@ _LOCK = select(
     _last_evaluation("id"),
     _last_evaluation("stage"),
     _last_evaluation("fingerprint"),
+    _last_evaluation("digest"),
 ).join(TRACKS, TRACKS.c.id == RELEASES.c.track_id)
 _DIGITS = re.compile(r"[0-9]{1,18}")
 # How a release is named: by id, by ids, by track and version, by (track, version) pairs.

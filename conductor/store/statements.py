@@ -111,19 +111,44 @@ EVALUATION_BY_ID = select(EVALUATIONS).where(EVALUATIONS.c.id == bindparam("id")
 
 def _latest_signals(many: bool):  # noqa: ANN202 (a Select of a fixed shape)
     """Only the latest value of each signal counts, so only those rows are loaded: the cost of a
-    step stays flat however many values a release has collected (ix_signals_release_name)."""
+    step stays flat however many values a release has collected (ix_signals_release_name). With
+    each, how many reports of that signal the same commit has had (`runs`: the first and its reruns)."""
     t = SIGNALS.c
     ranked = select(
-        t.id, func.row_number().over(partition_by=(t.release_id, t.name), order_by=(t.observed_at.desc(), t.id.desc())).label("rank")
+        t.id,
+        func.row_number().over(partition_by=(t.release_id, t.name), order_by=(t.observed_at.desc(), t.id.desc())).label("rank"),
+        func.count().over(partition_by=(t.release_id, t.name, t.sha)).label("runs"),
     )
     ranked = ranked.where(t.release_id.in_(bindparam("release_ids", expanding=True)) if many else t.release_id == bindparam("release_id"))
     latest = ranked.subquery()
     return (
-        select(t.release_id, t.name, t.value, t.observed_at, t.source, t.samples, t.sha, t.id, t.error, t.actor)
+        select(t.release_id, t.name, t.value, t.observed_at, t.source, t.samples, t.events, t.sha, t.id, t.error, t.actor, latest.c.runs)
         .join(latest, t.id == latest.c.id)
         .where(latest.c.rank == 1)
         .order_by(t.observed_at, t.id)
     )
+
+
+# A compare gate's baseline: the newest value of a signal that the previous release of the track
+# recorded in the same ring (ix_signals_baseline), or that the production release recorded.
+_BASELINE_COLUMNS = (RELEASES.c.track_id, RELEASES.c.version, SIGNALS.c.name, SIGNALS.c.value, SIGNALS.c.observed_at,
+                     SIGNALS.c.source, SIGNALS.c.samples, SIGNALS.c.events, SIGNALS.c.sha)  # fmt: skip
+BASELINE_IN_RING = (
+    select(*_BASELINE_COLUMNS)
+    .join(RELEASES, RELEASES.c.id == SIGNALS.c.release_id)
+    .where(SIGNALS.c.name == bindparam("name"), SIGNALS.c.stage == bindparam("stage"), RELEASES.c.track_id == bindparam("track_id"),
+           SIGNALS.c.release_id < bindparam("release_id"), SIGNALS.c.value.is_not(None), SIGNALS.c.error.is_(None))
+    .order_by(SIGNALS.c.release_id.desc(), SIGNALS.c.observed_at.desc(), SIGNALS.c.id.desc())
+    .limit(1)
+)  # fmt: skip
+BASELINE_IN_PRODUCTION = (
+    select(*_BASELINE_COLUMNS)
+    .join(RELEASES, RELEASES.c.id == SIGNALS.c.release_id)
+    .where(SIGNALS.c.name == bindparam("name"), RELEASES.c.track_id == bindparam("track_id"), RELEASES.c.id != bindparam("release_id"),
+           RELEASES.c.stage.in_(bindparam("stages", expanding=True)), SIGNALS.c.value.is_not(None), SIGNALS.c.error.is_(None))
+    .order_by(RELEASES.c.id.desc(), SIGNALS.c.observed_at.desc(), SIGNALS.c.id.desc())
+    .limit(1)
+)  # fmt: skip
 
 
 LATEST_SIGNALS = _latest_signals(many=False)

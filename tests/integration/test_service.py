@@ -117,10 +117,10 @@ def test_stale_approval_is_refused_and_writes_nothing_of_its_own(conductor, cloc
     to_beta(conductor, clock, rid)
     beta_ready(conductor, clock, rid, crash=99.3)
     first = conductor.snapshot(rid).pending
-    # New evidence arrives, still grey but different: the question is asked anew.
-    conductor.record_signal(rid, "crash_free_sessions", 99.35, samples=41000, source="crashlytics")
+    # The crash reporter now fails: another reason than the grey value asked about, a new question.
+    conductor.record_signal(rid, "crash_free_sessions", None, error="crashlytics timed out", source="crashlytics")
     second = conductor.snapshot(rid).pending
-    assert second.id != first.id
+    assert second.id != first.id and second.fingerprint != first.fingerprint
     before = counts(database)
     with pytest.raises(StaleApproval, match="superseded"):
         conductor.approve(rid, RM, "looks fine", evaluation_id=first.id)
@@ -129,6 +129,41 @@ def test_stale_approval_is_refused_and_writes_nothing_of_its_own(conductor, cloc
     assert counts(database) == before
     assert stage_of(conductor, rid) == "beta"
     assert conductor.approve(rid, RM, "fine", evaluation_id=second.id, fingerprint=second.fingerprint) == "rollout_1"
+
+
+def test_fresher_evidence_refreshes_the_card_and_the_question_stays_open(conductor, clock):
+    """One question per pause: hourly reports that stay in the grey zone refresh the card; they do
+    not withdraw it and ask again, an approval of the first card still answers it, and the
+    deadline counts from the first ask."""
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.3)
+    first = conductor.snapshot(rid).pending
+    audited = len(conductor.snapshot(rid).audit)
+    for hour, value in enumerate((99.32, 99.28, 99.31), start=1):
+        clock.advance(timedelta(hours=1))
+        feed_ring(conductor, rid, crash=value, samples=40000 + 1000 * hour)
+    snap = conductor.snapshot(rid)
+    assert snap.pending.id != first.id and snap.pending.fingerprint == first.fingerprint
+    assert snap.pending.evidence["gates"] != first.evidence["gates"]  # the card shows the fresher numbers
+    since = [a.kind for a in snap.audit[audited:]]
+    assert "approval_requested" not in since and "decision_withdrawn" not in since
+    assert conductor.approve(rid, RM, "reviewed the grey crash rate", evaluation_id=first.id, fingerprint=first.fingerprint) == "rollout_1"
+
+
+def test_the_approval_deadline_counts_from_the_first_ask(conductor, clock):
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.3)
+    asked = conductor.snapshot(rid).pending.created_at
+    for hour in range(1, 13):
+        clock.advance(timedelta(hours=1))
+        feed_ring(conductor, rid, crash=99.3 + hour / 1000, samples=40000 + 1000 * hour)  # every signal fresh, crash still grey
+        conductor.tick()
+    snap = conductor.snapshot(rid)
+    escalated = [a for a in snap.audit if a.kind == "approval_escalated"]
+    assert len(escalated) == 1 and escalated[0].at == asked + timedelta(hours=12)
+    assert snap.pending is None and snap.status == "held"
 
 
 def test_bad_crash_rate_halts_rollout_and_resume_needs_a_human(conductor, clock):

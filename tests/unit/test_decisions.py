@@ -89,15 +89,17 @@ def test_terminal_stages_have_no_decision():
         assert decide(MOBILE, stage, GateContext(T0, T0)) is None
 
 
-def test_fingerprint_ignores_time_but_not_values():
+def test_the_question_ignores_time_and_values_within_their_band_but_the_evidence_digest_does_not():
     now = T0 + timedelta(days=3)
     a = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now), SIGNED))
     later = now + timedelta(hours=1)
     b = decide(MOBILE, "beta", GateContext(later, T0, "h1", good(now), SIGNED))
-    assert a.fingerprint == b.fingerprint  # same evidence, only older
+    assert (a.fingerprint, a.evidence_digest) == (b.fingerprint, b.evidence_digest)  # same evidence, only older
     moved = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.7, now, "crashlytics", 50000))
     c = decide(MOBILE, "beta", GateContext(now, T0, "h1", moved, SIGNED))
-    assert c.fingerprint != a.fingerprint
+    assert c.fingerprint == a.fingerprint and c.evidence_digest != a.evidence_digest  # new numbers, the same question
+    worse = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.2, now, "crashlytics", 50000))
+    assert decide(MOBILE, "beta", GateContext(now, T0, "h1", worse, SIGNED)).fingerprint != a.fingerprint  # another band
 
 
 def test_evidence_records_inputs_thresholds_sources_and_ages():

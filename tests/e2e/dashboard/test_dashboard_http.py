@@ -122,7 +122,10 @@ def test_approve_through_the_form_uses_the_service(quick, clock, rm):
 def test_htmx_action_answers_with_the_page_and_errors_in_place(quick, clock, rm):
     rid = drive_to_approval(quick, clock, "1.0")
     pending = quick.snapshot(rid).pending
-    quick.record_signal(rid, "crash_free_sessions", 99.3, samples=800, source="crashlytics")  # new evidence: new question
+    quick.record_signal(rid, "crash_free_sessions", 99.3, samples=800, source="crashlytics")  # fresher evidence, the same question
+    assert quick.snapshot(rid).pending.fingerprint == pending.fingerprint
+    # A new question: the crash reporter now fails (another reason than the grey value asked about).
+    quick.record_signal(rid, "crash_free_sessions", None, error="crashlytics timed out", source="crashlytics")
     hx = {"HX-Request": "true"}
     r = rm.client.post(
         f"/release/{rid}/decision",
