@@ -179,9 +179,12 @@ def signal(
     samples: Annotated[int | None, typer.Option(help="Sample size behind the value.")] = None,
     source: str = "cli",
     sha: Annotated[str | None, typer.Option(help="Commit the value was measured on.")] = None,
+    events: Annotated[
+        int | None, typer.Option(help="Of the samples, how many the value counts (e.g. crash-free sessions); compare gates use it.")
+    ] = None,
 ) -> None:
     """Record a signal value for RELEASE and re-evaluate it."""
-    verdict = _conductor().record_signal(release, name, value, samples=samples, source=source, sha=sha)
+    verdict = _conductor().record_signal(release, name, value, samples=samples, source=source, sha=sha, events=events)
     out.print(Text(f"recorded {name}={value}; verdict: {verdict or '-'}"))
 
 

@@ -64,20 +64,12 @@ class Conductor(Context):
         error: str | None = None,
         actor: Actor = ROBOT_ACTOR,
         evaluate: bool = True,
+        events: int | None = None,
     ) -> str | None:
         return signals.record_signal(
-            self,
-            ref,
-            name,
-            value,
-            samples=samples,
-            source=source,
-            observed_at=observed_at,
-            sha=sha,
-            error=error,
-            actor=actor,
-            evaluate=evaluate,
-        )
+            self, ref, name, value, samples=samples, source=source, observed_at=observed_at, sha=sha, error=error, actor=actor,
+            evaluate=evaluate, events=events,
+        )  # fmt: skip
 
     def sign_off(self, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "") -> str | None:
         return signals.sign_off(self, ref, team, actor, approved=approved, reason=reason)

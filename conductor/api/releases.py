@@ -152,7 +152,7 @@ def signals_(
     if_match: IfMatch = None,
 ) -> SignalsResult:
     _bind(release_id)
-    points = [SignalIn(name=p.name, value=float(p.value), samples=p.samples) for p in body.signals]
+    points = [SignalIn(name=p.name, value=float(p.value), samples=p.samples, events=p.events) for p in body.signals]
     batch = signals.record_signals(
         state.conductor,
         release_id,

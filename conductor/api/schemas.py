@@ -14,8 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import JsonDict
+
+from conductor.sources.events import events_within_samples
 
 MAX_INT = 2**31 - 1
 # Identifiers: letters, digits and . _ - (no slash: "track/version" is how releases are named).
@@ -198,6 +200,14 @@ class SignalPoint(Request):
     name: SignalName = Field(description="A signal the release's pipeline declares")
     value: bool | float = Field(description="A finite number, or true/false for boolean signals")
     samples: int | None = Field(default=None, ge=0, le=MAX_INT, description="Sample size behind the value")
+    events: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**62,
+        description="Of the samples, how many the value counts (crash-free sessions); compare gates use it",
+    )
+
+    _events_within_samples = field_validator("events")(events_within_samples)
 
 
 class SignalsIn(Request):

@@ -93,28 +93,29 @@ def compare_rates(
         return Comparison(regression, lower, upper, "fail", None)
     if upper < tolerance:
         return Comparison(regression, lower, upper, "pass", None)
-    return Comparison(regression, lower, upper, "wait", _needed(events, exposures, base_events, base_exposures, regression, tolerance, rho,
-                                                                min(alpha, beta)))  # fmt: skip
+    needed = _needed(events, exposures, base_events, base_exposures, better, tolerance, rho, alpha if regression > tolerance else beta)
+    return Comparison(regression, lower, upper, "wait", needed)
 
 
 def _needed(
-    events: int, exposures: int, base_events: int, base_exposures: int, regression: float, tolerance: float, rho: float, level: float
+    events: int, exposures: int, base_events: int, base_exposures: int, better: Better, tolerance: float, rho: float, level: float
 ) -> int | None:
     """About how many more exposures of this release, at the same rate, would make the bound clear
-    the tolerance at the current estimate; None when no number would (the estimate sits on the
-    tolerance, or the baseline alone is too uncertain)."""
+    the tolerance (on the side the estimate is on); None when no number would (the estimate sits on
+    the tolerance, or the baseline alone is too uncertain). The estimate is recomputed at each
+    size, as the Agresti-Caffo adjustment fades with more data."""
     from scipy.optimize import brentq
 
-    gap = abs(regression - tolerance)
     rate = events / exposures if exposures else 0.0
+    sign = -1.0 if better == "higher" else 1.0
 
     def short(extra: float) -> float:
         n = exposures + extra
-        _, variance = _estimate(round(rate * n), round(n), base_events, base_exposures)
-        return half_width(variance, rho, level) - gap
+        diff, variance = _estimate(round(rate * n), round(n), base_events, base_exposures)
+        return half_width(variance, rho, level) - abs(sign * diff - tolerance)
 
-    if gap <= 0 or short(0) <= 0:
-        return None if gap <= 0 else 0
+    if short(0) <= 0:
+        return 0
     ceiling = max(exposures, 1000) * 1000.0
     if short(ceiling) > 0:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,7 @@ from conductor.domain.kinds import ANSWERS, MOVES, ROBOT, AuditKind
 from conductor.read.board import evaluations_by_id
 from conductor.read.records import ReleaseInfo, build
 from conductor.read.release import RELEASE_COLUMNS
-from conductor.store.statements import AUDIT, RELEASES, TRACKS
+from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, TRACKS
 
 WORKDAY_START_HOUR = 9
 
@@ -33,6 +33,16 @@ class StageTime:
     visits: int
     median: timedelta
     mean: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowTally:
+    """How a shadow gate fared: in how many stored evaluations it was judged, and in how many it
+    would have changed the live decision."""
+
+    gate: str
+    judged: int
+    disagreed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,7 @@ class TrackInsights:
     robot_transitions: int
     saved_total: timedelta
     saved_median: timedelta | None  # per robot transition
+    shadow: tuple[ShadowTally, ...] = ()
 
     @property
     def share_full(self) -> float | None:
@@ -158,10 +169,33 @@ def insights(ctx: Context) -> list[TrackInsights]:
             if a.kind == AuditKind.TRANSITIONED and a.actor == ROBOT and a.evaluation_id
         ]
         evidence_times = _evidence_times(ctx, conn, robot_ids)
+        shadows = _shadow_tallies(conn)
     by_track: dict[str, list[ReleaseInfo]] = defaultdict(list)
     for r in releases:
         by_track[r.track_id].append(r)
-    return [_track(t.id, t.definition_name, rels, pipelines, audit, evidence_times, now) for t in tracks if (rels := by_track.get(t.id))]
+    return [
+        replace(_track(t.id, t.definition_name, rels, pipelines, audit, evidence_times, now), shadow=shadows.get(t.id, ()))
+        for t in tracks
+        if (rels := by_track.get(t.id))
+    ]
+
+
+def _shadow_tallies(conn: Connection) -> dict[str, tuple[ShadowTally, ...]]:
+    """Per track and shadow gate: evaluations that judged it, and those where it would have
+    changed the live decision. Only evaluations that carry shadow gates are read."""
+    has_shadow = EVALUATIONS.c.evidence["shadow_verdict"].as_string().is_not(None)
+    rows = conn.execute(
+        select(RELEASES.c.track_id, EVALUATIONS.c.verdict, EVALUATIONS.c.evidence)
+        .join(RELEASES, RELEASES.c.id == EVALUATIONS.c.release_id)
+        .where(has_shadow)
+    )
+    tally: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for track, verdict, evidence in rows:
+        for g in evidence.get("shadow", []):
+            counts = tally[track][g["gate"]]
+            counts[0] += 1
+            counts[1] += (g.get("inputs") or {}).get("would", verdict) != verdict
+    return {t: tuple(ShadowTally(g, c[0], c[1]) for g, c in sorted(gates.items())) for t, gates in tally.items()}
 
 
 def _track(

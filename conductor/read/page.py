@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from conductor.context import Context
-from conductor.domain.definition import CountGate, Pipeline, SignoffGate, ThresholdGate
+from conductor.domain.definition import CompareGate, CountGate, Pipeline, SignoffGate, ThresholdGate
 from conductor.domain.kinds import MOVES
 from conductor.read.board import ReleaseCard, card_of
 from conductor.read.records import EvaluationInfo
@@ -41,6 +41,7 @@ class GateRow:
     max_age: timedelta | None
     teams: dict[str, Any] | None = None
     commits: list[dict[str, Any]] | None = None
+    would: str | None = None  # a shadow gate: the verdict it would have given ("halt"), never acted on
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class DecisionCard:
     rows: tuple[GateRow, ...]
     summary: str
     target: str | None
+    shadow: tuple[GateRow, ...] = ()  # shadow gates, each with what it would have done
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,10 @@ class ReleaseView:
 
 
 def thresholds_text(spec: Any) -> str:
+    if isinstance(spec, CompareGate):
+        unit = " pp" if spec.tolerance and spec.signal else ""
+        floor = f", fail {'<' if spec.better == 'higher' else '>'} {spec.floor:g}" if spec.floor is not None else ""
+        return f"regression under {spec.tolerance:g}{unit} vs the {spec.baseline} release{floor}"
     if isinstance(spec, ThresholdGate):
         op_pass, op_fail = ("≥", "≤") if spec.better == "higher" else ("≤", "≥")
         return f"pass {op_pass} {spec.pass_at:g}, fail {op_fail} {spec.fail_at:g}"
@@ -98,32 +104,35 @@ def thresholds_text(spec: Any) -> str:
 
 
 def decision_card(pipeline: Pipeline, ev: EvaluationInfo, pending: bool, now: datetime) -> DecisionCard:
-    """Each gate of an evaluation with its value, thresholds, sample size, source and age (as of now)."""
-    rows = []
-    for g in ev.gates:
-        spec = pipeline.gates.get(g["gate"])
-        inputs = g.get("inputs") or {}
-        observed = datetime.fromisoformat(inputs["observed_at"]) if inputs.get("observed_at") else None
-        rows.append(
-            GateRow(
-                gate=g["gate"],
-                outcome=g["outcome"],
-                reason=g.get("reason", ""),
-                detail=g.get("detail", ""),
-                signal=inputs.get("signal") or getattr(spec, "signal", None),
-                value=inputs.get("value"),
-                thresholds=thresholds_text(spec) if spec is not None else (f"needs {inputs.get('marker')!r}" if "marker" in inputs else ""),
-                samples=inputs.get("samples"),
-                min_samples=getattr(spec, "min_samples", None) or None,
-                source=inputs.get("source"),
-                observed_at=observed,
-                age=(now - observed) if observed else None,
-                max_age=getattr(spec, "max_age", None),
-                teams=inputs.get("teams"),
-                commits=inputs.get("commits"),
-            )
-        )
-    return DecisionCard(ev, pending, tuple(rows), ev.summary, ev.target)
+    """Each gate of an evaluation with its value, thresholds, sample size, source and age (as of
+    now), and its shadow gates with what each would have done."""
+    rows = tuple(_row(pipeline, g, now) for g in ev.gates)
+    shadow = tuple(_row(pipeline, g, now) for g in ev.evidence.get("shadow", []))
+    return DecisionCard(ev, pending, rows, ev.summary, ev.target, shadow)
+
+
+def _row(pipeline: Pipeline, g: dict[str, Any], now: datetime) -> GateRow:
+    spec = pipeline.gates.get(g["gate"])
+    inputs = g.get("inputs") or {}
+    observed = datetime.fromisoformat(inputs["observed_at"]) if inputs.get("observed_at") else None
+    return GateRow(
+        gate=g["gate"],
+        outcome=g["outcome"],
+        reason=g.get("reason", ""),
+        detail=g.get("detail", ""),
+        signal=inputs.get("signal") or getattr(spec, "signal", None),
+        value=inputs.get("value"),
+        thresholds=thresholds_text(spec) if spec is not None else (f"needs {inputs.get('marker')!r}" if "marker" in inputs else ""),
+        samples=inputs.get("samples"),
+        min_samples=getattr(spec, "min_samples", None) or None,
+        source=inputs.get("source"),
+        observed_at=observed,
+        age=(now - observed) if observed else None,
+        max_age=getattr(spec, "max_age", None),
+        teams=inputs.get("teams"),
+        commits=inputs.get("commits"),
+        would=inputs.get("would"),
+    )
 
 
 def _bands(pipeline: Pipeline, signal: str) -> tuple[tuple[str, float, str], ...]:

@@ -331,6 +331,7 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
                     actor=actor,
                     source=event.source,
                     samples=sig.samples,
+                    events=sig.events,
                     sha=event.sha,
                     observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= now else None,
                 )

@@ -61,6 +61,7 @@ def add_signal(
     observed_at: datetime | None = None,
     sha: str | None = None,
     error: str | None = None,
+    events: int | None = None,
 ) -> None:
     """Check a value against the pipeline's declaration and store it (InvalidSignal names the problem)."""
     spec = step.pipeline.signals.get(name)
@@ -69,7 +70,11 @@ def add_signal(
     v = None if error is not None else check_value(name, spec.type, value)
     if samples is not None and (not isinstance(samples, int) or isinstance(samples, bool) or samples < 0):
         raise InvalidSignal(f"samples of {name!r} must be a whole number >= 0, got {samples!r}")
-    step.add_signal(name, v, actor=actor.name, source=source, samples=samples, observed_at=observed_at, sha=sha, error=error)
+    if events is not None and (
+        not isinstance(events, int) or isinstance(events, bool) or events < 0 or samples is None or events > samples
+    ):
+        raise InvalidSignal(f"events of {name!r} must be a whole number from 0 to its samples ({samples}), got {events!r}")
+    step.add_signal(name, v, actor=actor.name, source=source, samples=samples, observed_at=observed_at, sha=sha, error=error, events=events)
     log.info("signal_recorded", release_id=step.release.id, signal=name, value=v, samples=samples, source=source, event_id=step.event_id)
 
 
@@ -87,10 +92,12 @@ def record_signal(
     actor: Actor = ROBOT_ACTOR,
     evaluate: bool = True,
     expected_version: int | None = None,
+    events: int | None = None,
 ) -> str | None:
     """Store a signal value (or a source error) and re-evaluate; returns the verdict, if any."""
     with open_step(ctx, ref, expected_version=expected_version) as step:
-        add_signal(step, name, value, actor=actor, source=source, samples=samples, observed_at=observed_at, sha=sha, error=error)
+        add_signal(step, name, value, actor=actor, source=source, samples=samples, observed_at=observed_at, sha=sha, error=error,
+                   events=events)  # fmt: skip
         if not evaluate:
             return None
         d = judge(step, trigger=f"signal:{name}")
@@ -132,7 +139,7 @@ def record_signals(
             if sig.name not in step.pipeline.signals and only_declared:
                 ignored.append(sig.name)
                 continue
-            add_signal(step, sig.name, sig.value, actor=actor, source=source, samples=sig.samples, sha=sha)
+            add_signal(step, sig.name, sig.value, actor=actor, source=source, samples=sig.samples, sha=sha, events=sig.events)
             recorded.append(sig.name)
         verdict = None
         if recorded:

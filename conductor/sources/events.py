@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 Source = Literal["github", "gitlab", "cloudevents", "generic"]
 Kind = Literal[
@@ -33,6 +33,15 @@ Kind = Literal[
 OutcomeName = Literal["success", "failure", "cancelled", "skipped", "neutral"]
 
 
+def events_within_samples(events: int | None, info: ValidationInfo) -> int | None:
+    """A field validator for ``events`` (declared after ``samples``): events count some of the
+    samples, so they need samples and cannot exceed them. The error names the events field."""
+    samples = info.data.get("samples")
+    if events is not None and (samples is None or events > samples):
+        raise ValueError(f"events ({events}) needs samples and cannot exceed them ({samples})")
+    return events
+
+
 class SignalIn(BaseModel):
     """A measured value carried by an event (validation refuses NaN and infinities)."""
 
@@ -41,6 +50,14 @@ class SignalIn(BaseModel):
     name: str = Field(min_length=1)
     value: float
     samples: int | None = Field(default=None, ge=0)
+    # Of the samples, how many the value counts (crash-free sessions, ANR sessions): compare gates
+    # decide from these counts rather than from the rounded value.
+    events: int | None = Field(default=None, ge=0)
+
+    @field_validator("events")
+    @classmethod
+    def _events_within_samples(cls, events: int | None, info: ValidationInfo) -> int | None:
+        return events_within_samples(events, info)
 
 
 class CommitInfo(BaseModel):

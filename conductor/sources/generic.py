@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conductor.sources._common import (
     load_json_object,
@@ -35,6 +35,7 @@ from conductor.sources.events import (
     Kind,
     OutcomeName,
     SignalIn,
+    events_within_samples,
     outcome_signals,
 )
 
@@ -46,13 +47,17 @@ verify_generic = verify_standard_webhook
 
 class GenericSignal(BaseModel):
     """One measured value: ``name`` as declared in the pipeline definition, a finite ``value``,
-    and optionally how many ``samples`` it was computed from."""
+    optionally how many ``samples`` it was computed from, and of those how many ``events`` the
+    value counts (crash-free sessions, ANR sessions: compare gates decide from the counts)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
     value: float
     samples: int | None = Field(default=None, ge=0)
+    events: int | None = Field(default=None, ge=0)
+
+    _events_within_samples = field_validator("events")(events_within_samples)
 
 
 class GenericEvent(BaseModel):
@@ -103,7 +108,7 @@ def parse_generic(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     if event.type == "signal" and not event.signals:
         raise PayloadInvalid("a signal event needs at least one signal", field="signals")
 
-    signals = [SignalIn(name=s.name, value=s.value, samples=s.samples) for s in event.signals]
+    signals = [SignalIn(name=s.name, value=s.value, samples=s.samples, events=s.events) for s in event.signals]
     if event.type == "build.finished" and not any(s.name == "build_green" for s in signals):
         signals = outcome_signals(event.outcome) + signals
     return InboundEvent(

@@ -268,6 +268,11 @@ def test_signals_are_checked_against_the_pipeline(client, rm, conductor, clock):
     )
     audit = [a for a in conductor.snapshot(rid).audit if a.kind == "signals_recorded"]
     assert audit[0].actor == "rita" and audit[0].data["values"] == {"build_green": 1.0, "tests_pass_rate": 1.0}
+    counts = {"name": "tests_pass_rate", "value": 0.9, "samples": 300, "events": 301}
+    r = client.post(url, json={"signals": [counts]}, headers=rm)
+    assert (r.status_code, r.json()["field"]) == (422, "signals.0.events")
+    r = client.post(url, json={"signals": [{**counts, "events": 270}]}, headers=rm)
+    assert r.status_code == 200, r.text
 
 
 def test_signoff_pause_resume_cancel(client, rm, conductor, clock):

@@ -110,3 +110,57 @@ def test_evidence_records_inputs_thresholds_sources_and_ages():
     assert crash["inputs"]["source"] == "crashlytics" and crash["inputs"]["samples"] == 50000
     assert crash["ages_s"]["crash_free_sessions"] == pytest.approx(300)
     assert ev["verdict"] == "advance"
+
+
+SHADOWED = """
+name: shadowed
+signals:
+  crash_free: {type: percent}
+  users: {type: count}
+gates:
+  crash_fixed: {kind: threshold, signal: crash_free, better: higher, pass: 99.5, fail: 99.0}
+  crash_compare: {kind: compare, signal: crash_free, better: higher, tolerance: 0.1, mode: shadow}
+  usage: {kind: count, signal: users, min: 5000}
+stages:
+  one: {kind: rollout}
+  two: {kind: final}
+  halted: {kind: halted}
+transitions:
+  - {from: one, to: two, max_wait: 1d, gates: [crash_fixed, crash_compare, usage], on_fail: halt}
+"""
+
+
+def test_a_shadow_gate_is_judged_and_recorded_but_never_acted_on():
+    from conductor.domain.gates import Baseline
+    from conductor.domain.loader import parse_pipeline
+
+    p = parse_pipeline(SHADOWED, "shadowed.yaml")
+    now = T0 + timedelta(hours=3)
+    sigs = {
+        "crash_free": SignalValue("crash_free", 99.55, now, "sentry", 400_000),
+        "users": SignalValue("users", 9000, now, "analytics"),
+    }
+    base = {"crash_free": Baseline("app/1.0", SignalValue("crash_free", 99.8, T0, "sentry", 2_000_000))}
+    d = decide(p, "one", GateContext(now, T0, None, sigs, baselines=base))
+    # Live: 99.55 is in the fixed pass band, so it advances; the compare gate would have halted.
+    assert d.verdict is Verdict.ADVANCE and [r.gate for r in d.results] == ["crash_fixed", "usage"]
+    assert d.shadow_verdict is Verdict.HALT
+    (shadow,) = d.shadow
+    assert shadow.gate == "crash_compare" and shadow.inputs["would"] == "halt"
+    ev = d.evidence()
+    assert ev["verdict"] == "advance" and ev["shadow_verdict"] == "halt" and ev["shadow"][0]["reason"] == "regressed"
+
+
+def test_it_waits_for_data_before_asking_about_a_grey_gate():
+    from conductor.domain.loader import parse_pipeline
+
+    p = parse_pipeline(SHADOWED, "shadowed.yaml")
+    now = T0 + timedelta(hours=3)
+    grey = {"crash_free": SignalValue("crash_free", 99.3, now, "sentry", 400_000), "users": SignalValue("users", 100, now, "analytics")}
+    d = decide(p, "one", GateContext(now, T0, None, grey))
+    assert d.verdict is Verdict.WAIT and "usage" in d.summary  # the usage will come; asking now asks too early
+    enough = {**grey, "users": SignalValue("users", 9000, now, "analytics")}
+    assert decide(p, "one", GateContext(now, T0, None, enough)).verdict is Verdict.ASK  # only the grey gate is left
+    late = T0 + timedelta(days=1, hours=1)  # max_wait is over: ask, naming both
+    d = decide(p, "one", GateContext(late, T0, None, {**grey, "crash_free": SignalValue("crash_free", 99.3, late, "sentry", 1)}))
+    assert d.verdict is Verdict.ASK and "usage" in d.summary and "crash_fixed" in d.summary

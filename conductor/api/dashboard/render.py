@@ -51,6 +51,8 @@ AUDIT_LABEL = {
     AuditKind.SIGNED_OFF: "Signed off",
     AuditKind.SIGNOFF_REFUSED: "Sign-off refused",
 }
+# What a shadow gate would have done, as the release page says it ("would have halted").
+WOULD_LABEL = {"advance": "advanced", "wait": "waited", "ask": "asked a release manager", "hold": "held", "halt": "halted the rollout"}
 # Timeline rows whose target stage is worth showing: the moves, and the question and its answer.
 SHOWS_TARGET = MOVES | {AuditKind.APPROVED, AuditKind.APPROVAL_REQUESTED}
 

@@ -47,6 +47,12 @@ def test_signal_event():
     assert event.occurred_at == datetime(2024, 5, 1, 11, 59, tzinfo=UTC)
 
 
+def test_a_rate_can_carry_its_counts():
+    signals = [{"name": "crash_free_sessions", "value": 99.61, "samples": 412_000, "events": 410_393}]
+    event = parse_generic({}, _body(type="signal", id="s", signals=signals))
+    assert [(s.value, s.samples, s.events) for s in event.signals] == [(99.61, 412_000, 410_393)]
+
+
 def test_tests_finished_with_counts():
     body = _body(type="tests.finished", id="t", signals=[{"name": "tests_pass_rate", "value": 0.97, "samples": 300}])
     event = parse_generic({}, body)
@@ -69,6 +75,8 @@ def test_tests_finished_with_counts():
         ({"type": "signal", "id": "x"}, "signals"),
         ({"type": "tests.finished", "id": "x"}, "signals"),
         ({"type": "signal", "signals": [{"name": "a", "value": 1}]}, "id"),
+        ({"type": "signal", "id": "x", "signals": [{"name": "a", "value": 99.5, "samples": 10, "events": 11}]}, "signals.0.events"),
+        ({"type": "signal", "id": "x", "signals": [{"name": "a", "value": 99.5, "events": 11}]}, "signals.0.events"),
     ],
 )
 def test_invalid_events_name_the_field(fields, field):
