@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from conductor.console import LIGHTS, fmt_time, plain, print_decision, print_timeline
+from conductor.console import LIGHTS, fmt_time, plain, print_decision, print_replay, print_timeline
 from conductor.domain.errors import ConductorError, DefinitionError
 
 app = typer.Typer(help="Conductor: the release conductor robot.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -241,6 +241,32 @@ def cancel(release: str, reason: Annotated[str, typer.Option("--reason")], as_: 
     """Abandon RELEASE."""
     _conductor().cancel(release, _actor(as_), reason)
     out.print("cancelled")
+
+
+@app.command()
+def replay(
+    definition: Annotated[Path, typer.Option("--definition", help="The definition to try (a YAML file).")],
+    track: Annotated[str | None, typer.Option(help="Only this track (default: every track using a definition of that name).")] = None,
+    since: Annotated[str, typer.Option(help="Releases started within this long, e.g. 90d or 36h.")] = "90d",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run past releases' recorded signals through DEFINITION: where its decisions would differ,
+    and totals (pauses, halts, time to release). Writes nothing."""
+    from conductor.domain.definition import parse_duration
+    from conductor.domain.loader import load_pipeline
+    from conductor.read.replay import replay as run
+
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since") from None
+    report = run(_conductor(), load_pipeline(definition), track=track, since=window)
+    if as_json:
+        from conductor.api.schemas import ReplayOut
+
+        typer.echo(ReplayOut.model_validate(report).model_dump_json(indent=2))
+        return
+    print_replay(out, report)
 
 
 @app.command()

@@ -64,3 +64,29 @@ def print_timeline(console: Console, snap) -> None:
     for a in snap.audit:
         t.add_row(fmt_time(a.at), a.kind, a.from_stage or "", a.to_stage or "", plain(a.actor), plain(a.reason))
     console.print(t)
+
+
+def print_replay(console: Console, report) -> None:
+    """A replay (conductor.read.replay): one row per release, where the decisions would differ,
+    then the totals as recorded and as replayed."""
+    console.print(
+        Text(f"Replaying {len(report.releases)} release(s) of {', '.join(report.tracks)} since {fmt_time(report.since)} "
+             f"through {report.definition} (nothing is written)")
+    )  # fmt: skip
+    table = Table(title=f"{report.differing} of {len(report.releases)} would have gone differently")
+    for col in ("release", "started", "first difference", "hours to release (recorded → replayed)"):
+        table.add_column(col)
+    for r in report.releases:
+        hours = f"{_hours(r.recorded_hours)} → {_hours(r.replayed_hours)}"
+        table.add_row(plain(r.release), fmt_time(r.started_at), plain(r.difference or r.note or "same decisions"), hours)
+    console.print(table)
+    totals = Table(title="Totals")
+    for col in ("", "releases", "pauses (asked)", "holds", "halts", "released", "median hours to release"):
+        totals.add_column(col)
+    for label, t in (("recorded", report.recorded), ("replayed", report.replayed)):
+        totals.add_row(label, str(t.releases), str(t.asks), str(t.holds), str(t.halts), str(t.released), _hours(t.median_hours_to_release))
+    console.print(totals)
+
+
+def _hours(h: float | None) -> str:
+    return "–" if h is None else f"{h:.1f}"

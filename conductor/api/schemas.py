@@ -11,12 +11,13 @@ the same name there.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.json_schema import JsonDict
 
+from conductor.domain.definition import parse_duration
 from conductor.sources.events import events_within_samples
 
 MAX_INT = 2**31 - 1
@@ -298,3 +299,53 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str] = Field(description="database and broker: ok, embedded, or the error")
+
+
+# ------------------------------------------------------------------ replays
+
+
+class ReplayIn(Request):
+    """A definition to replay past releases through (nothing is written)."""
+
+    definition: str = Field(min_length=1, max_length=200_000, description="The definition's YAML text, as in state_definitions/")
+    track: TrackId | None = Field(default=None, description="Only this track (default: every track using a definition of that name)")
+    since: Annotated[timedelta, BeforeValidator(parse_duration)] = Field(
+        default=timedelta(days=90), description="Releases started within this long, e.g. 90d", le=timedelta(days=3660)
+    )
+
+
+class VisitOut(Response):
+    stage: str
+    verdict: str = Field(description="advance, ask, hold, halt, cancel, or wait when nothing was decided before the stage ended")
+    at: datetime | None
+    detail: str
+
+
+class ReleaseReplayOut(Response):
+    release: str
+    started_at: datetime
+    difference: str | None = Field(description="The first decision that differs, in words; null when all agree")
+    recorded_hours: float | None = Field(description="Start to the final stage, as it happened")
+    replayed_hours: float | None = Field(description="As the definition would have had it; null if it would have stopped")
+    note: str
+    recorded: list[VisitOut]
+    replayed: list[VisitOut]
+
+
+class TotalsOut(Response):
+    releases: int
+    asks: int
+    holds: int
+    halts: int
+    released: int
+    median_hours_to_release: float | None
+
+
+class ReplayOut(Response):
+    definition: str
+    tracks: list[str]
+    since: datetime
+    differing: int
+    recorded: TotalsOut
+    replayed: TotalsOut
+    releases: list[ReleaseReplayOut]

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 # The actor name the robot's own moves are audited under.
 ROBOT = "conductor"
+# A team's sign-off is stored as a signal named "signoff.<team>" (1 approved, 0 refused).
+SIGNOFF_PREFIX = "signoff."
 
 
 class AuditKind(StrEnum):

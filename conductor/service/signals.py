@@ -12,9 +12,9 @@ import structlog
 from conductor.context import Context
 from conductor.domain.definition import SignalType
 from conductor.domain.errors import InvalidSignal
-from conductor.domain.kinds import AuditKind
+from conductor.domain.kinds import SIGNOFF_PREFIX, AuditKind
 from conductor.service.evaluation import judge
-from conductor.service.step import ROBOT_ACTOR, SIGNOFF_PREFIX, Actor, ReleaseStep, open_step
+from conductor.service.step import ROBOT_ACTOR, Actor, ReleaseStep, open_step
 from conductor.sources.events import SignalIn
 
 log = structlog.get_logger("conductor.service")

@@ -34,7 +34,7 @@ from conductor.context import Context
 from conductor.domain.definition import CompareGate, Pipeline
 from conductor.domain.errors import ConcurrentUpdate, IllegalTransition, NotFound
 from conductor.domain.gates import Baseline, GateContext, SignalValue, Signoff
-from conductor.domain.kinds import ROBOT, AnswerVerdict, AuditKind, TimerKind
+from conductor.domain.kinds import ROBOT, SIGNOFF_PREFIX, AnswerVerdict, AuditKind, TimerKind
 from conductor.machines import machine_for
 from conductor.store.releases import ReleaseRecord, StaleRelease, lock_releases, records, release_filter, save, update_statement
 from conductor.store.statements import (
@@ -55,8 +55,6 @@ from conductor.store.statements import (
 from conductor.store.writes import Writes
 
 log = structlog.get_logger("conductor.service")
-
-SIGNOFF_PREFIX = "signoff."
 
 
 @dataclass(frozen=True)

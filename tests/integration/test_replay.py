@@ -1,0 +1,158 @@
+"""Replay: past releases' recorded signals through another definition, writing nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from rich.console import Console
+from sqlalchemy import func, select
+
+from tests.integration.test_service import RM
+
+TRAIN = """\
+name: train
+timezone: Europe/Stockholm
+signals:
+  crash_free_sessions: {type: percent}
+gates:
+  crash: {kind: threshold, signal: crash_free_sessions, better: higher, pass: 99.5, fail: 99.0, min_samples: 1000}
+stages:
+  beta: {}
+  rollout: {kind: rollout}
+  released: {kind: final}
+  halted: {kind: halted}
+transitions:
+  - {from: beta, to: rollout, min_soak: 2h, gates: [crash]}
+  - {from: rollout, to: released, min_soak: 12h, gates: [crash], on_fail: halt}
+"""
+# The same train, judging crash-free sessions against the previous release in the same ring.
+COMPARED = TRAIN.replace(
+    "crash: {kind: threshold, signal: crash_free_sessions, better: higher, pass: 99.5, fail: 99.0, min_samples: 1000}",
+    "crash: {kind: compare, signal: crash_free_sessions, better: higher, tolerance: 0.1, floor: 99.0, min_samples: 1000}",
+)
+
+
+@pytest.fixture
+def train(database, clock, tmp_path):
+    from conductor.domain.loader import DefinitionCatalog
+    from conductor.facade import Conductor
+
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "train.yaml").write_text(TRAIN)
+    c = Conductor(database, DefinitionCatalog(defs), clock)
+    c.ensure_track("app", "train")
+    return c
+
+
+def _run(c, clock, version: str, crash: dict[str, float], per_hour: int = 20_000) -> int:
+    """One release, crash data every hour (cumulative sessions), until it ends or asks."""
+    rid = c.start_release("app", version, RM)
+    sessions = {"beta": 0, "rollout": 0}
+    for _ in range(40):
+        clock.advance(timedelta(hours=1))
+        snap = c.snapshot(rid)
+        stage = snap.release.stage
+        if snap.pending is not None:
+            c.approve(rid, RM, "looked at the crash clusters", evaluation_id=snap.pending.id, fingerprint=snap.pending.fingerprint)
+            continue
+        if stage not in sessions:
+            break
+        sessions[stage] += per_hour
+        c.record_signal(rid, "crash_free_sessions", crash[stage], samples=sessions[stage], source="sentry")
+        c.tick()
+    return rid
+
+
+def _counts(db):
+    from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, SIGNALS, TIMERS
+
+    with db.engine.connect() as conn:
+        return {t.name: conn.scalar(select(func.count()).select_from(t)) for t in (AUDIT, EVALUATIONS, RELEASES, SIGNALS, TIMERS)}
+
+
+def test_a_compare_gate_would_have_halted_a_release_the_fixed_band_only_asked_about(train, clock):
+    from conductor.domain.loader import parse_pipeline
+    from conductor.read.replay import replay
+
+    good = _run(train, clock, "1.0", {"beta": 99.8, "rollout": 99.8})
+    worse = _run(train, clock, "1.1", {"beta": 99.8, "rollout": 99.4})  # 0.4 pp worse at 1 %: grey for the fixed band
+    assert train.snapshot(good).release.stage == "released"
+    assert any(a.kind == "approval_requested" for a in train.snapshot(worse).audit)
+    before = _counts(train.db)
+
+    same = replay(train, parse_pipeline(TRAIN, "train.yaml"))
+    assert same.differing == 0 and same.recorded == same.replayed  # the recorded definition agrees with itself
+
+    report = replay(train, parse_pipeline(COMPARED, "train.yaml"))
+    assert _counts(train.db) == before  # writes nothing
+    by = {r.release: r for r in report.releases}
+    assert by["app/1.0"].difference is not None  # the first release has no baseline: it would have asked
+    diff = by["app/1.1"].difference
+    assert diff is not None and diff.startswith("would have halted at rollout at ") and "instead of asking at " in diff
+    halted = by["app/1.1"].replayed[-1]
+    asked = by["app/1.1"].recorded[-1]
+    assert (halted.verdict, asked.verdict) == ("halt", "ask") and halted.at < asked.at
+    assert "regressed" in halted.detail and "app/1.0" in halted.detail
+    assert (report.recorded.halts, report.replayed.halts) == (0, 1)
+    assert (report.recorded.released, report.replayed.released) == (2, 1)
+    assert by["app/1.1"].replayed_hours is None and by["app/1.1"].recorded_hours is not None
+
+
+def test_replay_names_a_missing_track_and_a_definition_no_track_uses(train):
+    from conductor.domain.errors import NotFound
+    from conductor.domain.loader import parse_pipeline
+    from conductor.read.replay import replay
+
+    with pytest.raises(NotFound, match="no track 'web'"):
+        replay(train, parse_pipeline(TRAIN, "train.yaml"), track="web")
+    with pytest.raises(NotFound, match="no track uses a definition named 'other'"):
+        replay(train, parse_pipeline(TRAIN.replace("name: train", "name: other"), "other.yaml"))
+
+
+def _dump(path) -> str:
+    """Every row of an SQLite database, as SQL (the file's bytes move with WAL checkpoints)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    finally:
+        conn.close()
+
+
+def test_conductor_replay_runs_on_the_demo_database_and_changes_nothing(tmp_path):
+    from conductor.demo import run_demo
+
+    assert run_demo(Console(file=StringIO(), width=160), speed=0, workdir=tmp_path) == 0
+    db = tmp_path / "demo.db"
+    digest = _dump(db)
+    tighter = tmp_path / "tighter.yaml"
+    from tests.conftest import DEFINITIONS
+
+    text = (DEFINITIONS / "mobile_weekly.yaml").read_text()
+    assert "min_soak: 1d\n" in text
+    tighter.write_text(text.replace("min_soak: 1d\n", "min_soak: 3d\n"))  # soak three days wherever it was one
+    env = {**os.environ, "CONDUCTOR_DATABASE_URL": f"sqlite:///{db}", "COLUMNS": "200", "CONDUCTOR_LOG_LEVEL": "WARNING"}
+
+    def cli(*args):
+        p = subprocess.run([sys.executable, "-m", "conductor.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    same = json.loads(cli("replay", "--definition", str(DEFINITIONS / "mobile_weekly.yaml"), "--json"))
+    assert same["differing"] == 0 and same["recorded"] == same["replayed"]
+    assert [r["release"] for r in same["releases"]] == ["music-android/8.9.0", "music-android/8.8.1"]
+    printed = cli("replay", "--definition", str(tighter))
+    assert "would have still been waiting at alpha instead of advancing at" in printed
+    assert "Totals" in printed and "recorded" in printed and "replayed" in printed
+    longer = json.loads(cli("replay", "--definition", str(tighter), "--json"))
+    assert longer["differing"] >= 1
+    assert _dump(db) == digest  # nothing written
