@@ -63,12 +63,14 @@ class ActionOutcome:
 
 
 class ActionFailed(ConductorError):
-    """An action attempt failed; `retryable` says whether trying again later can help."""
+    """An action attempt failed; `retryable` says whether trying again later can help, and
+    `retry_after` (seconds) how long the other side asked us to wait (a 429's Retry-After)."""
 
-    def __init__(self, message: str, *, retryable: bool = True, delivered: tuple[str, ...] = ()):
+    def __init__(self, message: str, *, retryable: bool = True, delivered: tuple[str, ...] = (), retry_after: float | None = None):
         super().__init__(message)
         self.retryable = retryable
         self.delivered = delivered  # channels that did succeed in this attempt
+        self.retry_after = retry_after
 
 
 class ActionAdapter(Protocol):

@@ -55,8 +55,34 @@ def post_json(
         raise ActionFailed(f"{what}: {exc.__class__.__name__}: {_short(str(exc))}") from None
     if response.is_success:
         return response
+    raise failure(response, what)
+
+
+def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
+    """A response's Retry-After in seconds (delay-seconds or an HTTP date, RFC 9110 10.2.3); None
+    when absent or unreadable."""
+    from email.utils import parsedate_to_datetime
+
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return max((at - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def failure(response: httpx.Response, what: str) -> ActionFailed:
+    """The ActionFailed for a non-2xx answer: retryable for 408, 425, 429 and 5xx, carrying the
+    Retry-After; any other 4xx is the request's or the configuration's fault, not retryable."""
     retryable = response.status_code >= 500 or response.status_code in RETRYABLE_STATUS
-    raise ActionFailed(f"{what}: HTTP {response.status_code}: {_short(response.text)}", retryable=retryable)
+    return ActionFailed(f"{what}: HTTP {response.status_code}: {_short(response.text)}", retryable=retryable,
+                        retry_after=retry_after_s(response))  # fmt: skip
 
 
 def response_summary(response: httpx.Response) -> dict[str, Any]:

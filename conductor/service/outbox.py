@@ -182,7 +182,8 @@ def _outcome(
     assert error is not None
     result = {**(row.result or {}), "delivered": list(error.delivered)}
     if error.retryable and attempt < max_attempts:
-        next_at = now + backoff(attempt, rng)
+        # The other side's Retry-After, when it sent one, is a floor under our own backoff.
+        next_at = now + max(backoff(attempt, rng), timedelta(seconds=error.retry_after or 0))
         step.buffer.add(update.values(status=ActionStatus.PENDING.value, next_attempt_at=next_at, last_error=str(error), result=result), {})
         log.warning(
             "action_retry_scheduled",

@@ -48,13 +48,13 @@ class Recorder:
 class Flaky:
     """An adapter that fails `failures` times (retryable unless told), then succeeds; counts calls."""
 
-    def __init__(self, failures=0, retryable=True):
-        self.failures, self.retryable, self.calls = failures, retryable, []
+    def __init__(self, failures=0, retryable=True, retry_after=None):
+        self.failures, self.retryable, self.retry_after, self.calls = failures, retryable, retry_after, []
 
     def run(self, req):
         self.calls.append(req)
         if len(self.calls) <= self.failures:
-            raise ActionFailed(f"{req.action}: HTTP 503: store busy", retryable=self.retryable)
+            raise ActionFailed(f"{req.action}: HTTP 503: store busy", retryable=self.retryable, retry_after=self.retry_after)
         return ActionOutcome("done", "ok", {"n": len(self.calls)})
 
 
@@ -131,6 +131,19 @@ def test_failed_attempts_back_off_then_fail_visibly_and_notify(conductor, world,
     assert [c.params["event"] for c in notify] == ["action_failed"] and notify[0].params["action"] == "cut_branch"
     snap = conductor.snapshot("music-android/9.0.0")
     assert any(o.action == "cut_branch" and o.status == "failed" and "store busy" in o.last_error for o in snap.outbox)
+
+
+def test_a_retry_after_longer_than_the_backoff_is_honoured(conductor, world, clock):
+    world.adapters["cut_branch"].failures, world.adapters["cut_branch"].retry_after = 1, 1800
+    conductor.start_release("music-android", "9.0.0", RM)
+    world.event_stored(store_event(conductor, cut_event()).event_id)
+    world.drain()
+    cut = rows(conductor.db)["cut_branch"]
+    assert cut.status == "pending" and cut.next_attempt_at - clock.now == timedelta(seconds=1800)
+    clock.advance(timedelta(seconds=1799))
+    assert relay_outbox(world.runtime) == 0  # asked to wait half an hour: not before
+    clock.advance(timedelta(seconds=1))
+    assert relay_outbox(world.runtime) == 1
 
 
 def test_unconfigured_action_is_skipped_with_its_reason_on_the_release(conductor, clock):
