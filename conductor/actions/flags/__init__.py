@@ -1,0 +1,1 @@
+"""Feature flags: Unleash and Flagsmith, behind one FlagClient interface."""

@@ -1,0 +1,1 @@
+"""Version control and CI hosts: GitHub and GitLab, behind one VcsClient interface."""

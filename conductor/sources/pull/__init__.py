@@ -1,0 +1,1 @@
+"""Pulled signals: sources Conductor polls (Sentry, Play vitals, issue trackers, Prometheus, JSON APIs)."""
