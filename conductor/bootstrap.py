@@ -23,7 +23,7 @@ from conductor.domain.loader import DefinitionCatalog
 from conductor.facade import Conductor
 from conductor.service.jobs import Runtime
 from conductor.service.ports import Dispatcher
-from conductor.store.db import Database, upgrade
+from conductor.store.db import Database, ensure_head
 
 Mode = Literal["celery", "embedded", "inline"]
 
@@ -51,7 +51,7 @@ def conductor(settings: Settings, *, clock: Clock = system_clock) -> Conductor:
     configure_logging(settings.log_format, settings.log_level)
     url = settings.database_url
     if url.startswith("sqlite"):
-        upgrade(url)  # embedded mode: the file is ours, keep it at head
+        ensure_head(url)  # embedded mode: the file is ours, keep it at head
     return Conductor(Database(url), DefinitionCatalog(settings.definitions_dir), clock)
 
 

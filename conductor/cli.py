@@ -17,8 +17,11 @@ from rich.text import Text
 from conductor.console import LIGHTS, fmt_time, plain, print_decision, print_replay, print_timeline
 from conductor.domain.errors import ConductorError, DefinitionError
 
-app = typer.Typer(help="Conductor: the release conductor robot.", no_args_is_help=True, pretty_exceptions_enable=False)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+# Plain click help (rich_markup_mode=None): typer's rich help tags every option with its type,
+# "--help <bool>" included. No shell-completion options: they only crowd the help.
+_TYPER = {"no_args_is_help": True, "pretty_exceptions_enable": False, "rich_markup_mode": None, "add_completion": False}
+app = typer.Typer(help="Conductor: the release conductor robot.", **_TYPER)  # type: ignore[arg-type]
+db_app = typer.Typer(help="Database schema.", **_TYPER)  # type: ignore[arg-type]
 app.add_typer(db_app, name="db")
 
 out = Console()
@@ -35,11 +38,23 @@ def _actor(name: str | None, role: str = "release_manager"):
     return Actor(name or getpass.getuser(), role)
 
 
-def _conductor():
-    from conductor.bootstrap import conductor
+def _settings():
+    """The settings, with the CLI's log level: warnings and errors only, on stderr, unless
+    CONDUCTOR_LOG_LEVEL asks for more (info lines would interleave with the command's output)."""
+    import os
+
     from conductor.config import get_settings
 
-    return conductor(get_settings())
+    settings = get_settings()
+    if "CONDUCTOR_LOG_LEVEL" not in os.environ:
+        settings = settings.model_copy(update={"log_level": "WARNING"})
+    return settings
+
+
+def _conductor():
+    from conductor.bootstrap import conductor
+
+    return conductor(_settings())
 
 
 @app.command()
@@ -113,7 +128,7 @@ def status(track: Annotated[str | None, typer.Option(help="Only this track.")] =
     for col in ("id", "release", "stage", "status", "gates", "waiting for", "in stage since"):
         table.add_column(col)
     for snap in list_releases(_conductor(), track=track, limit=None, newest_first=False).items:
-        lights = Text(" ").join(Text.from_markup(LIGHTS.get(g.outcome, "?")) + plain(g.gate) for g in snap.lights)
+        lights = Text("  ").join(Text.from_markup(LIGHTS.get(g.outcome, "?")) + " " + plain(g.gate) for g in snap.lights)
         table.add_row(
             str(snap.id), plain(snap.key), snap.stage, snap.status, lights, plain(snap.waiting_for), fmt_time(snap.entered_stage_at)
         )
@@ -282,16 +297,21 @@ app.add_typer(token_app, name="token")
 
 @token_app.command("create")
 def token_create(
-    name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
-    role: Annotated[str, typer.Option("--role", help="viewer, release_manager or admin.")],
+    name_arg: Annotated[str | None, typer.Argument(metavar="NAME", help="Who or what uses the token.", show_default=False)] = None,
+    role: Annotated[str, typer.Option("--role", help="viewer, release_manager or admin.")] = "viewer",
+    name: Annotated[str | None, typer.Option("--name", help="The same as NAME.")] = None,
     identity: Annotated[
         list[str] | None, typer.Option("--identity", help="A VCS login or email the holder commits as (repeat it); four-eyes uses them.")
     ] = None,
 ) -> None:
-    """Create an API token; it is printed once and only its hash is kept."""
+    """Create an API token for NAME (e.g. `conductor token create rita --role release_manager`);
+    it is printed once and only its hash is kept."""
     from conductor.service.tokens import create_token
 
-    typer.echo(create_token(_conductor(), name, role, identity or []))
+    who = name_arg or name
+    if not who or (name_arg and name and name_arg != name):
+        raise typer.BadParameter("give the token's NAME once, as an argument (or --name)", param_hint="NAME")
+    typer.echo(create_token(_conductor(), who, role, identity or []))
 
 
 @token_app.command("identities")
@@ -366,13 +386,28 @@ def serve(
         )
     wired = build(settings, mode="embedded")
     api_app = create_app(settings, wired)  # given a wired app, the API starts no runner of its own
-    out.print(f"conductor serving on http://{host}:{port} (embedded worker and scheduler, {wired.conductor.db.engine.dialect.name})")
+    _serving_banner(wired.conductor, host, port)
     wired.runner.start()
     try:
         uvicorn.run(api_app, host=host, port=port, log_level="warning")
     finally:
         wired.runner.stop()
         wired.close()
+
+
+def _serving_banner(c, host: str, port: int) -> None:
+    """What a newcomer needs after `conductor serve`: where it listens, where the data is, and how
+    to get in (the first token)."""
+    from conductor.service.tokens import list_tokens
+
+    url = c.db.engine.url
+    where = f"SQLite file {url.database}" if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    out.print(Text(f"conductor serving on http://{host}:{port} (dashboard at /, API docs at /docs)"))
+    out.print(Text(f"  embedded worker and scheduler; database: {where}"))
+    if not list_tokens(c):
+        out.print(Text("  no API tokens yet: in another terminal, with the same CONDUCTOR_* settings, run"))
+        out.print(Text("    conductor token create admin --role admin"))
+        out.print(Text("  and paste the printed token into the dashboard's sign-in page"))
 
 
 @app.command("configure-actions")
@@ -420,11 +455,13 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: a ConductorError is one red line and exit code 1, never a traceback."""
+    """Console entry point. Usage errors (an unknown command, a missing argument, a bad value) are
+    click's: a usage line, the error, exit code 2. A ConductorError is one red line and exit code
+    1. Never a traceback for either."""
     try:
-        # standalone_mode=False hands exceptions to us; click then *returns* Exit codes.
-        rc = app(standalone_mode=False)
-        sys.exit(rc if isinstance(rc, int) else 0)
+        # Standalone mode: click shows usage errors and --help itself and exits with their codes;
+        # anything else (our errors) comes out of app() to be shown here.
+        app(prog_name="conductor")
     except DefinitionError as exc:
         for p in exc.problems:
             err.print(f"[red]error[/] {p}", highlight=False, soft_wrap=True)
@@ -432,17 +469,8 @@ def main() -> None:
     except ConductorError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

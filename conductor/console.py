@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-LIGHTS = {"pass": "[green]●[/]", "fail": "[red]●[/]", "inconclusive": "[yellow]●[/]", "no_data": "[bright_black]●[/]"}
+# Symbols that differ without colour too (piped output, colour-blind readers): ✓ pass, ✗ fail,
+# ? inconclusive, – no data.
+LIGHTS = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "inconclusive": "[yellow]?[/]", "no_data": "[bright_black]–[/]"}
 
 
 def fmt_time(dt: datetime | None) -> str:

@@ -55,7 +55,7 @@ State = Annotated[ApiState, Depends(get_state)]
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiToken",
-    description="An API token from `conductor token create --role ROLE --name NAME`, sent as `Authorization: Bearer cdt_...`",
+    description="An API token from `conductor token create NAME --role ROLE`, sent as `Authorization: Bearer cdt_...`",
 )
 
 

@@ -155,11 +155,41 @@ def test_bad_input_is_one_clear_line_and_exit_1(env, args, words):
     assert words in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        ((), "Usage: conductor [OPTIONS] COMMAND"),
+        (("staus",), "No such command 'staus'. Did you mean 'status'"),
+        (("start",), "Missing argument"),
+        (("demo", "--speed", "fast"), "Invalid value for '--speed'"),
+        (("token", "create", "--role", "admin"), "give the token's NAME"),
+        (("replay", "--definition", "x.yaml", "--since", "a while"), "Invalid value for --since"),
+    ],
+)
+def test_usage_errors_are_a_usage_line_and_exit_2_never_a_traceback(env, args, words):
+    p = run(env, *args, ok=False)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert words in p.stdout + p.stderr and "Traceback" not in p.stderr
+
+
+def test_help_does_not_tag_flags_with_types(env):
+    shown = run(env, "start", "--help").stdout
+    assert "--help" in shown and "<bool>" not in shown and "--install-completion" not in shown
+
+
+def test_the_login_pages_token_hint_works_as_written(env):
+    token = run(env, "token", "create", "rita", "--role", "release_manager").stdout.strip()
+    assert token.startswith("cdt_")
+    assert "rita" in run(env, "token", "list").stdout
+
+
 def test_status_and_show_render(env):
     run(env, "start", "app", "1.0", "--definition", "quick")
     run(env, "signal", "app/1.0", "build_green", "1")
     status = run(env, "status").stdout
     assert "app/1.0" in status and "beta" in status and "waiting for" in status
+    assert "✓ build" in status  # a symbol per outcome, readable without colour (piped here)
+    assert '"event"' not in status  # no log lines in the output
     shown = run(env, "show", "app/1.0").stdout
     assert "Timeline of app/1.0" in shown and "distribute" in shown
 
