@@ -76,7 +76,10 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Definition files 
 
 
 @app.command()
-def diagram(path: Path, fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or md")] = "mermaid") -> None:
+def diagram(
+    definition: Annotated[str, typer.Argument(metavar="DEFINITION", help="A definition file, or the name of one in CONDUCTOR_DEFINITIONS_DIR.")],
+    fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or md")] = "mermaid",
+) -> None:
     """Print the state diagram of a definition (python-statemachine's renderer)."""
     from statemachine.contrib.diagram import formatter
 
@@ -87,7 +90,13 @@ def diagram(path: Path, fmt: Annotated[str, typer.Option("--format", help="merma
         stage = None
         halted_from = None
 
-    pipeline = load_pipeline(path)
+    path = Path(definition)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        pipeline = load_pipeline(path)
+    else:
+        from conductor.domain.loader import DefinitionCatalog
+
+        pipeline = DefinitionCatalog(_settings().definitions_dir).get(definition)
     typer.echo(formatter.render(machine_for(pipeline, _Model()), fmt))
 
 

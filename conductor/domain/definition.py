@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 # Matched against the stripped text. Whitespace is allowed only after a number or a unit, never
 # as a run two patterns could share: `^\s*(..)?\s*(..)?\s*...$` backtracked through every split
@@ -80,6 +80,23 @@ class SignalSpec(_Strict):
     type: SignalType
     description: str = ""
 
+
+# Names the runtime stores and builds state machines from: identifiers, as long as their columns
+# allow (releases.stage is 50 characters, signals.name 100).
+def _name_check(what: str, pattern: str, allowed: str, longest: int) -> AfterValidator:
+    rx = re.compile(pattern)
+
+    def check(name: str) -> str:
+        if not rx.fullmatch(name) or len(name) > longest:
+            raise ValueError(f"{what} name {_short(name)}: use a letter, then letters, digits{allowed} (at most {longest} characters)")
+        return name
+
+    return AfterValidator(check)
+
+
+StageName = Annotated[str, _name_check("stage", r"[A-Za-z][A-Za-z0-9_]*", " or _", 50)]
+SignalName = Annotated[str, _name_check("signal", r"[A-Za-z][A-Za-z0-9_.-]*", ", _, . or -", 100)]
+GateName = Annotated[str, _name_check("gate", r"[A-Za-z][A-Za-z0-9_.-]*", ", _, . or -", 100)]
 
 GateMode = Literal["live", "shadow"]
 
@@ -218,9 +235,9 @@ class Pipeline(_Strict):
     timezone: str = "UTC"
     schedules: dict[str, CronExpr] = {}
     approval: ApprovalPolicy = ApprovalPolicy()
-    signals: dict[str, SignalSpec] = {}
-    gates: dict[str, Gate] = {}
-    stages: dict[str, Stage] = Field(min_length=2)
+    signals: dict[SignalName, SignalSpec] = {}
+    gates: dict[GateName, Gate] = {}
+    stages: dict[StageName, Stage] = Field(min_length=2)
     transitions: list[Transition] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -160,8 +160,9 @@ def _line_for(index: dict[tuple[Any, ...], int], path: tuple[Any, ...]) -> int |
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # Discriminated unions add the tag ('threshold') to the loc; it is not a YAML key.
-    return tuple(p for p in loc if p not in ("threshold", "count", "signoff", "compare"))
+    # Discriminated unions add the tag ('threshold') to the loc, and a bad mapping key adds
+    # '[key]'; neither is a YAML key.
+    return tuple(p for p in loc if p not in ("threshold", "count", "signoff", "compare", "[key]"))
 
 
 def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:

@@ -135,6 +135,8 @@ def test_validate_reports_every_problem_and_exits_1(env, tmp_path):
 def test_diagram_prints_mermaid(env):
     out = run(env, "diagram", str(DEFINITIONS / "mobile_weekly.yaml")).stdout
     assert out.startswith("stateDiagram-v2") and "beta --> rollout_1 : Advance" in out
+    by_name = run(env, "diagram", "quick").stdout  # a name in CONDUCTOR_DEFINITIONS_DIR
+    assert by_name.startswith("stateDiagram-v2") and "beta --> rollout : Advance" in by_name
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,10 @@ def test_yaml_syntax_error_names_the_line():
             "transitions.1.from",
             "already has",
         ),
+        # Names the runtime cannot hold: a state machine needs identifiers; releases.stage is 50 wide.
+        ("  out: {kind: rollout}", "  out: {kind: rollout}\n  beta one: {}", "stages.beta one", "stage name 'beta one'"),
+        ("  out: {kind: rollout}", "  out: {kind: rollout}\n  " + "s" * 51 + ": {}", "stages." + "s" * 51, "at most 50 characters"),
+        ("  crash: {type: percent}", "  crash: {type: percent}\n  crash rate: {type: percent}", "signals.crash rate", "signal name"),
     ],
 )
 def test_each_mistake_is_named(old, new, field, words):
