@@ -77,7 +77,9 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Definition files 
 
 @app.command()
 def diagram(
-    definition: Annotated[str, typer.Argument(metavar="DEFINITION", help="A definition file, or the name of one in CONDUCTOR_DEFINITIONS_DIR.")],
+    definition: Annotated[
+        str, typer.Argument(metavar="DEFINITION", help="A definition file, or the name of one in CONDUCTOR_DEFINITIONS_DIR.")
+    ],
     fmt: Annotated[str, typer.Option("--format", help="mermaid, dot or md")] = "mermaid",
 ) -> None:
     """Print the state diagram of a definition (python-statemachine's renderer)."""
