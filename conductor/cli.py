@@ -421,6 +421,76 @@ def _serving_banner(c, host: str, port: int) -> None:
         out.print(Text("  and paste the printed token into the dashboard's sign-in page"))
 
 
+track_app = typer.Typer(help="Tracks: an app x platform, its pipeline and where its events come from.", **_TYPER)  # type: ignore[arg-type]
+app.add_typer(track_app, name="track")
+
+
+def _show_track(info, as_json: bool) -> None:
+    from conductor.api.schemas import TrackOut
+
+    shown = TrackOut.model_validate(info)  # the API's view: secrets by name only, never their values
+    if as_json:
+        typer.echo(shown.model_dump_json(indent=2))
+        return
+    table = Table(title=f"Track {info.id}", show_header=False)
+    for key, value in shown.model_dump().items():
+        table.add_row(key, plain(", ".join(value) if isinstance(value, list) else value))
+    out.print(table)
+
+
+@track_app.command("list")
+def track_list() -> None:
+    """Every track with its definition and repository."""
+    from conductor.read.tracks import list_tracks
+
+    table = Table(title="Tracks")
+    for col in ("track", "definition", "repository", "branch pattern", "four-eyes"):
+        table.add_column(col)
+    for t in list_tracks(_conductor()):
+        four_eyes = "on" if t.four_eyes else "off"
+        table.add_row(plain(t.id), plain(t.definition_name), plain(t.repository or "-"), plain(t.branch_pattern), four_eyes)
+    out.print(table)
+
+
+@track_app.command("show")
+def track_show(track: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """TRACK's settings (secrets by name only)."""
+    from conductor.read.tracks import get_track
+
+    _show_track(get_track(_conductor(), track), as_json)
+
+
+@track_app.command("update")
+def track_update(
+    track: str,
+    repository: Annotated[str | None, typer.Option(help="owner/name that webhooks are matched by ('' detaches it).")] = None,
+    branch_pattern: Annotated[str | None, typer.Option(help="Release branch name, with {version} once.")] = None,
+    critical_fix_marker: Annotated[str | None, typer.Option(help="Commit text or label that marks a critical fix.")] = None,
+    four_eyes: Annotated[bool | None, typer.Option("--four-eyes/--no-four-eyes", help="Nobody approves behind their own change.")] = None,
+    github_secret: Annotated[str | None, typer.Option(help="X-Hub-Signature-256 secret for this track ('' removes it).")] = None,
+    gitlab_token: Annotated[str | None, typer.Option(help="X-Gitlab-Token for this track ('' removes it).")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(help="whsec_... Standard Webhooks secret ('' removes it).")] = None,
+    as_: AsOpt = None,
+) -> None:
+    """Change TRACK's settings; only the options given change. Audited."""
+    from conductor.read.tracks import get_track
+    from conductor.service.tracks import TrackChanges, update_track
+
+    secrets = {k: v for k, v in (("github_secret", github_secret), ("gitlab_token", gitlab_token), ("webhook_secret", webhook_secret))
+               if v is not None}  # fmt: skip
+    changes = TrackChanges(
+        repository=repository or None,
+        clear_repository=repository == "",
+        branch_pattern=branch_pattern,
+        critical_fix_marker=critical_fix_marker,
+        four_eyes=four_eyes,
+        secrets=secrets or None,
+    )
+    c = _conductor()
+    update_track(c, track, _actor(as_, "admin"), changes)
+    _show_track(get_track(c, track), as_json=False)
+
+
 @app.command("configure-actions")
 def configure_actions_cmd(
     track: str,

@@ -179,6 +179,19 @@ def test_help_does_not_tag_flags_with_types(env):
     assert "--help" in shown and "<bool>" not in shown and "--install-completion" not in shown
 
 
+def test_track_settings_from_the_cli_without_showing_secrets(env):
+    run(env, "start", "app", "1.0", "--definition", "quick")
+    run(env, "track", "update", "app", "--four-eyes", "--github-secret", "s3cr3t-value", "--repository", "acme/app")
+    shown = json.loads(run(env, "track", "show", "app", "--json").stdout)
+    assert (shown["four_eyes"], shown["repository"], shown["secrets"]) == (True, "acme/app", ["github_secret"])
+    run(env, "track", "update", "app", "--no-four-eyes", "--repository", "", "--github-secret", "")
+    again = run(env, "track", "show", "app")
+    assert "s3cr3t" not in again.stdout and "False" in again.stdout
+    assert json.loads(run(env, "track", "show", "app", "--json").stdout)["repository"] is None
+    bad = run(env, "track", "update", "app", "--branch-pattern", "release/latest", ok=False)
+    assert bad.returncode == 1 and "{version}" in bad.stderr
+
+
 def test_the_login_pages_token_hint_works_as_written(env):
     token = run(env, "token", "create", "rita", "--role", "release_manager").stdout.strip()
     assert token.startswith("cdt_")
