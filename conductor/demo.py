@@ -9,7 +9,6 @@ stand-in for CI, the crash reporter and the bug tracker; everything else is the 
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -134,7 +133,7 @@ class Scenario:
             for entry in snap.audit[self.seen_audit[rid] :]:
                 if entry.kind in NARRATED:
                     arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
-                    console.print(Text(f"{self.clock.now:%a %H:%M}  {snap.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}"))
+                    console.print(Text(f"{entry.at:%a %H:%M}  {snap.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}"))
             self.seen_audit[rid] = len(snap.audit)
             if snap.pending is not None and rid == self.a:
                 console.print("\n[bold yellow]Release A paused for approval[/]; the decision card:")
@@ -148,12 +147,15 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     from conductor.logging import configure_logging
 
     started = time.monotonic()
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="conductor-demo-"))
+    tmp = workdir or _fresh_demo_dir()
     log_path = tmp / "conductor.log"
     configure_logging("json", "INFO", stream=log_path.open("a"))
     url = f"sqlite:///{tmp / 'demo.db'}"
-    # Monday 23 Nov 2026, 08:00 UTC; branch day is Friday 10:00 Europe/Stockholm.
-    clock = ManualClock(datetime(2026, 11, 23, 8, 0, tzinfo=UTC))
+    # A Monday 08:00 UTC two weeks back, so the story (about ten days) has ended by now and the
+    # dashboard shows it as history; branch day is Friday 10:00 Europe/Stockholm.
+    today = datetime.now(UTC).date()
+    monday = today - timedelta(days=today.weekday() + 14)
+    clock = ManualClock(datetime(monday.year, monday.month, monday.day, 8, 0, tzinfo=UTC))
     c = wire(Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None), clock=clock)
     scenario = Scenario(c, clock, seed)
     console.print(f"[bold]Conductor demo[/]: database {url}, logs {log_path}")
@@ -175,4 +177,32 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
         f"\nA: {a.stage}, B: {b.stage} (halted from {b.halted_from}); "
         f"{'as scripted' if ok else 'NOT as scripted'}; {time.monotonic() - started:.1f}s real time"
     )
+    _next_steps(console, url)
     return 0 if ok else 1
+
+
+def _fresh_demo_dir() -> Path:
+    """The demo's one directory (database and logs), emptied at each run: nothing piles up in /tmp."""
+    import shutil
+
+    from platformdirs import user_cache_dir
+
+    path = Path(user_cache_dir("conductor")) / "demo"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def _next_steps(console: Console, url: str) -> None:
+    import sys
+
+    # As the user would type it: `make demo` runs .venv/bin/conductor, which is not on PATH.
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "conductor" else "conductor"
+    console.print("\n[bold]What to try next[/]")
+    for line in (
+        f"  look at it in the dashboard:  CONDUCTOR_DATABASE_URL={url} {prog} serve",
+        f"                                (then `{prog} token create me --role admin` with the same URL, and sign in)",
+        f"  try another definition on it: CONDUCTOR_DATABASE_URL={url} {prog} replay --definition my.yaml",
+        "  walk a release yourself:      the 5-minute tour in README.md (the `trial` pipeline)",
+    ):
+        console.print(Text(line))

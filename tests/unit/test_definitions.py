@@ -37,7 +37,7 @@ def test_shipped_definitions_are_valid_and_distinct():
     pipelines, problems = validate_paths([DEFS])
     assert problems == []
     by_name = {p.name: p for p in pipelines}
-    assert set(by_name) == {"mobile_weekly", "desktop"}
+    assert set(by_name) == {"mobile_weekly", "desktop", "trial"}
     mobile = by_name["mobile_weekly"]
     assert mobile.stage_order() == ["trunk", "branch", "nightly", "alpha", "beta", "rollout_1", "rollout_100", "released"]
     assert mobile.halt_stage == "halted" and mobile.cancel_stage == "cancelled"
@@ -45,6 +45,8 @@ def test_shipped_definitions_are_valid_and_distinct():
     assert mobile.advance_from("beta").on_fail == "hold"
     assert mobile.advance_from("trunk").schedule == "branch_cut"
     assert by_name["desktop"].stage_order() == ["main", "beta_channel", "general", "done"]
+    trial = by_name["trial"]  # the README's tour: no schedule, no soak over a few minutes
+    assert all(t.schedule is None and t.min_soak <= timedelta(minutes=2) for t in trial.transitions)
 
 
 def test_minimal_definition_parses():
