@@ -416,9 +416,9 @@ def _serving_banner(c, host: str, port: int) -> None:
     out.print(Text(f"conductor serving on http://{host}:{port} (dashboard at /, API docs at /docs)"))
     out.print(Text(f"  embedded worker and scheduler; database: {where}"))
     if not list_tokens(c):
-        out.print(Text("  no API tokens yet: in another terminal, with the same CONDUCTOR_* settings, run"))
-        out.print(Text("    conductor token create admin --role admin"))
-        out.print(Text("  and paste the printed token into the dashboard's sign-in page"))
+        out.print(Text("  no API tokens yet; with the same CONDUCTOR_* settings, run"))
+        out.print(Text("    conductor token create me --role admin"))
+        out.print(Text("  and paste the token it prints on the dashboard's sign-in page"))
 
 
 track_app = typer.Typer(help="Tracks: an app x platform, its pipeline and where its events come from.", **_TYPER)  # type: ignore[arg-type]
