@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,12 @@ class FakeServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body leave in two writes; without TCP_NODELAY, Nagle's algorithm and
+                # the client's delayed ACK hold the second one back about 40 ms per request.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
@@ -155,7 +162,8 @@ class FakeServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, name="fake-server", daemon=True).start()
+        # A short poll interval: shutdown() waits up to one interval (0.5 s by default) per test.
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-server", daemon=True).start()
         return self
 
     def stop(self) -> None:
