@@ -517,7 +517,8 @@ class AppStoreConnect:
     def _group_build_ids(self, group_id: str, ring: str) -> set[str]:
         """The ids of the builds in the group, every page of them (bounded; only links back to the endpoint are followed)."""
         ids: set[str] = set()
-        path, params = f"/v1/betaGroups/{group_id}/relationships/builds", {"limit": "200"}
+        path: str = f"/v1/betaGroups/{group_id}/relationships/builds"
+        params: dict[str, str] | None = {"limit": "200"}
         for _ in range(50):
             doc = self._call("GET", path, f"list the builds of TestFlight group {ring}", params=params)
             data = doc.get("data")
@@ -526,7 +527,7 @@ class AppStoreConnect:
             nxt = links.get("next") if isinstance(links, dict) else None
             if not isinstance(nxt, str) or not nxt.startswith(self.endpoint + "/"):
                 break
-            path, params = nxt[len(self.endpoint) :], {}
+            path, params = nxt[len(self.endpoint) :], None  # the next link carries its own query (cursor, limit)
         return ids
 
 
