@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -395,3 +396,34 @@ def test_an_absent_phased_release_or_build_answered_404_reads_as_none(fake, stor
     assert store.read("411", "8.9.0").status == "none"
     fake.server.fault("GET", r"/appStoreVersions/[^/]+/build$", status=404, body=error(404, "NOT_FOUND", "Not found", "No build").body)
     assert store.find_build("8.9.0") is None
+
+
+def test_the_fake_refuses_what_app_store_connect_would(fake, signing_key, clock):
+    """The fake's own checks: a client that sent these would fail here, not only in production."""
+    v = update(fake)
+    now = int(clock().timestamp())
+
+    def token(**claims):
+        body = {"iss": ISSUER, "iat": now, "exp": now + 600, "aud": "appstoreconnect-v1", **claims}
+        return {"authorization": "Bearer " + jwt.encode(body, signing_key, algorithm="ES256", headers={"kid": KEY_ID, "typ": "JWT"})}
+
+    url, ok = fake.server.url, token()
+    for bad in (token(exp=now + 1500), token(exp=now - 5, iat=now - 600), token(aud="appstoreconnect-v2"), {"authorization": "Basic x"}):
+        assert httpx.get(f"{url}/v1/apps/{APP_ID}", headers=bad).status_code == 401
+    problems = [m.split("JWT: ")[1] for m in fake.violations]
+    for problem, want in zip(problems, ("exp is 1500 s after iat", "expired 5 s ago", "InvalidAudienceError", "no Bearer"), strict=True):
+        assert problem.startswith(want)
+    for query in (f"/v1/apps/{APP_ID}/appStoreVersions?filter[platform]=ANDROID", f"/v1/apps/{APP_ID}/betaGroups?filter[name]=QA",
+                  "/v1/betaGroups?filter[nom]=QA"):  # fmt: skip
+        assert httpx.get(url + query, headers=ok).status_code == 400
+    version = {"appStoreVersion": {"data": {"type": "appStoreVersions", "id": v.id}}}
+    for attributes, relationships in (
+        ({"phasedReleaseState": "STARTED"}, version),
+        ({"percent": 5}, version),
+        ({}, {"appStoreVersion": {"data": {"type": "builds", "id": v.id}}}),
+    ):
+        data = {"type": "appStoreVersionPhasedReleases", "attributes": attributes, "relationships": relationships}
+        assert httpx.post(f"{url}/v1/appStoreVersionPhasedReleases", json={"data": data}, headers=ok).status_code == 400
+    one = {"data": {"type": "builds", "id": "1"}}  # a to-many linkage takes a list
+    assert httpx.post(f"{url}/v1/betaGroups/x/relationships/builds", json=one, headers=ok).status_code == 400
+    assert len(fake.violations) == 11 and fake.phased == {}
