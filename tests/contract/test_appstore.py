@@ -161,6 +161,13 @@ def test_rollout_waits_while_apple_reviews_the_version(fake, store, state):
     assert fake.violations == []
 
 
+def test_rollout_waits_while_apple_processes_a_released_version(fake, store):
+    update(fake, "PROCESSING_FOR_APP_STORE")
+    err = failure(lambda: store.rollout("411", "8.9.0", 1))
+    assert err.retryable and "waits for Apple to finish processing it (PROCESSING_FOR_DISTRIBUTION)" in str(err)
+    assert writes(fake) == [] and fake.violations == []
+
+
 def test_review_states_are_read_and_a_rejected_version_is_not_released(fake, store):
     update(fake, "REJECTED")
     assert store.review_state("8.9.0") == "REJECTED"

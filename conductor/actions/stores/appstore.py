@@ -394,7 +394,9 @@ class AppStoreConnect:
     def _not_releasable(self, v: _Version) -> ActionFailed:
         where = f"App Store Connect: version {v.version_string}"
         if v.state in IN_REVIEW:
-            return ActionFailed(f"{where} waits for review ({v.state}); the rollout starts once Apple approves it "
+            processing = "PROCESSING" in v.state or v.state == "PENDING_APPLE_RELEASE"
+            waits = "waits for Apple to finish processing it" if processing else "waits for review"
+            return ActionFailed(f"{where} {waits} ({v.state}); the rollout starts once Apple approves it "
                                 "(PENDING_DEVELOPER_RELEASE)", retry_after=REVIEW_POLL_S)  # fmt: skip
         if v.state in REJECTED:
             return ActionFailed(f"{where} was rejected ({v.state}); resolve it in App Store Connect and resubmit", retryable=False)
@@ -410,10 +412,9 @@ class AppStoreConnect:
                          "relationships": {"appStoreVersion": {"data": {"type": "appStoreVersions", "id": v.id}}}}}  # fmt: skip
         self._call("POST", "/v1/appStoreVersionReleaseRequests", f"release version {v.version_string}", body=body)
         v = self._require_version(v.version_string)
-        phased = self._phased(v)
-        if percent >= 100 and phased is not None and phased.state != "COMPLETE" and v.released:
-            phased = self._patch(v, phased, "COMPLETE")
-        return self._rollout(v, phased, attached, requested_percent=percent, release_requested=True)
+        if v.released:  # Apple starts an INACTIVE phased release on release; _advance makes sure (and completes at 100)
+            return self._advance(v, self._phased(v), attached, percent)
+        return self._rollout(v, self._phased(v), attached, requested_percent=percent, note=f"release requested; Apple shows {v.state}")
 
     def _advance(self, v: _Version, phased: _Phased | None, attached: str | None, percent: float) -> StoreRollout:
         """A released version: complete the phased release at 100, else keep it (or make it) ACTIVE."""
