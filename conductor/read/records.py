@@ -23,6 +23,7 @@ class ReleaseInfo:
     entered_stage_at: datetime
     branch: str | None
     head_sha: str | None
+    build: str | None
     paused: bool
     pause_reason: str | None
     pending_evaluation_id: int | None

@@ -95,6 +95,9 @@ class Release(Base):
     entered_stage_at: Mapped[datetime]
     branch: Mapped[str | None] = mapped_column(String(200))
     head_sha: Mapped[str | None] = mapped_column(String(64))
+    # The release's store build (Play versionCode, App Store build number): from the CI event that
+    # built it, a person, or the store itself (the release of that name on a testing track).
+    build: Mapped[str | None] = mapped_column(String(50))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_reason: Mapped[str | None] = mapped_column(Text)
     pending_evaluation_id: Mapped[int | None] = mapped_column(Integer)
@@ -245,6 +248,47 @@ class OutboxAction(Base):
     done_at: Mapped[datetime | None]
     # What the adapter reported (response, channels delivered so far, skip reason).
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class StoreState(Base):
+    """What Conductor last set at the store for a release (wanted) and what the store last said
+    (seen). They differ while a change is on its way (halting), or when someone changed the rollout
+    in the store's console (drift: the robot stops acting until a release manager decides)."""
+
+    __tablename__ = "store_states"
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    store: Mapped[str] = mapped_column(String(20))  # play, appstore
+    build: Mapped[str | None] = mapped_column(String(50))
+    wanted: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # {"status": ..., "percent": ...}
+    wanted_at: Mapped[datetime | None]
+    seen: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # StoreRollout.as_dict()
+    synced_at: Mapped[datetime | None]  # when the store was last read
+    drift_since: Mapped[datetime | None]
+    drift: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what differed, in words and values
+    # Apple's 30-day pause budget: when a release manager was last asked about it.
+    budget_asked_at: Mapped[datetime | None]
+
+
+class SourcePoll(Base):
+    """A pulled source's next poll for one release (a due row: the scheduler finds what is due),
+    and how the last ones went (for /metrics, the release page and `conductor sources check`)."""
+
+    __tablename__ = "source_polls"
+    __table_args__ = (UniqueConstraint("release_id", "source"), Index("ix_source_polls_due", "due_at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    track_id: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(100))  # the source's name in the track's sources
+    kind: Mapped[str] = mapped_column(String(50))
+    due_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]  # a poll in flight: not claimed again before this
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # in a row, for the backoff
+    last_polled_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_latency_ms: Mapped[float | None] = mapped_column(Float)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Timer(Base):

@@ -41,6 +41,7 @@ class ReleaseRecord:
     entered_stage_at: datetime
     branch: str | None
     head_sha: str | None
+    build: str | None
     paused: bool
     pause_reason: str | None
     pending_evaluation_id: int | None
@@ -84,6 +85,7 @@ MUTABLE = (
     "entered_stage_at",
     "branch",
     "head_sha",
+    "build",
     "paused",
     "pause_reason",
     "pending_evaluation_id",
