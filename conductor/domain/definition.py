@@ -184,6 +184,15 @@ StageKind = Literal["stage", "rollout", "final", "halted", "cancelled"]
 class Stage(_Strict):
     description: str = ""
     kind: StageKind = "stage"
+    # A rollout stage's share of users (0 < percent <= 100): set_rollout and submit_to_store use it
+    # unless their action says otherwise. Along the stage path the percentages must increase.
+    percent: float | None = Field(default=None, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _percent_is_for_rollouts(self) -> Stage:
+        if self.percent is not None and self.kind != "rollout":
+            raise ValueError(f"percent is for rollout stages; this one is {self.kind}")
+        return self
 
 
 class Action(BaseModel):
@@ -195,6 +204,15 @@ class Action(BaseModel):
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_with_good_params(self) -> Action:
+        from conductor.domain.actions import check_action
+
+        problem = check_action(self.action, self.params)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class Transition(_Strict):
@@ -344,7 +362,33 @@ def cross_check(raw: Any) -> list[Problem]:
     for i, t in enumerate(raw_sections.transitions):
         if isinstance(t, dict):
             problems += _check_transition(raw_sections, i, t, sources_seen, edges)
-    return problems + _check_reachability(raw_sections, sources_seen, edges)
+    return problems + _check_reachability(raw_sections, sources_seen, edges) + _check_percents(raw_sections)
+
+
+def _check_percents(raw: _Sections) -> list[Problem]:
+    """Rollout percentages increase along the stage path, and a set_rollout or submit_to_store
+    knows its percent (its own, or its target stage's)."""
+    from conductor.domain.actions import PERCENT_ACTIONS
+
+    def percent_of(stage: Any) -> Any:
+        body = raw.stages.get(stage)
+        return body.get("percent") if isinstance(body, dict) else None
+
+    problems: list[Problem] = []
+    last: tuple[Any, float] | None = None
+    for i, t in enumerate(raw.transitions):
+        if not isinstance(t, dict) or not isinstance(t.get("to"), str):
+            continue
+        pct = percent_of(t["to"])
+        if isinstance(pct, int | float) and not isinstance(pct, bool):
+            if last is not None and pct <= last[1]:
+                why = f"{pct:g}% after {last[0]}'s {last[1]:g}%: rollout percentages must increase"
+                problems.append((("stages", t["to"], "percent"), why))
+            last = (t["to"], float(pct))
+        for j, a in enumerate(t["actions"] if isinstance(t.get("actions"), list) else []):
+            if isinstance(a, dict) and a.get("action") in PERCENT_ACTIONS and a.get("percent") is None and pct is None:
+                problems.append((("transitions", i, "actions", j), f"{a['action']} needs a percent: give it here or on stage {t['to']!r}"))
+    return problems
 
 
 def _check_transition(

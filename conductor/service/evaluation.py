@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from conductor.context import Context
+from conductor.domain.actions import PERCENT_ACTIONS
 from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
 from conductor.domain.gates import GateResult
 from conductor.domain.kinds import ROBOT, AuditKind, TimerKind
@@ -125,8 +126,11 @@ def advance(step: ReleaseStep, ev: EvaluationRef, actor: str, reason: str) -> No
     step.audit(AuditKind.TRANSITIONED, actor, reason, from_stage=before, to_stage=after, evaluation_id=ev.id)
     final_event = "released" if after != pipeline.cancel_stage else "cancelled"
     declared_notify = False
+    percent = pipeline.stages[after].percent
     for i, action in enumerate(transition.actions):
         params: dict[str, Any] = {"stage": after, **action.params}
+        if action.action in PERCENT_ACTIONS and params.get("percent") is None and percent is not None:
+            params["percent"] = percent  # the target stage's share of users
         if action.action == "notify" and pipeline.is_terminal(after):
             params.setdefault("event", final_event)  # the definition's own notify is the release notice
             declared_notify = True

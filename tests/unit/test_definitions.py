@@ -49,6 +49,13 @@ def test_shipped_definitions_are_valid_and_distinct():
     assert all(t.schedule is None and t.min_soak <= timedelta(minutes=2) for t in trial.transitions)
 
 
+def test_rollout_percentages_increase_along_the_path():
+    text = MINIMAL.replace("  out: {kind: rollout}", "  out: {kind: rollout, percent: 50}\n  more: {kind: rollout, percent: 20}")
+    text = text.replace("{from: out, to: done,", "{from: out, to: more, on_fail: halt, gates: [crash_ok]}\n  - {from: more, to: done,")
+    (hit,) = [p for p in problems_of(text) if p.field == "stages.more.percent"]
+    assert "20% after out's 50%" in hit.message and hit.line == 9  # the line of stage more
+
+
 def test_minimal_definition_parses():
     p = parse_pipeline(MINIMAL)
     assert p.initial_stage == "start"
@@ -95,6 +102,14 @@ def test_yaml_syntax_error_names_the_line():
         ("  out: {kind: rollout}", "  out: {kind: rollout}\n  beta one: {}", "stages.beta one", "stage name 'beta one'"),
         ("  out: {kind: rollout}", "  out: {kind: rollout}\n  " + "s" * 51 + ": {}", "stages." + "s" * 51, "at most 50 characters"),
         ("  crash: {type: percent}", "  crash: {type: percent}\n  crash rate: {type: percent}", "signals.crash rate", "signal name"),
+        # Actions: a known name with parameters that fit it; percentages that a store can take.
+        ("gates: [crash_ok]}", "gates: [crash_ok], actions: [{action: launch_rocket}]}", "transitions.0.actions.0", "unknown action"),
+        ("gates: [crash_ok]}", "gates: [crash_ok], actions: [{action: distribute}]}", "transitions.0.actions.0", "ring: Field required"),
+        ("gates: [crash_ok]}", "gates: [crash_ok], actions: [{action: set_rollout, pct: 5}]}", "transitions.0.actions.0", "pct"),
+        ("gates: [crash_ok]}", "gates: [crash_ok], actions: [{action: set_rollout}]}", "transitions.0.actions.0", "needs a percent"),
+        ("  out: {kind: rollout}", "  out: {kind: rollout, percent: 0}", "stages.out.percent", "greater than 0"),
+        ("  out: {kind: rollout}", "  out: {kind: rollout, percent: 120}", "stages.out.percent", "less than or equal to 100"),
+        ("  start: {}", "  start: {percent: 5}", "stages.start", "percent is for rollout stages"),
     ],
 )
 def test_each_mistake_is_named(old, new, field, words):
