@@ -229,6 +229,10 @@ class Call:
         self._secrets.append(value)
         return value
 
+    def hide(self, derived: str) -> None:
+        """Keep a text made from a secret (Basic auth's base64) out of reasons and notes too."""
+        self._secrets.append(derived)
+
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
