@@ -78,32 +78,37 @@ class PullConfig(BaseModel):
 # Placeholders a query or URL template may use: the PullTarget's fields. Other braces are left as
 # they are, so PromQL's label matchers ({job="api"}) need no escaping.
 PLACEHOLDERS = ("version", "track", "stage", "build", "release_name", "package")
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 _WORD_IN_BRACES = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _known_placeholders(text: str) -> str:
-    unknown = sorted({m[1] for m in _WORD_IN_BRACES.finditer(text)} - set(PLACEHOLDERS))
+def known_placeholders(text: str, extra: Sequence[str] = ()) -> str:
+    """`text`, when every {word} in it is a placeholder (or one of `extra`); ValueError otherwise."""
+    allowed = (*PLACEHOLDERS, *extra)
+    unknown = sorted({m[1] for m in _WORD_IN_BRACES.finditer(text)} - set(allowed))
     if unknown:
-        known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+        known = ", ".join("{" + p + "}" for p in allowed)
         raise ValueError(f"unknown placeholder {{{unknown[0]}}}; a template may use {known}")
     return text
 
 
-Template = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_known_placeholders)]
+Template = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(known_placeholders)]
 
 
-def expand(template: str, target: PullTarget, escape: Callable[[str], str] = str) -> str:
-    """`template` with each placeholder replaced by the target's value (escaped); a Fault when the
-    release has no value for one it uses (no build number yet, say)."""
+def expand(template: str, target: PullTarget, escape: Callable[[str], str] = str, extra: Mapping[str, str] | None = None) -> str:
+    """`template` with each placeholder replaced by the target's value (or `extra`'s), escaped; a
+    Fault when the release has no value for one it uses (no build number yet, say)."""
+    names = (*PLACEHOLDERS, *(extra or {}))
 
     def one(match: re.Match[str]) -> str:
-        value = getattr(target, match[1])
+        name = match[1]
+        if name not in names:
+            return match[0]
+        value = extra[name] if extra and name in extra else getattr(target, name)
         if value is None or value == "":
-            raise Fault(f"the query uses {{{match[1]}}} but release {target.version} has none")
+            raise Fault(f"the query uses {{{name}}} but release {target.version} has none")
         return escape(str(value))
 
-    return _PLACEHOLDER.sub(one, template)
+    return _WORD_IN_BRACES.sub(one, template)
 
 
 # ------------------------------------------------------------------ one fetch's HTTP
@@ -253,7 +258,7 @@ class Call:
         """The answer to one request: a 2xx, or a Fault."""
         all_headers = {"accept": "application/json", "user-agent": USER_AGENT, **(headers or {})}
         query = tuple(params.items() if isinstance(params, Mapping) else params or ())
-        request = self.client.build_request(method, url, params=query, headers=all_headers, json=json_payload)
+        request = self.client.build_request(method, url, params=query or None, headers=all_headers, json=json_payload)
         self.note(method, str(request.url))
         try:
             response = self.client.send(request)
