@@ -1,20 +1,13 @@
-"""Contract tests of the pulled sources against the vendor fakes: a real local server per test,
-an httpx client with a short timeout (so a late answer is a timeout), and the checks every source
-shares (a fault is a failed reading per signal with a reason, never a value)."""
+"""Contract tests of the pulled sources against the vendor fakes: a real local server per test and
+an httpx client with a short timeout (so a late answer is a timeout)."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from conductor.sources.pull.base import FetchResult
+from tests.contract.support import TIMEOUT_S
 from tests.fakes.server import FakeServer
-
-NOW = datetime(2026, 11, 30, 9, 12, tzinfo=UTC)
-TIMEOUT_S = 0.5
-LATE_S = 1.5  # a fault's delay past the client's timeout
 
 
 @pytest.fixture
@@ -27,16 +20,3 @@ def server():
 def client():
     with httpx.Client(timeout=httpx.Timeout(TIMEOUT_S)) as c:
         yield c
-
-
-def assert_failed(result: FetchResult, signals: tuple[str, ...], *fragments: str) -> str:
-    """Every signal failed with the same reason, holding each fragment; no value anywhere."""
-    assert [r.signal for r in result.readings] == list(signals)
-    reasons = {r.error for r in result.readings}
-    assert len(reasons) == 1, reasons
-    reason = reasons.pop()
-    assert reason, result.readings
-    assert all(r.value is None and r.samples is None and r.events is None for r in result.readings)
-    for fragment in fragments:
-        assert fragment in reason, reason
-    return reason

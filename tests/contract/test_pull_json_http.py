@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from conductor.sources.pull.base import PullTarget
 from conductor.sources.pull.json_http import JsonHttpConfig, JsonHttpSource
-from tests.contract.conftest import LATE_S, NOW, assert_failed
+from tests.contract.support import LATE_S, NOW, assert_failed
 from tests.fakes.datadog import FakeDatadog
 from tests.fakes.server import Reply
 

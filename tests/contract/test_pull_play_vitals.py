@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from conductor.sources.pull.base import PullTarget
 from conductor.sources.pull.play_vitals import PlayVitalsConfig, PlayVitalsSource
-from tests.contract.conftest import LATE_S, NOW, assert_failed
+from tests.contract.support import LATE_S, NOW, assert_failed
 from tests.fakes.play_reporting import FakePlayReporting, service_account_key, throwaway_key
 
 PACKAGE = "com.acme.app"
@@ -180,3 +180,9 @@ def test_a_401_refreshes_the_token_once_and_goes_on(fake, server, client, key_fi
     assert [r.error for r in result.readings] == [None, None, None]
     assert len(server.calls("POST", r"/token")) == 2
     assert server.violations == []
+
+
+def test_a_tracks_package_that_is_not_a_package_name_is_a_failed_reading(fake, server, client, key_file):
+    target = PullTarget(track="android", version="8.9.0", stage="beta", build="8901", package="acme app")
+    assert_failed(source(server, client, key_file).fetch(target, NOW), SIGNALS, "play vitals: 'acme app' is not an app's package name")
+    assert server.requests == []

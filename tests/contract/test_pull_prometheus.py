@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from conductor.sources.pull.base import PullTarget
 from conductor.sources.pull.prometheus import PrometheusConfig, PrometheusSource
-from tests.contract.conftest import LATE_S, NOW, assert_failed
+from tests.contract.support import LATE_S, NOW, assert_failed
 from tests.fakes.prometheus import FakePrometheus
 
 TOKEN = "glc_prom_secret"

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from conductor.sources.pull.base import PullTarget
 from conductor.sources.pull.sentry import SentryConfig, SentrySource
-from tests.contract.conftest import LATE_S, NOW, assert_failed
+from tests.contract.support import LATE_S, NOW, assert_failed
 from tests.fakes.sentry import FakeSentry, ReleaseHealth
 
 TOKEN = "sntrys_secret_abc123"

@@ -17,7 +17,7 @@ from conductor.sources.pull.trackers import (
     JiraConfig,
     JiraSource,
 )
-from tests.contract.conftest import LATE_S, NOW, assert_failed
+from tests.contract.support import LATE_S, NOW, assert_failed
 from tests.fakes.github_issues import FakeGitHubIssues
 from tests.fakes.gitlab_issues import FakeGitLabIssues
 from tests.fakes.jira import FakeJira

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
@@ -56,6 +57,7 @@ SCOPE = "https://www.googleapis.com/auth/playdeveloperreporting"
 PlayMetric = Literal["crashRate", "userPerceivedCrashRate", "anrRate", "userPerceivedAnrRate"]
 METRIC_SET = {"crashRate": "crashRateMetricSet", "userPerceivedCrashRate": "crashRateMetricSet",
               "anrRate": "anrRateMetricSet", "userPerceivedAnrRate": "anrRateMetricSet"}  # fmt: skip
+PACKAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+")
 _RESOURCE = {"crashRateMetricSet": "crashrate", "anrRateMetricSet": "anrrate"}
 _ZONE = {"DAILY": "America/Los_Angeles", "HOURLY": "UTC"}  # the only zones the metric sets support
 _STEP = {"DAILY": timedelta(days=1), "HOURLY": timedelta(hours=1)}
@@ -66,7 +68,7 @@ class PlayVitalsConfig(PullConfig):
 
     kind: Literal["play_vitals"]
     base_url: BaseUrl = "https://playdeveloperreporting.googleapis.com"
-    package: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$",
+    package: str | None = Field(default=None, pattern=f"^{PACKAGE_NAME.pattern}$",
                                 description="the app's package name; default: the track's")  # fmt: skip
     service_account: CredentialRef = Field(description="a service account's JSON key with 'View app information' on the app")
     aggregation: Literal["DAILY", "HOURLY"] = "DAILY"
@@ -124,8 +126,8 @@ class PlayVitalsSource:
 
     def _read(self, call: Call, target: PullTarget) -> Sequence[Reading]:
         package = self.config.package or target.package
-        if not package:
-            raise Fault("no package name: set package, or give the track one")
+        if not package or not PACKAGE_NAME.fullmatch(package):
+            raise Fault(f"{package!r} is not an app's package name: set package, or give the track one" if package else "no package name")
         build = target.build
         if not build or not build.isascii() or not build.isdigit():
             raise Fault(f"release {target.version} has no versionCode (build) to slice the vitals by")
