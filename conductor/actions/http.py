@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 
 from conductor.actions.base import ActionFailed
+from conductor.connect.http import USER_AGENT, retry_after_s
+
+__all__ = ["USER_AGENT", "failure", "make_client", "post_json", "response_summary", "retry_after_s", "standard_webhook_headers"]
 
 RETRYABLE_STATUS = {408, 425, 429}
-USER_AGENT = "conductor-release-robot"
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -56,25 +58,6 @@ def post_json(
     if response.is_success:
         return response
     raise failure(response, what)
-
-
-def retry_after_s(response: httpx.Response, now: datetime | None = None) -> float | None:
-    """A response's Retry-After in seconds (delay-seconds or an HTTP date, RFC 9110 10.2.3); None
-    when absent or unreadable."""
-    from email.utils import parsedate_to_datetime
-
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return max((at - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def failure(response: httpx.Response, what: str) -> ActionFailed:

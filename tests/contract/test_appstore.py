@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialRef
 from conductor.actions.http import make_client
 from conductor.actions.stores.appstore import AppStoreConnect
 from conductor.clock import ManualClock
+from conductor.connect.credentials import CredentialRef
 from tests.fakes.appstore import FakeAppStoreConnect, error
 from tests.fakes.server import FakeServer
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialRef
 from conductor.actions.stores.play import PlayStore
+from conductor.connect.credentials import CredentialRef
 from tests.fakes.google_oauth import GoogleOAuthFake, new_rsa_key
 from tests.fakes.play import PlayFake
 from tests.fakes.server import FakeServer

@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialError, CredentialRef
 from conductor.actions.http import USER_AGENT, _short, retry_after_s
 from conductor.actions.stores.base import APPLE_MAX_PAUSE_DAYS, APPLE_PHASES, RolloutStatus, StoreClient, StoreKind, StoreRollout
 from conductor.clock import Clock, system_clock
+from conductor.connect.credentials import CredentialError, CredentialRef
 
 DEFAULT_ENDPOINT = "https://api.appstoreconnect.apple.com"
 ENDPOINT_ENV = "CONDUCTOR_APPSTORE_API_ENDPOINT"

@@ -35,9 +35,9 @@ import httpx
 import structlog
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialError, CredentialRef
 from conductor.actions.http import retry_after_s
 from conductor.actions.stores.base import RolloutStatus, StoreKind, StoreRollout
+from conductor.connect.credentials import CredentialError, CredentialRef
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlu
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, field_validator
 
-from conductor.actions.credentials import CredentialError, CredentialRef
-from conductor.actions.http import USER_AGENT, retry_after_s
+from conductor.connect.credentials import CredentialError, CredentialRef
+from conductor.connect.http import USER_AGENT, retry_after_s
 from conductor.domain.definition import Duration
 from conductor.sources.pull.base import FetchResult, PullTarget, Reading
 

@@ -28,7 +28,7 @@ import httpx
 import jsonpath
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conductor.actions.credentials import CredentialRef
+from conductor.connect.credentials import CredentialRef
 from conductor.domain.definition import Duration
 from conductor.sources.pull._http import (
     Call,

@@ -33,8 +33,8 @@ import httplib2
 import httpx
 from pydantic import Field
 
-from conductor.actions.credentials import CredentialRef
-from conductor.actions.http import USER_AGENT
+from conductor.connect.credentials import CredentialRef
+from conductor.connect.http import USER_AGENT
 from conductor.sources.pull._http import (
     BaseUrl,
     Call,

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conductor.actions.credentials import CredentialRef
+from conductor.connect.credentials import CredentialRef
 from conductor.sources.pull._http import (
     BaseUrl,
     Call,

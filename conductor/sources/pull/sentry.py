@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import Field, StringConstraints
 
-from conductor.actions.credentials import CredentialRef
+from conductor.connect.credentials import CredentialRef
 from conductor.sources.pull._http import (
     BaseUrl,
     Call,

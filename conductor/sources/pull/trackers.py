@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conductor.actions.credentials import CredentialRef
+from conductor.connect.credentials import CredentialRef
 from conductor.sources.pull._http import BaseUrl, Call, Fault, PullConfig, SignalName, Template, count, expand, field, pull, reading
 from conductor.sources.pull.base import FetchResult, PullTarget, Reading
 

@@ -4,8 +4,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from conductor.actions.credentials import CredentialError, CredentialRef
 from conductor.actions.http import failure, retry_after_s
+from conductor.connect.credentials import CredentialError, CredentialRef
 
 
 def test_a_reference_names_exactly_one_place():

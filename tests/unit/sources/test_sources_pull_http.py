@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from conductor.actions.credentials import CredentialRef
+from conductor.connect.credentials import CredentialRef
 from conductor.sources.pull._http import (
     Call,
     Fault,
