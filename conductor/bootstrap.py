@@ -82,7 +82,11 @@ def build(
     elif mode == "embedded":
         from conductor.dispatch.embedded import EmbeddedRunner
 
-        runner = EmbeddedRunner(tick_interval_s=settings.tick_interval_s, sweep_interval_s=settings.sweep_interval_s)
+        runner = EmbeddedRunner(
+            tick_interval_s=settings.tick_interval_s,
+            sweep_interval_s=settings.sweep_interval_s,
+            store_sync_interval_s=settings.store_sync_interval_s,
+        )
         dispatcher = runner.dispatcher
     else:
         from conductor.dispatch.inline import InlineDispatcher

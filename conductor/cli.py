@@ -491,6 +491,129 @@ def track_update(
     _show_track(get_track(c, track), as_json=False)
 
 
+@track_app.command("store")
+def track_store(
+    track: str,
+    kind: Annotated[str | None, typer.Argument(metavar="[play|appstore]", help="The store; omit with --check or --disconnect.")] = None,
+    package: Annotated[str | None, typer.Option(help="Play: the app's package name.")] = None,
+    credentials_file: Annotated[str | None, typer.Option(help="Play: the service account's JSON key file.")] = None,
+    credentials_env: Annotated[str | None, typer.Option(help="Play: a variable holding the service account's JSON key.")] = None,
+    app_id: Annotated[str | None, typer.Option(help="App Store: the app's Apple id.")] = None,
+    key_id: Annotated[str | None, typer.Option(help="App Store: the API key's id.")] = None,
+    issuer_id: Annotated[str | None, typer.Option(help="App Store: the API key's issuer id.")] = None,
+    key_file: Annotated[str | None, typer.Option(help="App Store: the API key's .p8 file.")] = None,
+    key_env: Annotated[str | None, typer.Option(help="App Store: a variable holding the .p8 key.")] = None,
+    ring: Annotated[
+        list[str] | None, typer.Option(help="RING=TARGET: distribute RING to this Play testing track / TestFlight group.")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check", help="One read-only call: do the credentials work?")] = False,
+    disconnect: Annotated[bool, typer.Option("--disconnect", help="Remove the store connection.")] = False,
+    as_: AsOpt = None,
+) -> None:
+    """Connect TRACK to its app store (credentials by reference: a file or a variable name, never the
+    secret), check the connection, or disconnect it."""
+    from conductor.service.tracks import connect_store
+
+    c = _conductor()
+    if disconnect:
+        connect_store(c, track, _actor(as_, "admin"), None)
+        out.print(Text(f"{track}: store disconnected (rollout actions are not performed)"))
+        return
+    if kind is not None:
+        rings = dict(_pair(r, "--ring") for r in ring or [])
+        if kind == "play":
+            ref = _credential_ref(credentials_file, credentials_env, "--credentials-file", "--credentials-env")
+            connection = {"kind": "play", "package": package, "credentials": ref, "rings": rings}
+        elif kind == "appstore":
+            ref = _credential_ref(key_file, key_env, "--key-file", "--key-env")
+            connection = {
+                "kind": "appstore",
+                "app_id": app_id,
+                "key_id": key_id,
+                "issuer_id": issuer_id,
+                "private_key": ref,
+                "rings": rings,
+            }
+        else:
+            raise typer.BadParameter(f"{kind!r}: the store is play or appstore", param_hint="KIND")
+        out.print(Text(f"{track}: {connect_store(c, track, _actor(as_, 'admin'), connection)}"))
+    if check or kind is None:
+        _check_store(c, track)
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    ring, sep, target = text.partition("=")
+    if not sep or not ring or not target:
+        raise typer.BadParameter(f"{text!r}: write RING=TARGET", param_hint=option)
+    return ring, target
+
+
+def _credential_ref(path: str | None, env: str | None, file_opt: str, env_opt: str) -> dict[str, str]:
+    if (path is None) == (env is None):
+        raise typer.BadParameter(f"give the credentials as exactly one of {file_opt} PATH or {env_opt} NAME", param_hint=file_opt)
+    return {"file": path} if path is not None else {"env": env}  # type: ignore[dict-item]
+
+
+def _check_store(c, track: str) -> None:
+    from conductor.actions.http import make_client
+    from conductor.actions.registry import ActionAdapters
+    from conductor.service.store_state import check_store
+
+    adapters = ActionAdapters(make_client(30.0))
+    try:
+        out.print(Text(f"{track}: store check ok: {check_store(c, adapters, track)}"))
+    finally:
+        adapters.close()
+
+
+store_app = typer.Typer(help="The stores' side of releases: drift and the rollout state.", **_TYPER)  # type: ignore[arg-type]
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("sync")
+def store_sync() -> None:
+    """Read the store's state of every release with a production rollout now (as the periodic job does)."""
+    from conductor.actions.http import make_client
+    from conductor.actions.registry import ActionAdapters
+    from conductor.service.store_state import sync_stores
+
+    adapters = ActionAdapters(make_client(30.0))
+    try:
+        report = sync_stores(_conductor(), adapters)
+    finally:
+        adapters.close()
+    out.print(Text(f"read {report.read} release(s) at their stores; {report.drifted} drifted, {report.failed} could not be read"))
+
+
+@store_app.command("accept")
+def store_accept(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None) -> None:
+    """The store's state of RELEASE is right (someone changed it in the console on purpose): adopt it."""
+    from conductor.service.store_state import accept_drift
+
+    accept_drift(_conductor(), release, _actor(as_), reason)
+    out.print(Text(f"{release}: the store's state is accepted; the robot acts on the release again"))
+
+
+@store_app.command("reapply")
+def store_reapply(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None) -> None:
+    """Conductor's state of RELEASE is right: set it at the store again."""
+    from conductor.service.store_state import reapply
+
+    action = reapply(_conductor(), release, _actor(as_), reason)
+    out.print(Text(f"{release}: {action} queued to restore Conductor's state at the store"))
+
+
+@app.command("build")
+def build_cmd(
+    release: str, build: str, reason: Annotated[str, typer.Option(help="Why (default: set by hand).")] = "", as_: AsOpt = None
+) -> None:
+    """Say which store build RELEASE is (Play versionCode, App Store build number)."""
+    from conductor.service.releases import record_build
+
+    before = record_build(_conductor(), release, build, _actor(as_), reason)
+    out.print(Text(f"{release}: store build {build}" + (f" (was {before})" if before and before != build else "")))
+
+
 @app.command("configure-actions")
 def configure_actions_cmd(
     track: str,

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # work: whatever waits longer than sweep_grace_s is enqueued again from the database.
     tick_interval_s: float = Field(default=10.0, gt=0)
     sweep_interval_s: float = Field(default=15.0, gt=0)
+    # How often the store's state of every release with a production rollout is read (drift).
+    store_sync_interval_s: float = Field(default=300.0, gt=0)
     sweep_grace_s: float = Field(default=60.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=300, ge=30)
     task_max_redeliveries: int = Field(default=3, ge=1)

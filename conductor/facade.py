@@ -71,6 +71,9 @@ class Conductor(Context):
             evaluate=evaluate, events=events,
         )  # fmt: skip
 
+    def set_build(self, ref: int | str, build: str, actor: Actor, reason: str = "") -> str | None:
+        return releases.record_build(self, ref, build, actor, reason)
+
     def sign_off(self, ref: int | str, team: str, actor: Actor, *, approved: bool = True, reason: str = "") -> str | None:
         return signals.sign_off(self, ref, team, actor, approved=approved, reason=reason)
 

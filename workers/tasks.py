@@ -9,6 +9,7 @@ from conductor.service.ports import (
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
     TASK_SWEEP_EVENTS,
+    TASK_SYNC_STORES,
     TASK_TICK,
 )
 from workers.base import ConductorTask, PeriodicTask
@@ -44,6 +45,12 @@ def relay_outbox() -> int:
 def tick() -> int:
     """Fire due timers: soak ends, branch day, approval deadlines."""
     return jobs.tick(runtime())
+
+
+@app.task(name=TASK_SYNC_STORES, base=PeriodicTask)
+def sync_stores() -> int:
+    """Read the stores' rollout states; mark drift where someone changed one in the console."""
+    return jobs.sync_stores(runtime())
 
 
 @app.task(name=TASK_SWEEP_EVENTS, base=PeriodicTask)

@@ -23,6 +23,7 @@ class ReleaseRef:
     stage: str
     branch: str | None = None
     head_sha: str | None = None
+    build: str | None = None  # the store build (versionCode, build number), when known
 
     @property
     def key(self) -> str:
@@ -37,6 +38,7 @@ class ReleaseRef:
             "stage": self.stage,
             "branch": self.branch,
             "head_sha": self.head_sha,
+            "build": self.build,
         }
 
 

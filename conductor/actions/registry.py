@@ -1,8 +1,11 @@
 """Which adapter performs an action for a track, or why nothing does (then the action is skipped).
 
-`notify` goes to the track's notification channels; every other action goes to the track's
-`actions_url`. Nothing configured means "skipped" with the reason on the release, never a
-pretend success. Tests and embedders may register their own adapters by action name.
+`notify` goes to the track's notification channels. Store actions (submit_to_store, set_rollout,
+halt_rollout, resume_rollout, and distribute to a ring the store connection maps) go to the
+track's store (conductor.actions.stores). Anything else, and store actions of a track with no
+store connection, go to the track's generic `actions_url`. Nothing configured means "skipped"
+with the reason on the release, never a pretend success. Tests and embedders may register their
+own adapters by action name.
 """
 
 from __future__ import annotations
@@ -13,27 +16,39 @@ from typing import Any
 import httpx
 
 from conductor.actions.base import ActionAdapter, ActionFailed, ActionOutcome, ActionRequest
+from conductor.actions.connections import parse_connections, store_client
 from conductor.actions.endpoint import EndpointAdapter
 from conductor.actions.notify import Notifier
 from conductor.actions.settings import parse_action_settings
+from conductor.actions.store_actions import StoreActions
+from conductor.clock import Clock, system_clock
+from conductor.domain.actions import STORE_ACTIONS
 from conductor.domain.errors import ConductorError
 
 
 class ActionAdapters:
     """Resolves and runs adapters; holds the one HTTP client they share."""
 
-    def __init__(self, client: httpx.Client, overrides: Mapping[str, ActionAdapter] | None = None):
+    def __init__(self, client: httpx.Client, overrides: Mapping[str, ActionAdapter] | None = None, clock: Clock = system_clock):
         self.client = client
         self.overrides = dict(overrides or {})
+        self.clock = clock
 
-    def resolve(self, action: str, track_id: str, settings: dict[str, Any] | None) -> ActionAdapter | str:
+    def resolve(
+        self, action: str, track_id: str, settings: dict[str, Any] | None, params: Mapping[str, Any] | None = None
+    ) -> ActionAdapter | str:
         """The adapter for `action` on this track, or the reason there is none."""
         if action in self.overrides:
             return self.overrides[action]
         cfg = parse_action_settings(track_id, settings)
         if action == "notify":
             return Notifier(self.client, cfg.notify, track_id)
+        store = parse_connections(track_id, settings).store
+        if store is not None and (action in STORE_ACTIONS or (action == "distribute" and (params or {}).get("ring") in store.rings)):
+            return StoreActions(store_client(store, self.client, clock=self.clock), store)
         if not cfg.actions_url:
+            if action in STORE_ACTIONS:
+                return f"store not connected: rollout actions are not performed (connect one: conductor track store {track_id} ...)"
             return f"track {track_id} has no actions_url configured (settings.actions_url)"
         secret = cfg.signing_secret
         if not secret:
@@ -43,7 +58,7 @@ class ActionAdapters:
     def run(self, request: ActionRequest, track_id: str, settings: dict[str, Any] | None) -> ActionOutcome:
         """Run one attempt; ActionFailed when it did not happen (a settings error is not retryable)."""
         try:
-            adapter = self.resolve(request.action, track_id, settings)
+            adapter = self.resolve(request.action, track_id, settings, request.params)
         except ConductorError as exc:  # invalid settings: a human must fix them
             raise ActionFailed(str(exc), retryable=False) from None
         if isinstance(adapter, str):

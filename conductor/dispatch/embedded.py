@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from conductor.service.jobs import RETRYABLE, Runtime, gave_up, run_job
-from conductor.service.ports import PERIODIC_TASKS, TASK_PROCESS_EVENTS, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_TICK
+from conductor.service.ports import PERIODIC_TASKS, TASK_PROCESS_EVENTS, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
 
 log = structlog.get_logger("conductor.runner")
 
@@ -48,7 +48,15 @@ class QueueDispatcher:
 class EmbeddedRunner:
     """Worker threads taking jobs from a queue, and a scheduler thread for periodic and retried jobs."""
 
-    def __init__(self, *, tick_interval_s: float, sweep_interval_s: float, threads: int = 1, rng: random.Random | None = None):
+    def __init__(
+        self,
+        *,
+        tick_interval_s: float,
+        sweep_interval_s: float,
+        store_sync_interval_s: float = 300.0,
+        threads: int = 1,
+        rng: random.Random | None = None,
+    ):
         self.dispatcher = QueueDispatcher(self)
         self.runtime: Runtime | None = None  # set by conductor.bootstrap (the runtime needs the dispatcher)
         self.threads = max(1, threads)
@@ -62,7 +70,12 @@ class EmbeddedRunner:
         self._rng = rng or random.Random()
         self._workers: list[threading.Thread] = []
         self._scheduler: threading.Thread | None = None
-        self.intervals = {TASK_TICK: tick_interval_s, TASK_SWEEP_EVENTS: sweep_interval_s, TASK_RELAY_OUTBOX: sweep_interval_s}
+        self.intervals = {
+            TASK_TICK: tick_interval_s,
+            TASK_SWEEP_EVENTS: sweep_interval_s,
+            TASK_RELAY_OUTBOX: sweep_interval_s,
+            TASK_SYNC_STORES: store_sync_interval_s,
+        }
 
     # ------------------------------------------------------------------ queue
 

@@ -37,6 +37,11 @@ class AuditKind(StrEnum):
     ACTION_FAILED = "action_failed"
     TRACK_CREATED = "track_created"
     TRACK_UPDATED = "track_updated"
+    BUILD_SET = "build_set"
+    STORE_DRIFT = "store_drift"
+    DRIFT_ACCEPTED = "drift_accepted"
+    DRIFT_REAPPLIED = "drift_reapplied"
+    PAUSE_BUDGET_LOW = "pause_budget_low"
 
 
 # The audit kinds that put a release into the stage their row names in to_stage. (A "resumed" row

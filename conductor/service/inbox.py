@@ -25,6 +25,7 @@ from conductor.context import Context
 from conductor.domain.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.domain.kinds import DEFERRED, AuditKind, InboxStatus
 from conductor.service.evaluation import branch_cut, judge
+from conductor.service.releases import set_build
 from conductor.service.signals import add_signal
 from conductor.service.step import Actor, ReleaseStep, handed_off, preload_signals
 from conductor.sources.events import InboundEvent
@@ -319,6 +320,8 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
                     _apply_push(step, event, notes)
                 else:
                     notes.append("push before the branch cut: nothing to re-open")
+            if event.build and event.build != r.build:
+                set_build(step, event.build, actor, f"built by {event.source} (event {event_id})")
             now = step.now()
             for sig in event.signals:
                 if sig.name not in pipeline.signals:

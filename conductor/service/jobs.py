@@ -23,7 +23,7 @@ from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
 from conductor.domain.errors import ConcurrentUpdate
 from conductor.domain.kinds import DEFERRED, InboxStatus
-from conductor.service import evaluation, outbox, timers
+from conductor.service import evaluation, outbox, store_state, timers
 from conductor.service.inbox import process_events
 from conductor.service.ports import (
     TASK_EVALUATE,
@@ -31,6 +31,7 @@ from conductor.service.ports import (
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
     TASK_SWEEP_EVENTS,
+    TASK_SYNC_STORES,
     TASK_TICK,
     Dispatcher,
 )
@@ -116,6 +117,17 @@ def tick(rt: Runtime) -> int:
     return fired
 
 
+def sync_stores(rt: Runtime) -> int:
+    """Read the store's state of every release with a production rollout under way; mark drift.
+    Returns how many releases drifted."""
+    report = store_state.sync_stores(rt.context, rt.adapters)
+    if report.read or report.failed:
+        log.info("stores_synced", read=report.read, drifted=report.drifted, failed=report.failed)
+    if report.drifted:
+        _relay(rt)  # the drift notifications
+    return report.drifted
+
+
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
@@ -177,6 +189,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     TASK_RELAY_OUTBOX: relay_outbox,
     TASK_TICK: tick,
     TASK_SWEEP_EVENTS: sweep_events,
+    TASK_SYNC_STORES: sync_stores,
 }
 
 

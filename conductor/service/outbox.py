@@ -26,6 +26,7 @@ from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, R
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
 from conductor.domain.kinds import FINISHED_ACTIONS, ROBOT, ActionStatus, AuditKind
+from conductor.service import store_state
 from conductor.service.step import ReleaseStep, lock_one
 from conductor.store.statements import OUTBOX, TRACKS
 
@@ -109,7 +110,9 @@ def run_action(
             params=dict(row.params or {}),
             idempotency_key=row.idempotency_key,
             attempt=attempt,
-            release=ReleaseRef(release.id, release.track_id, release.version, release.stage, release.branch, release.head_sha),
+            release=ReleaseRef(
+                release.id, release.track_id, release.version, release.stage, release.branch, release.head_sha, release.build
+            ),
             delivered=tuple((row.result or {}).get("delivered", [])),
         )
     structlog.contextvars.bind_contextvars(release_id=release.id, action_id=action_id)
@@ -144,6 +147,7 @@ def _record(
         release = lock_one(conn, row.release_id)
         step = ReleaseStep(conn, release, ctx.pinned(conn, release.definition_hash), ctx.clock)
         run = _outcome(step, row, attempt, outcome, error, max_attempts=max_attempts, rng=rng)
+        step.save()  # a store action may have told the release its build
         step.buffer.commit()
         return run
 
@@ -173,6 +177,8 @@ def _outcome(
             ),
             {},
         )
+        if status is ActionStatus.DONE and "store" in outcome.result:
+            store_state.record_action(step, row.action, outcome.result)
         if status is ActionStatus.SKIPPED:
             step.audit(
                 AuditKind.ACTION_SKIPPED, ROBOT, f"{row.action} skipped: {outcome.detail}", data={"action_id": row.id, "action": row.action}
@@ -181,7 +187,8 @@ def _outcome(
         return ActionRun(status.value, release.id)
     assert error is not None
     result = {**(row.result or {}), "delivered": list(error.delivered)}
-    if error.retryable and attempt < max_attempts:
+    # A halt is retried until the store confirms it: stopping a bad rollout has no attempt budget.
+    if error.retryable and (attempt < max_attempts or row.action == "halt_rollout"):
         # The other side's Retry-After, when it sent one, is a floor under our own backoff.
         next_at = now + max(backoff(attempt, rng), timedelta(seconds=error.retry_after or 0))
         step.buffer.add(update.values(status=ActionStatus.PENDING.value, next_attempt_at=next_at, last_error=str(error), result=result), {})

@@ -19,7 +19,8 @@ TASK_RELAY_OUTBOX = "workers.tasks.relay_outbox"
 TASK_RUN_ACTION = "workers.tasks.run_action"
 TASK_TICK = "workers.tasks.tick"
 TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
-PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX)
+TASK_SYNC_STORES = "workers.tasks.sync_stores"
+PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX, TASK_SYNC_STORES)
 
 
 class Dispatcher(Protocol):

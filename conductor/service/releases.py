@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from conductor.context import Context
-from conductor.domain.errors import AlreadyExists, ConductorError, IllegalTransition, NotFound, NotPaused
+from conductor.domain.errors import AlreadyExists, ConductorError, IllegalTransition, InvalidSignal, NotFound, NotPaused
 from conductor.domain.kinds import AnswerVerdict, AuditKind
 from conductor.service.evaluation import judge
 from conductor.service.step import ROBOT_ACTOR, Actor, ReleaseStep, lock_one, open_step
@@ -112,3 +114,27 @@ def cancel(ctx: Context, ref: int | str, actor: Actor, reason: str, *, expected_
         step.audit(AuditKind.CANCELLED, actor.name, reason, from_stage=before, to_stage=after)
         step.queue_action("cancelled", "notify", {"event": "cancelled", "summary": reason})
         return r.stage
+
+
+BUILD_PATTERN = re.compile(r"[0-9A-Za-z._-]{1,50}")
+
+
+def set_build(step: ReleaseStep, build: str, actor: Actor, why: str) -> None:
+    """The release's store build is `build` from now on (store actions promote exactly that build)."""
+    r = step.release
+    if not BUILD_PATTERN.fullmatch(build):
+        raise InvalidSignal(f"{build!r} is not a store build (a versionCode or build number: letters, digits, . _ -, up to 50)")
+    before = r.build
+    r.build = build
+    step.audit(AuditKind.BUILD_SET, actor.name, f"store build {build}" + (f" (was {before})" if before else "") + f": {why}",
+               data={"build": build, "before": before})  # fmt: skip
+
+
+def record_build(ctx: Context, ref: int | str, build: str, actor: Actor, reason: str = "") -> str | None:
+    """Say which store build a release is (`conductor build`, PUT /releases/{id}/build); the build
+    it had before, or None. Setting the same build again writes nothing."""
+    with open_step(ctx, ref) as step:
+        before = step.release.build
+        if before != build:
+            set_build(step, build, actor, reason or "set by hand")
+        return before

@@ -13,8 +13,11 @@ import structlog
 from sqlalchemy import Connection, select
 from standardwebhooks.webhooks import Webhook
 
+from conductor.actions.connections import STORE_KEY, AppStoreConnection, parse_connections
 from conductor.actions.settings import parse_action_settings
+from conductor.actions.stores.base import APPLE_PHASES
 from conductor.context import Context
+from conductor.domain.definition import Pipeline
 from conductor.domain.errors import AlreadyExists, ConductorError, NotFound
 from conductor.domain.kinds import AuditKind
 from conductor.service.inbox import branch_regex
@@ -252,3 +255,40 @@ def track_secrets(ctx: Context, source: str) -> dict[str, list[str]]:
             if secrets:
                 out.setdefault(repository, []).extend(secrets)
     return out
+
+
+def connect_store(ctx: Context, track_id: str, actor: Actor, connection: dict[str, Any] | None) -> str | None:
+    """Connect the track's store (Play or App Store Connect) or, with None, disconnect it; the
+    connection's description (credentials by reference only), or None. Audited.
+
+    An App Store track cannot carry custom rollout percentages: Apple's phased release is fixed
+    (1, 2, 5, 10, 20, 50, 100 % over seven days), so a pipeline whose rollout stages say other
+    percentages is refused here, naming them."""
+    with ctx.db.begin() as conn:
+        track = _locked(conn, track_id)
+        settings = dict(track.settings or {})
+        if connection is None:
+            settings.pop(STORE_KEY, None)
+            shown = None
+        else:
+            store = parse_connections(track_id, {STORE_KEY: connection}).store
+            assert store is not None
+            if isinstance(store, AppStoreConnection):
+                _check_apple_percents(ctx.catalog.get(track.definition_name))
+            settings[STORE_KEY] = store.model_dump(mode="json", exclude_defaults=True) | {"kind": store.kind}
+            shown = store.describe()
+        conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
+        why = f"store: {shown}" if shown else "store disconnected"
+        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, why, {"fields": ["store"], "store": shown})
+    log.info("track_store_connected" if shown else "track_store_disconnected", track=track_id, store=shown, actor=actor.name)
+    return shown
+
+
+def _check_apple_percents(pipeline: Pipeline) -> None:
+    custom = {s: st.percent for s, st in pipeline.stages.items() if st.percent is not None and st.percent not in APPLE_PHASES}
+    if custom:
+        listed = ", ".join(f"{s} {p:g}%" for s, p in custom.items())
+        raise ConductorError(
+            f"pipeline {pipeline.name} sets {listed}: the App Store's phased release is fixed at {', '.join(map(str, APPLE_PHASES))}% "
+            "over seven days; use those percentages (or none) on an App Store track"
+        )

@@ -80,6 +80,8 @@ class InboundEvent(BaseModel):
     repository: str | None = None
     branch: str | None = None
     sha: str | None = None
+    # The store build the CI run produced (Play versionCode, App Store build number), when it says.
+    build: str | None = Field(default=None, pattern=r"^[0-9A-Za-z._-]{1,50}$")
     outcome: OutcomeName | None = None
     signals: list[SignalIn] = Field(default_factory=list)
     commits: list[CommitInfo] = Field(default_factory=list)

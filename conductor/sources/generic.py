@@ -73,6 +73,9 @@ class GenericEvent(BaseModel):
     repository: str | None = Field(default=None, description='"owner/name"')
     branch: str | None = Field(default=None, description="Branch name; a refs/heads/ prefix is stripped")
     sha: str | None = Field(default=None, description="Commit the event measured")
+    build: str | None = Field(
+        default=None, pattern=r"^[0-9A-Za-z._-]{1,50}$", description="The store build a build.finished produced (versionCode, build number)"
+    )
     outcome: OutcomeName | None = None
     signals: list[GenericSignal] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
@@ -119,6 +122,7 @@ def parse_generic(headers: Mapping[str, str], body: bytes) -> InboundEvent:
         repository=event.repository,
         branch=strip_heads(event.branch),
         sha=event.sha,
+        build=event.build,
         outcome=event.outcome,
         signals=signals,
         labels=event.labels,

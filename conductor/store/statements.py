@@ -27,6 +27,8 @@ from conductor.store.models import (
     OutboxAction,
     Release,
     SignalRow,
+    SourcePoll,
+    StoreState,
     Timer,
     Track,
 )
@@ -38,6 +40,8 @@ OUTBOX: Table = OutboxAction.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 INBOX: Table = InboxEvent.__table__  # type: ignore[assignment]
 TRACKS: Table = Track.__table__  # type: ignore[assignment]
+STORE_STATES: Table = StoreState.__table__  # type: ignore[assignment]
+SOURCE_POLLS: Table = SourcePoll.__table__  # type: ignore[assignment]
 RELEASES: Table = Release.__table__  # type: ignore[assignment]
 APPROVALS: Table = Approval.__table__  # type: ignore[assignment]
 DEFINITIONS: Table = DefinitionRow.__table__  # type: ignore[assignment]
@@ -75,6 +79,16 @@ def insert_unless_present(dialect: str, table: Table, key: tuple[str, ...]) -> I
     """INSERT ... ON CONFLICT (key) DO NOTHING, without RETURNING: for buffered writes, where a row
     that is already there (a repeated step) is simply not written again."""
     return _on_conflict_do_nothing(dialect, table, key).inline()
+
+
+def upsert(dialect: str, table: Table, key: tuple[str, ...], columns: tuple[str, ...]) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE SET the given columns to the inserted values: one
+    statement for "create or change" (both dialects have it natively), usable in buffered writes."""
+    insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if insert is None:
+        raise NotImplementedError(f"no INSERT ... ON CONFLICT for the {dialect} dialect")
+    stmt = insert(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in key], set_={c: stmt.excluded[c] for c in columns}).inline()
 
 
 def insert_new_id(conn: Connection, table: Table, key: str | tuple[str, ...], values: dict[str, Any]) -> Any:

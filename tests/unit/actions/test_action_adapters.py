@@ -81,7 +81,9 @@ def test_nothing_configured_is_skipped_with_the_reason_never_done():
     notify = adapters.run(request(event="halted"), "music-android", {})
     assert notify.status == "skipped" and "no notification channel" in notify.detail
     rollout = adapters.run(request("set_rollout", percent=100), "music-android", {"notify": SETTINGS["notify"]})
-    assert rollout.status == "skipped" and "no actions_url" in rollout.detail
+    assert rollout.status == "skipped" and rollout.detail.startswith("store not connected: rollout actions are not performed")
+    cut = adapters.run(request("cut_branch"), "music-android", {"notify": SETTINGS["notify"]})
+    assert cut.status == "skipped" and "no actions_url" in cut.detail
     unsigned = adapters.run(request("set_rollout", percent=100), "music-android", {"actions_url": "https://deploy.test/x"})
     assert unsigned.status == "skipped" and "no actions_secret" in unsigned.detail
     assert rx.requests == []
