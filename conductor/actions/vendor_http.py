@@ -109,8 +109,16 @@ class VendorApi:
     """One vendor's base URL and auth header over a shared httpx.Client; answers other than 2xx
     (and the statuses a caller expects, such as 404 for "not there yet") become ActionFailed."""
 
-    def __init__(self, client: httpx.Client, base_url: str, credential: CredentialRef, auth: Callable[[str], Mapping[str, str]]):
+    def __init__(
+        self,
+        client: httpx.Client,
+        base_url: str,
+        credential: CredentialRef,
+        auth: Callable[[str], Mapping[str, str]],
+        timeout_s: float | None = None,
+    ):
         self.client, self.base_url, self.credential, self._auth = client, base_url.rstrip("/"), credential, auth
+        self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)) if timeout_s else None
 
     def request(
         self,
@@ -125,7 +133,8 @@ class VendorApi:
         """Send; return a 2xx answer or one whose status is in `expect`; otherwise raise ActionFailed."""
         headers = {"accept": "application/json", "user-agent": USER_AGENT, **self._auth(read_secret(self.credential))}
         try:
-            response = self.client.request(method, self.base_url + path, json=json_body, params=params, headers=headers)
+            timeout = self.timeout or self.client.timeout
+            response = self.client.request(method, self.base_url + path, json=json_body, params=params, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
             raise transport_failure(exc, what) from None
         if response.is_success or response.status_code in expect:
