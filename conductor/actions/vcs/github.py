@@ -42,7 +42,8 @@ the workflow must declare and show as its run name:
 `matches_dispatch(result, workflow_run_payload)` then recognises the `workflow_run` webhook of
 that run: by run id when GitHub returned one; else by the run name (`display_title`) equal to the
 key, for the same workflow file, branch and event (workflow_dispatch), created no earlier than
-the dispatch. A run named with another Conductor key is someone else's. A workflow that shows
+the dispatch. A run named with another Conductor key (they start with `conductor-`; so should
+a key a caller passes) is someone else's. A workflow that shows
 no key (no run-name line) is matched on workflow + branch + event + time alone, which cannot tell
 two dispatches of one workflow on one branch apart: add the run-name line.
 
