@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialError, CredentialRef
 from conductor.actions.http import RETRYABLE_STATUS, USER_AGENT, retry_after_s
+from conductor.connect.credentials import CredentialError, CredentialRef
 
 RATE_REMAINING = ("x-ratelimit-remaining", "ratelimit-remaining")  # GitHub; GitLab (and the IETF draft)
 RATE_RESET = ("x-ratelimit-reset", "ratelimit-reset")  # epoch seconds on both

@@ -31,8 +31,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialRef
 from conductor.actions.vendor_http import VendorApi
+from conductor.connect.credentials import CredentialRef
 
 
 class FlagsmithFlagsConfig(BaseModel):

@@ -68,9 +68,9 @@ from githubkit.response import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialRef
 from conductor.actions.http import USER_AGENT
 from conductor.actions.vendor_http import classify, read_secret, transport_failure, vendor_message
+from conductor.connect.credentials import CredentialRef
 
 KEY_PREFIX = "conductor-"
 SHA = re.compile(r"[0-9a-f]{40}")

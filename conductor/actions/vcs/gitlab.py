@@ -46,8 +46,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conductor.actions.base import ActionFailed
-from conductor.actions.credentials import CredentialRef
 from conductor.actions.vendor_http import VendorApi, classify, vendor_message
+from conductor.connect.credentials import CredentialRef
 
 SHA = re.compile(r"[0-9a-f]{40}")
 ACCESS_LEVELS = {5: "minimal", 10: "guest", 15: "planner", 20: "reporter", 30: "developer", 40: "maintainer", 50: "owner"}
