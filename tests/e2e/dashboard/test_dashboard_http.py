@@ -271,6 +271,19 @@ def test_security_headers_and_vendored_assets(quick, rm):
     assert rm.client.get("/dashboard/static/../routes.py").status_code == 404
 
 
+def test_every_page_links_a_favicon_and_favicon_ico_is_served(quick, rm):
+    for path in ("/", "/insights", "/login"):
+        text = rm.client.get(path).text
+        icons = re.findall(r'<link rel="icon" href="([^"]+)"', text)
+        assert len(icons) == 2, path
+        for href in icons:
+            r = rm.client.get(href)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), href
+    r = rm.client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert r.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
 def test_templates_and_scripts_load_nothing_from_the_internet():
     pattern = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
     for f in [*Path(TEMPLATES).glob("*.html"), Path(STATIC) / "dashboard.js", Path(STATIC) / "dashboard.css"]:
