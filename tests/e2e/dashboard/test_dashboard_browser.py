@@ -185,3 +185,11 @@ def test_screenshots_of_overview_and_release_page(browser, site):
     for name in ("overview", "release", "insights"):
         for width in (1280, 390):
             assert (SCREENSHOTS / f"{name}-{width}.png").stat().st_size > 10_000
+
+
+def test_api_docs_render_from_vendored_swagger_ui(page, site):
+    """No CDN and no inline script: Swagger UI draws the schema under the CSP (a violation is a
+    console error, an offsite request is refused and recorded: both fail the test)."""
+    page.goto(f"{site.base_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Conductor")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()
