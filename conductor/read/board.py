@@ -156,10 +156,19 @@ def _track_timezone(ctx: Context, definition: str) -> str:
         return "UTC"
 
 
+def reading_time(ctx: Context, conn: Connection) -> datetime:
+    """The clock's time, or the newest audit row's when the clock is behind the stored rows (a
+    database written on a simulated clock that ran ahead, like the demo's): no wait, age or time in
+    stage reads negative."""
+    now = ctx.now()
+    newest: datetime | None = conn.scalar(select(func.max(AUDIT.c.at)))
+    return max(now, newest) if newest is not None else now
+
+
 def board(ctx: Context) -> Board:
     """Every track and release, classified into production / current / upcoming, pending approvals first."""
-    now = ctx.now()
     with ctx.db.reading() as conn:
+        now = reading_time(ctx, conn)
         tracks = {t.id: t.definition_name for t in conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name).order_by(TRACKS.c.id))}
         releases = [build(ReleaseInfo, r) for r in conn.execute(select(*RELEASE_COLUMNS).order_by(RELEASES.c.track_id, RELEASES.c.id))]
         pipelines = {h: ctx.pinned(conn, h) for h in {r.definition_hash for r in releases}}

@@ -149,7 +149,8 @@ def _bands(pipeline: Pipeline, signal: str) -> tuple[tuple[str, float, str], ...
 def release_view(ctx: Context, ref: int | str) -> ReleaseView:
     """One release with its decision card, signal histories and stage entry times; NotFound if unknown."""
     snap = snapshot(ctx, ref)
-    now = snap.read_at or ctx.now()
+    # As board.reading_time: never before the newest audit row (no negative ages on a clock behind the rows).
+    now = max(snap.read_at or ctx.now(), *(a.at for a in snap.audit[-1:]))
     r, p = snap.release, snap.pipeline
     with ctx.db.reading() as conn:
         rows = conn.execute(

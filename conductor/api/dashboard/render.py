@@ -58,12 +58,11 @@ SHOWS_TARGET = MOVES | {AuditKind.APPROVED, AuditKind.APPROVAL_REQUESTED}
 
 
 def duration(td: timedelta | None, parts: int = 2) -> str:
-    """'2d 3h', '3h 5m', '45m', '12s'; negative durations keep their sign."""
+    """'2d 3h', '3h 5m', '45m', '12s'; never negative: a span that ends before it starts (a
+    reading clock behind the stored rows) is '0s'."""
     if td is None:
         return "–"
-    secs = int(td.total_seconds())
-    sign = "-" if secs < 0 else ""
-    secs = abs(secs)
+    secs = max(int(td.total_seconds()), 0)
     out: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if secs >= size and len(out) < parts:
@@ -71,7 +70,7 @@ def duration(td: timedelta | None, parts: int = 2) -> str:
             secs %= size
         elif out:
             break
-    return sign + (" ".join(out) or "0s")
+    return " ".join(out) or "0s"
 
 
 def hours(td: timedelta | None) -> str:

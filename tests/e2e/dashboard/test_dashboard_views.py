@@ -162,3 +162,50 @@ def test_change_marks_move_with_the_release(quick, clock):
     after2 = read_board.change_marks(quick, rid)
     assert after2["stage"] == "rollout" and after2["timeline"] != after["timeline"]
     assert read_board.change_marks(quick) != board_before
+
+
+def test_insights_count_a_halted_release_as_ended_and_a_question_asked_again_once(quick, clock):
+    halted = drive_to_approval(quick, clock, "1.0")
+    quick.approve(halted, RM, "grey but known")
+    quick.record_signal(halted, "crash_free_sessions", 98.0, samples=900, source="crashlytics")
+    assert quick.snapshot(halted).status == "halted"
+    released = release_fully(quick, clock, "1.1")
+    assert quick.snapshot(released).status == "released"
+
+    asked = drive_to_approval(quick, clock, "1.2")
+    first = quick.snapshot(asked).pending.fingerprint
+    # The crash reporter fails (another question), then reports the same grey value: the first question again.
+    quick.record_signal(asked, "crash_free_sessions", None, source="crashlytics", error="timeout")
+    assert quick.snapshot(asked).pending.fingerprint != first
+    quick.record_signal(asked, "crash_free_sessions", 99.2, samples=600, source="crashlytics")
+    snap = quick.snapshot(asked)
+    assert snap.pending.fingerprint == first
+    assert [a.kind for a in snap.audit].count("approval_requested") == 3
+
+    (t,) = read_insights.insights(quick)
+    assert (t.reached_full, t.ended_short, t.halted, t.in_flight) == (1, 0, 1, 1)
+    assert t.share_full == 0.5
+    # 1.0: one question at beta, one at rollout (still grey there); 1.2: two distinct questions, one of them asked twice
+    assert t.approvals_asked == 4
+
+
+def test_insights_never_show_negative_durations_when_the_clock_is_behind_the_rows(quick, clock):
+    """The demo's database is written on a simulated clock that ends in the future: a dashboard
+    reading it now must not count open waits (or anything else) negative."""
+    rid = drive_to_approval(quick, clock, "1.0")
+    halted = drive_to_approval(quick, clock, "1.1")
+    quick.approve(halted, RM, "ok")
+    quick.record_signal(halted, "crash_free_sessions", 98.0, samples=900, source="crashlytics")
+    clock.advance(timedelta(hours=3))
+    quick.pause(rid, RM, "store outage")  # the newest audit row, 3h after the halt and 4h after the first question
+    clock.now = clock.now - timedelta(days=2)
+
+    (t,) = read_insights.insights(quick)
+    assert t.human_wait_total == timedelta(hours=7)  # both waits counted up to the newest row, not to the clock
+    assert all(w >= timedelta(0) for w in (t.human_wait_total, t.saved_total, *(s.median for s in t.stage_times)))
+    assert t.human_wait_median is not None and t.human_wait_median > timedelta(0)
+    board = read_board.board(quick)
+    assert board.now > clock.now and all(card_of(board, r).time_in_stage >= timedelta(0) for r in (rid, halted))
+    assert card_of(board, halted).waiting.since is not None and board.now - card_of(board, halted).waiting.since == timedelta(hours=3)
+    view = read_page.release_view(quick, rid)
+    assert view.now == board.now and view.card.time_in_stage == timedelta(hours=5)  # in beta since an hour before the question
