@@ -13,13 +13,16 @@ from sqlalchemy import select
 
 from conductor.context import Context
 from conductor.domain.definition import CompareGate, CountGate, Pipeline, SignoffGate, ThresholdGate
-from conductor.domain.kinds import MOVES
+from conductor.domain.kinds import MOVES, AuditKind
 from conductor.read.board import ReleaseCard, card_of
-from conductor.read.records import EvaluationInfo
+from conductor.read.records import AuditInfo, EvaluationInfo
 from conductor.read.release import ReleaseSnapshot, snapshot
 from conductor.store.statements import SIGNALS
 
 MAX_POINTS_PER_SIGNAL = 200
+# Audit kinds that come in runs (every intake of signals, each action a track's settings skip):
+# consecutive rows of one of these kinds are one line of the timeline, opened on demand.
+FOLDED = frozenset({AuditKind.SIGNALS_RECORDED, AuditKind.ACTION_SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,33 @@ class SignalSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineItem:
+    """One line of the timeline: an audit row, or a run of consecutive rows of a FOLDED kind."""
+
+    kind: str
+    entries: tuple[AuditInfo, ...]  # newest first
+
+    @property
+    def latest(self) -> AuditInfo:
+        return self.entries[0]
+
+    @property
+    def folded(self) -> bool:
+        return len(self.entries) > 1
+
+
+def timeline(audit: tuple[AuditInfo, ...]) -> tuple[TimelineItem, ...]:
+    """The audit log newest first, each run of consecutive FOLDED rows of one kind as one item."""
+    items: list[TimelineItem] = []
+    for a in reversed(audit):
+        if items and a.kind in FOLDED and items[-1].kind == a.kind:
+            items[-1] = TimelineItem(a.kind, (*items[-1].entries, a))
+        else:
+            items.append(TimelineItem(a.kind, (a,)))
+    return tuple(items)
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseView:
     snapshot: ReleaseSnapshot
     card: ReleaseCard
@@ -81,6 +111,7 @@ class ReleaseView:
     signals: tuple[SignalSeries, ...]
     stage_marks: tuple[tuple[datetime, str], ...]  # when the release entered each stage
     now: datetime
+    timeline: tuple[TimelineItem, ...] = ()
 
 
 def thresholds_text(spec: Any) -> str:
@@ -171,4 +202,4 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
     latest_final = r.id if p.stages[r.stage].kind == "final" else None
     rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now)
     marks = tuple((a.at, a.to_stage) for a in snap.audit if a.kind in MOVES and a.to_stage)
-    return ReleaseView(snap, rc, card, series, marks, now)
+    return ReleaseView(snap, rc, card, series, marks, now, timeline(snap.audit))

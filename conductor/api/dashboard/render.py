@@ -50,7 +50,13 @@ AUDIT_LABEL = {
     AuditKind.CANCELLED: "Cancelled",
     AuditKind.SIGNED_OFF: "Signed off",
     AuditKind.SIGNOFF_REFUSED: "Sign-off refused",
+    AuditKind.SIGNALS_RECORDED: "Signals recorded",
+    AuditKind.UNREVIEWED_CHANGE: "Unreviewed change",
+    AuditKind.ACTION_SKIPPED: "Action skipped",
+    AuditKind.ACTION_FAILED: "Action failed",
 }
+# A folded run of timeline rows (conductor.read.page.FOLDED), as its one line says it.
+FOLDED_LABEL = {AuditKind.SIGNALS_RECORDED: "Signal reports", AuditKind.ACTION_SKIPPED: "Actions skipped"}
 # What a shadow gate would have done, as the release page says it ("would have halted").
 WOULD_LABEL = {"advance": "advanced", "wait": "waited", "ask": "asked a release manager", "hold": "held", "halt": "halted the rollout"}
 # Timeline rows whose target stage is worth showing: the moves, and the question and its answer.
@@ -94,6 +100,24 @@ def number(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _reported(v: Any) -> str:
+    if v is None:
+        return "error"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return number(v)
+
+
+def audit_reason(a: Any) -> str:
+    """An audit row's reason as the timeline shows it; a signal intake lists its values
+    ('signals from github: build_green 1, tests_pass_rate 1')."""
+    values = a.data.get("values") if a.kind == AuditKind.SIGNALS_RECORDED else None
+    if isinstance(values, dict) and values and ": " in a.reason:
+        head = a.reason.split(": ", 1)[0]
+        return f"{head}: " + ", ".join(f"{name} {_reported(v)}" for name, v in values.items())
+    return str(a.reason)
 
 
 # ------------------------------------------------------------------------------ stage bar and gate lights
@@ -361,6 +385,8 @@ def make_environment() -> Environment:
         OUTCOME_SYMBOL=OUTCOME_SYMBOL,
         STATUS_LABEL=STATUS_LABEL,
         AUDIT_LABEL=AUDIT_LABEL,
+        FOLDED_LABEL=FOLDED_LABEL,
+        audit_reason=audit_reason,
         SHOWS_TARGET=SHOWS_TARGET,
         sparkline=sparkline,
         mermaid_source=mermaid_source,

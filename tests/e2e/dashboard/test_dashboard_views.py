@@ -157,7 +157,8 @@ def test_change_marks_move_with_the_release(quick, clock):
     assert read_board.change_marks(quick, rid) == before
     quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)
     after = read_board.change_marks(quick, rid)
-    assert after["signals"] != before["signals"] and after["timeline"] == before["timeline"]
+    # the intake is on the timeline; without an evaluation the decision stays as it was
+    assert after["signals"] != before["signals"] and after["timeline"] != before["timeline"] and after["decision"] == before["decision"]
     quick.approve(rid, RM, "fine")
     after2 = read_board.change_marks(quick, rid)
     assert after2["stage"] == "rollout" and after2["timeline"] != after["timeline"]
@@ -209,3 +210,32 @@ def test_insights_never_show_negative_durations_when_the_clock_is_behind_the_row
     assert card_of(board, halted).waiting.since is not None and board.now - card_of(board, halted).waiting.since == timedelta(hours=3)
     view = read_page.release_view(quick, rid)
     assert view.now == board.now and view.card.time_in_stage == timedelta(hours=5)  # in beta since an hour before the question
+
+
+def test_the_timeline_shows_every_intake_of_signals_and_folds_runs(quick, clock):
+    """CLI and webhook signals never reached the timeline (only REST batches wrote an audit row)."""
+    from conductor.service.inbox import store_event
+    from conductor.service.signals import record_signals
+    from conductor.sources.events import InboundEvent, SignalIn
+    from tests.conftest import apply_event
+
+    quick.ensure_track("web", "quick", repository="acme/web")
+    rid = quick.start_release("web", "2.0", RM)
+    event = InboundEvent(source="github", delivery_id="d-1", kind="build_finished", raw_type="workflow_run", repository="acme/web",
+                         branch="release/2.0", sha="abc1234", signals=[SignalIn(name="build_green", value=1.0)])  # fmt: skip
+    assert apply_event(quick, store_event(quick, event).event_id) == "processed"  # a webhook: branch -> beta
+    quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)  # the CLI's path
+    record_signals(quick, rid, [{"name": "crash_free_sessions", "value": 99.9, "samples": 900}], RM, source="api")  # REST
+    quick.sign_off(rid, "qa", Actor("quinn"))
+
+    view = read_page.release_view(quick, rid)
+    intakes = [a for a in view.snapshot.audit if a.kind == "signals_recorded"]
+    assert [(a.actor, a.reason) for a in intakes] == [
+        ("github", "signals from github: build_green"),
+        ("conductor", "signal from jira: open_blockers"),
+        ("rita", "signals from api: crash_free_sessions"),
+    ]
+    kinds = [(item.kind, len(item.entries)) for item in view.timeline]
+    # newest first; the two intakes in a row are one folded line, the webhook's stays on its own
+    assert kinds == [("signed_off", 1), ("signals_recorded", 2), ("transitioned", 1), ("signals_recorded", 1), ("release_started", 1)]
+    assert view.timeline[1].folded and view.timeline[1].latest.reason == "signals from api: crash_free_sessions"
