@@ -17,7 +17,7 @@ from conductor.domain.definition import Pipeline
 from conductor.domain.errors import ConductorError
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
-from conductor.read.status import GateLight, Waiting, lights_of, stage_index, status_of, view_of, waiting_of
+from conductor.read.status import GateLight, Waiting, lights_of, reason_of, stage_index, status_of, view_of, waiting_of
 from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, SIGNALS, TRACKS
 
 
@@ -31,6 +31,7 @@ class PendingApproval:
     summary: str
     asked_at: datetime
     age: timedelta
+    timezone: str = "UTC"  # the track pipeline's, for the times in the summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class ReleaseCard:
     timezone: str
     pending: PendingApproval | None = None
     updated_at: datetime | None = None
+    reason: str | None = None  # halted or held: why, in one line (conductor.read.status.reason_of)
 
 
 @dataclass
@@ -97,14 +99,16 @@ def card_of(
             pending.summary,
             pending.created_at,
             now - pending.created_at,
+            pipeline.timezone,
         )
+    status = status_of(pipeline, release, latest, pending)
     return ReleaseCard(
         id=release.id,
         key=release.key,
         track_id=release.track_id,
         version=release.version,
         stage=release.stage,
-        status=status_of(pipeline, release, latest, pending).value,
+        status=status.value,
         view=view_of(pipeline, release, latest_final_id),
         stage_order=order,
         stage_index=stage_index(list(order), pipeline, release),
@@ -117,6 +121,7 @@ def card_of(
         timezone=pipeline.timezone,
         pending=pa,
         updated_at=release.updated_at,
+        reason=reason_of(pipeline, release, latest, status),
     )
 
 

@@ -43,7 +43,7 @@ def test_release_manager_approves_a_paused_release_without_reload(page, site):
     card = page.locator("#decision")
     expect(card).to_contain_text("waiting for your approval")
     row = card.locator("tr", has_text="crash_free_sessions")
-    for text in ("inconclusive", "99.2", "pass ≥ 99.5, fail ≤ 99", "500", "min 100", "crashlytics", "max 6h"):
+    for text in ("inconclusive", "99.2", "passes ≥ 99.5, fails ≤ 99", "500", "min 100", "crashlytics", "max 6h"):
         expect(row).to_contain_text(text)
     fingerprint = site.conductor.snapshot(rid).pending.fingerprint
     expect(card.locator("#fingerprint")).to_have_text(fingerprint)

@@ -229,7 +229,7 @@ def test_release_page_and_status_ping(quick, clock, rm):
         "99.2",
         "min 100",
         "crashlytics",
-        "pass ≥ 99.5, fail ≤ 99",
+        "passes ≥ 99.5, fails ≤ 99",
         "qa: signed by quinn",
         "class beta active",
         'aria-current="step"',

@@ -89,7 +89,7 @@ def test_board_classifies_every_release_and_says_what_it_waits_for(quick, clock)
     assert waits(held) == ("fix", "a fix for blockers")
     assert waits(upcoming) == ("signal", "signal: build_green (missing)")
     assert waits(halted)[0] == "human"
-    assert waits(newest) == ("done", "nothing: released")
+    assert waits(newest) == ("done", "nothing (released)")
     lights = {g.gate: g.outcome for g in card_of(board, approval).lights}
     assert lights == {"build": "pass", "qa": "pass", "crash": "inconclusive", "blockers": "pass"}
     assert {g.outcome for g in card_of(board, upcoming).lights} == {"inconclusive"}
@@ -141,7 +141,7 @@ def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
         "crashlytics",
         timedelta(hours=6),
     )
-    assert crash.thresholds == "pass ≥ 99.5, fail ≤ 99" and crash.age == timedelta(0)
+    assert crash.thresholds == "passes ≥ 99.5, fails ≤ 99" and crash.age == timedelta(0)
     qa = next(r for r in view.decision.rows if r.gate == "qa")
     assert qa.teams["qa"]["actor"] == "quinn"
     series = {s.name: s for s in view.signals}
@@ -239,3 +239,26 @@ def test_the_timeline_shows_every_intake_of_signals_and_folds_runs(quick, clock)
     # newest first; the two intakes in a row are one folded line, the webhook's stays on its own
     assert kinds == [("signed_off", 1), ("signals_recorded", 2), ("transitioned", 1), ("signals_recorded", 1), ("release_started", 1)]
     assert view.timeline[1].folded and view.timeline[1].latest.reason == "signals from api: crash_free_sessions"
+
+
+def test_a_halted_or_held_release_says_why(quick, clock):
+    halted = drive_to_approval(quick, clock, "1.0")
+    quick.approve(halted, RM, "grey but known")
+    quick.record_signal(halted, "crash_free_sessions", 98.4, samples=5000, source="crashlytics")
+    held = quick.start_release("app", "1.1", RM)
+    quick.record_signal(held, "build_green", True, source="ci")
+    quick.record_signal(held, "open_blockers", 3, source="jira")
+    waiting = drive_to_approval(quick, clock, "1.2")
+
+    board = read_board.board(quick)
+    assert card_of(board, halted).reason == "halted at rollout: crash failed: 98.4 ≤ 99"
+    assert card_of(board, held).reason == "blockers failed: 3 > 0"
+    assert card_of(board, waiting).reason is None
+
+    view = read_page.release_view(quick, halted)
+    d = view.decision
+    assert d is not None and d.kind == "halted" and not d.pending and d.evaluation.stage == "rollout"
+    crash = next(r for r in d.rows if r.gate == "crash")
+    assert (crash.outcome, crash.value, crash.thresholds, crash.detail) == ("fail", 98.4, "passes ≥ 99.5, fails ≤ 99", "98.4 ≤ 99")
+    assert read_page.release_view(quick, held).decision.kind == "held"
+    assert read_page.release_view(quick, waiting).decision.kind == "pending"
