@@ -142,12 +142,10 @@ def _gate_lines(ev: EvaluationInfo, outcome: str, word: str) -> str:
 
 def reason_of(pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, status: ReleaseStatus) -> str | None:
     """Why a halted or held release stopped, in one line, from the evaluation that stopped it: its
-    failed gates with value and threshold ('halted at rollout_1: crash_free failed: 98.2 ≤ 99').
-    None for any other status."""
+    failed gates with value and threshold ('crash_free failed: 98.2 ≤ 99'). None for any other status."""
     if status == ReleaseStatus.HALTED:
-        where = f"halted at {release.halted_from}" if release.halted_from else "halted"
         failed = _gate_lines(latest, "fail", "failed") if latest is not None and latest.stage == release.halted_from else ""
-        return f"{where}: {failed}" if failed else where
+        return failed or f"halted in {release.halted_from or 'a rollout stage'} (no failed gate recorded)"
     if status != ReleaseStatus.HELD or latest is None or latest.stage != release.stage:
         return None
     if latest.verdict == "ask":

@@ -101,3 +101,16 @@ def test_what_a_release_waits_for_reads_as_one_sentence():
     since = now - timedelta(hours=2)
     human = SimpleNamespace(waiting=Waiting("human", "a release manager to resume or cancel", since=since), timezone="UTC")
     assert waiting_text(human, now) == "a release manager to resume or cancel (for 2h)"
+
+
+def test_the_state_diagram_has_one_cancel_edge_no_guards_and_stage_names_as_written():
+    from conductor.api.dashboard.render import mermaid_source
+    from conductor.domain.loader import DefinitionCatalog
+    from tests.conftest import DEFINITIONS
+
+    text = mermaid_source(DefinitionCatalog(DEFINITIONS).get("mobile_weekly"), "rollout_1")
+    edges = [line.strip() for line in text.splitlines() if "-->" in line]
+    assert [e for e in edges if "cancelled" in e] == ["any_live_stage --> cancelled : cancel"]
+    assert "halted --> rollout_1 : resume" in edges and "beta --> rollout_1" in edges  # advances unlabelled
+    assert "halted_from" not in text and "Advance" not in text and "rollout 1" not in text
+    assert text.splitlines()[-1] == "    class rollout_1 active"

@@ -51,7 +51,7 @@ AUDIT_LABEL = {
     AuditKind.CANCELLED: "Cancelled",
     AuditKind.SIGNED_OFF: "Signed off",
     AuditKind.SIGNOFF_REFUSED: "Sign-off refused",
-    AuditKind.SIGNALS_RECORDED: "Signals recorded",
+    AuditKind.SIGNALS_RECORDED: "Signal report",
     AuditKind.UNREVIEWED_CHANGE: "Unreviewed change",
     AuditKind.ACTION_SKIPPED: "Action skipped",
     AuditKind.ACTION_FAILED: "Action failed",
@@ -316,33 +316,55 @@ _diagrams: LRUCache[tuple[str, str], str] = LRUCache(maxsize=512)
 _diagrams_lock = threading.Lock()  # requests render in threads; cachetools' caches are not thread-safe
 
 
+# The state diagram: pipeline stages as written, advances unlabelled, halt and resume labelled by
+# their event only (no guards), and the cancel edge every live stage has drawn once, from a note-like
+# "any stage" box, so the diagram stays small enough to read at the page's width.
+_ANY_STAGE = "any_live_stage"
+_DIAGRAM_STYLE = (
+    "    classDef active fill:#ffd166,stroke:#7a5200,stroke-width:3px,color:#1d1d1d,font-weight:bold",
+    "    classDef group fill:#ffffff,stroke:#8c95a3,stroke-dasharray:4 3,color:#3d4451",
+    "    classDef ended fill:#eef0f3,stroke:#8c95a3,color:#1d1d1d",
+)
+
+
 def _mermaid(pipeline: Pipeline, stage: str) -> str:
-    from statemachine.contrib.diagram import formatter
+    from conductor.machines import machine_class
 
-    from conductor.machines import machine_for
-
-    class _Model:
-        pass
-
-    model = _Model()
-    model.stage = stage  # type: ignore[attr-defined]
-    model.halted_from = None  # type: ignore[attr-defined]
-    text = formatter.render(machine_for(pipeline, model), "mermaid")
-    lines = text.splitlines()
-    head, rest = lines[0], lines[1:]
-    acc = [f"    accTitle: {pipeline.name} pipeline", f"    accDescr: the current stage is {stage}"]
-    # The library marks the current stage with an 'active' class: recolour it to the page's palette,
-    # and apply it with a `class` statement, since mermaid 11 ignores a standalone `stage:::active`.
-    out = []
-    for line in rest:
-        stripped = line.strip()
-        if stripped.startswith("classDef active"):
-            line = "    classDef active fill:#ffd166,stroke:#7a5200,stroke-width:3px,color:#1d1d1d,font-weight:bold"
-        elif stripped.endswith(":::active"):
-            line = f"    class {stripped.removesuffix(':::active')} active"
-        out.append(line)
-    rest = out
-    return "\n".join([head, *acc, *rest])
+    cls = machine_class(pipeline)
+    cancel = pipeline.cancel_stage
+    lines = [
+        "stateDiagram-v2",
+        f"    accTitle: {pipeline.name} pipeline",
+        f"    accDescr: the current stage is {stage}",
+        "    direction LR",
+    ]
+    cancellable: list[str] = []
+    for state in cls.states:
+        if state.initial:
+            lines.append(f"    [*] --> {state.id}")
+        for t in state.transitions:
+            events = sorted(set(t.events))
+            if cancel and t.target.id == cancel and events == ["cancel"] and state.id != cancel:
+                cancellable.append(state.id)
+                continue
+            label = "" if events == ["advance"] else f" : {' / '.join(events)}"
+            lines.append(f"    {state.id} --> {t.target.id}{label}")
+    for state in cls.states:
+        if state.final and state.id != cancel:
+            lines.append(f"    {state.id} --> [*]")
+    if cancellable:
+        everywhere = len(cancellable) == sum(1 for st in cls.states if not st.final)
+        what = "any stage before the end" if everywhere else ", ".join(cancellable)
+        lines += [f'    state "{what}" as {_ANY_STAGE}', f"    {_ANY_STAGE} --> {cancel} : cancel"]
+    lines += _DIAGRAM_STYLE
+    if cancellable:
+        lines.append(f"    class {_ANY_STAGE} group")
+    ended = [st.id for st in cls.states if (st.final or st.id == pipeline.halt_stage) and st.id != stage]
+    if ended:
+        lines.append(f"    class {','.join(ended)} ended")
+    # mermaid 11 ignores a standalone `stage:::active`: the current stage gets its class by statement
+    lines.append(f"    class {stage} active")
+    return "\n".join(lines)
 
 
 def mermaid_source(pipeline: Pipeline, stage: str) -> str:

@@ -251,7 +251,7 @@ def test_a_halted_or_held_release_says_why(quick, clock):
     waiting = drive_to_approval(quick, clock, "1.2")
 
     board = read_board.board(quick)
-    assert card_of(board, halted).reason == "halted at rollout: crash failed: 98.4 ≤ 99"
+    assert card_of(board, halted).reason == "crash failed: 98.4 ≤ 99"
     assert card_of(board, held).reason == "blockers failed: 3 > 0"
     assert card_of(board, waiting).reason is None
 
