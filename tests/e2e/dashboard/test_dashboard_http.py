@@ -258,6 +258,23 @@ def test_overview_and_insights_render(quick, clock, rm):
     assert insights.status_code == 200 and "Robot saved" in insights.text and "Time per stage" in insights.text
 
 
+def test_pages_show_times_in_one_human_format_and_stage_names_as_written(quick, clock, rm):
+    """A soaking release: its summary was 'soak until 2026-11-23T...+00:00' beside 'Mon 23 Nov 10:00 CET'."""
+    rid = quick.start_release("app", "1.0", Actor("rita"))
+    quick.record_signal(rid, "build_green", True, source="ci")
+    quick.sign_off(rid, "qa", Actor("quinn"))
+    quick.record_signal(rid, "open_blockers", 0, source="jira")
+    quick.record_signal(rid, "crash_free_sessions", 99.9, samples=900, source="crashlytics")
+    assert quick.snapshot(rid).latest.summary.startswith("soak until 2026-11-23T")
+    iso_in_text = re.compile(r'(?<!datetime=")\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}')
+    for path in ("/", f"/release/{rid}", f"/release/{rid}/ping.txt"):
+        text = rm.client.get(path).text
+        assert not iso_in_text.search(text), (path, iso_in_text.search(text))
+        assert "the soak to end" in text and "at Mon 23 Nov 10:00 CET" in text, path
+    page = rm.client.get(f"/release/{rid}").text
+    assert "soak until Mon 23 Nov 10:00 CET" in page and "rollout 1" not in page
+
+
 def test_security_headers_and_vendored_assets(quick, rm):
     page = rm.client.get("/")
     csp = page.headers["Content-Security-Policy"]
