@@ -44,7 +44,9 @@ def slack_text(event: str, request: ActionRequest) -> str:
             f'— `conductor approve {key} --decision {e(p.get("evaluation_id"))} --reason "..."`'
         )
     if event == "halted":
-        return f":octagonal_sign: {rel} halted its rollout at {e(p.get('stage') or r.stage)}: {summary}. Resuming needs a release manager."
+        # By the time it is sent the release is in its halted stage: name the rollout stage only when the action carries it.
+        where = f" at {e(p['stage'])}" if p.get("stage") and p["stage"] != r.stage else ""
+        return f":octagonal_sign: {rel} halted its rollout{where}: {summary}. Resuming needs a release manager."
     if event == "action_failed":
         return f":warning: {rel}: action `{e(p.get('action'))}` failed after {e(p.get('attempts'))} attempt(s): {e(p.get('error'))}"
     if event == "released":

@@ -132,7 +132,9 @@ def create_app(
                     wired.runner.stop()
                 wired.close()
 
-    api = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs is the dashboard router's: Swagger UI from vendored files under its CSP. FastAPI's own
+    # pages (/docs, /redoc) load their scripts from a CDN, so they are off.
+    api = FastAPI(title="Conductor", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)
     api.state.conductor_api = state
     install_error_handlers(api)
     _add_middleware(api, state, webhook_max_bytes, report_max_bytes, json_max_bytes)

@@ -17,7 +17,7 @@ from conductor.domain.definition import Pipeline
 from conductor.domain.errors import ConductorError
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
-from conductor.read.status import GateLight, Waiting, lights_of, stage_index, status_of, view_of, waiting_of
+from conductor.read.status import GateLight, Waiting, lights_of, reason_of, stage_index, status_of, view_of, waiting_of
 from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, SIGNALS, TRACKS
 
 
@@ -31,6 +31,7 @@ class PendingApproval:
     summary: str
     asked_at: datetime
     age: timedelta
+    timezone: str = "UTC"  # the track pipeline's, for the times in the summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class ReleaseCard:
     timezone: str
     pending: PendingApproval | None = None
     updated_at: datetime | None = None
+    reason: str | None = None  # halted or held: why, in one line (conductor.read.status.reason_of)
 
 
 @dataclass
@@ -97,14 +99,16 @@ def card_of(
             pending.summary,
             pending.created_at,
             now - pending.created_at,
+            pipeline.timezone,
         )
+    status = status_of(pipeline, release, latest, pending)
     return ReleaseCard(
         id=release.id,
         key=release.key,
         track_id=release.track_id,
         version=release.version,
         stage=release.stage,
-        status=status_of(pipeline, release, latest, pending).value,
+        status=status.value,
         view=view_of(pipeline, release, latest_final_id),
         stage_order=order,
         stage_index=stage_index(list(order), pipeline, release),
@@ -117,6 +121,7 @@ def card_of(
         timezone=pipeline.timezone,
         pending=pa,
         updated_at=release.updated_at,
+        reason=reason_of(pipeline, release, latest, status),
     )
 
 
@@ -156,10 +161,19 @@ def _track_timezone(ctx: Context, definition: str) -> str:
         return "UTC"
 
 
+def reading_time(ctx: Context, conn: Connection) -> datetime:
+    """The clock's time, or the newest audit row's when the clock is behind the stored rows (a
+    database written on a simulated clock that ran ahead, like the demo's): no wait, age or time in
+    stage reads negative."""
+    now = ctx.now()
+    newest: datetime | None = conn.scalar(select(func.max(AUDIT.c.at)))
+    return max(now, newest) if newest is not None else now
+
+
 def board(ctx: Context) -> Board:
     """Every track and release, classified into production / current / upcoming, pending approvals first."""
-    now = ctx.now()
     with ctx.db.reading() as conn:
+        now = reading_time(ctx, conn)
         tracks = {t.id: t.definition_name for t in conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name).order_by(TRACKS.c.id))}
         releases = [build(ReleaseInfo, r) for r in conn.execute(select(*RELEASE_COLUMNS).order_by(RELEASES.c.track_id, RELEASES.c.id))]
         pipelines = {h: ctx.pinned(conn, h) for h in {r.definition_hash for r in releases}}

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 from conductor.context import Context
 from conductor.domain.definition import Pipeline
 from conductor.domain.kinds import ANSWERS, MOVES, ROBOT, AuditKind
-from conductor.read.board import evaluations_by_id
+from conductor.read.board import evaluations_by_id, reading_time
 from conductor.read.records import ReleaseInfo, build
 from conductor.read.release import RELEASE_COLUMNS
 from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, TRACKS
@@ -63,10 +63,12 @@ class TrackInsights:
     saved_total: timedelta
     saved_median: timedelta | None  # per robot transition
     shadow: tuple[ShadowTally, ...] = ()
+    halted: int = 0  # halted (a rollout stopped on a failed gate), not counted as on the way
 
     @property
     def share_full(self) -> float | None:
-        decided = self.reached_full + self.ended_short
+        """Of the releases that ended (reached full rollout, cancelled before it, or halted), the share that reached it."""
+        decided = self.reached_full + self.ended_short + self.halted
         return self.reached_full / decided if decided else None
 
 
@@ -102,6 +104,11 @@ def gates_passed_at(evidence_time: datetime | None, entered: datetime, transitio
     return min(max(entered, evidence_time or entered), transition_at)
 
 
+def elapsed(since: datetime, until: datetime) -> timedelta:
+    """until - since, never negative (a clock behind the stored rows, as in the demo's database, reads as no time)."""
+    return max(until - since, timedelta(0))
+
+
 def human_wait(entries: list[Any], now: datetime) -> timedelta:
     """Time the robot sat on a question for a human (an approval, or a halted rollout), still open ones until now."""
     total = timedelta(0)
@@ -111,17 +118,23 @@ def human_wait(entries: list[Any], now: datetime) -> timedelta:
         if a.kind == AuditKind.APPROVAL_REQUESTED and open_since is None:
             open_since = a.at
         elif a.kind in ANSWERS and open_since is not None:
-            total += a.at - open_since
+            total += elapsed(open_since, a.at)
             open_since = None
         if a.kind == AuditKind.HALTED:
             halted_since = a.at
         elif a.kind in (AuditKind.RESUMED, AuditKind.CANCELLED) and halted_since is not None:
-            total += a.at - halted_since
+            total += elapsed(halted_since, a.at)
             halted_since = None
     for since in (open_since, halted_since):
         if since is not None:
-            total += now - since
+            total += elapsed(since, now)
     return total
+
+
+def questions_asked(entries: list[Any]) -> int:
+    """Distinct questions put to a release manager: a question asked again (the same fingerprint,
+    after it was withdrawn or answered) is still one question."""
+    return len({a.fingerprint or a.evaluation_id for a in entries if a.kind == AuditKind.APPROVAL_REQUESTED})
 
 
 def _median(values: list[timedelta]) -> timedelta | None:
@@ -146,21 +159,40 @@ class _Tally:
 
     reached: int = 0
     ended_short: int = 0
+    halted: int = 0
     in_flight: int = 0
     approvals: int = 0
     robot_moves: int = 0
 
+    def count(self, kind: str, *, reached: bool) -> None:
+        """Where one release ended up, by the kind of its stage and whether it reached full rollout."""
+        if kind == "halted":
+            self.halted += 1  # stopped on a failed gate until a human resumes or cancels: not on the way
+        elif reached or kind == "final":
+            self.reached += 1
+        elif kind == "cancelled":
+            self.ended_short += 1
+        else:
+            self.in_flight += 1
+
 
 def insights(ctx: Context) -> list[TrackInsights]:
-    """Per track: share reaching full rollout, time per stage, time waiting for humans, hours saved."""
-    now = ctx.now()
+    """Per track: share reaching full rollout, time per stage, time waiting for humans, hours saved
+    (open waits count until board.reading_time: never negative on a clock behind the rows)."""
     with ctx.db.reading() as conn:
+        now = reading_time(ctx, conn)
         tracks = list(conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name).order_by(TRACKS.c.id)))
         releases = [build(ReleaseInfo, r) for r in conn.execute(select(*RELEASE_COLUMNS).order_by(RELEASES.c.id))]
         pipelines = {r.id: ctx.pinned(conn, r.definition_hash) for r in releases}
         audit: dict[int, list[Any]] = defaultdict(list)
         cols = (AUDIT.c.release_id, AUDIT.c.at, AUDIT.c.kind, AUDIT.c.actor, AUDIT.c.from_stage, AUDIT.c.to_stage, AUDIT.c.evaluation_id)
-        for a in conn.execute(select(*cols).where(AUDIT.c.release_id.is_not(None)).order_by(AUDIT.c.release_id, AUDIT.c.id)):
+        rows = conn.execute(
+            select(*cols, EVALUATIONS.c.fingerprint)
+            .outerjoin(EVALUATIONS, EVALUATIONS.c.id == AUDIT.c.evaluation_id)
+            .where(AUDIT.c.release_id.is_not(None))
+            .order_by(AUDIT.c.release_id, AUDIT.c.id)
+        )
+        for a in rows:
             audit[a.release_id].append(a)
         robot_ids = [
             a.evaluation_id
@@ -220,15 +252,10 @@ def _track(
         entries = audit.get(r.id, [])
         visits = [(a.at, a.to_stage) for a in entries if a.kind in MOVES and a.to_stage]
         for (at, stage), (nxt, _) in zip(visits, visits[1:], strict=False):
-            durations[stage].append(nxt - at)
-        if any(st == full for _, st in visits) or p.stages[r.stage].kind == "final":
-            tally.reached += 1
-        elif p.stages[r.stage].kind == "cancelled":
-            tally.ended_short += 1
-        else:
-            tally.in_flight += 1
+            durations[stage].append(elapsed(at, nxt))
+        tally.count(p.stages[r.stage].kind, reached=any(st == full for _, st in visits))
         waited = human_wait(entries, now)
-        tally.approvals += sum(1 for a in entries if a.kind == AuditKind.APPROVAL_REQUESTED)
+        tally.approvals += questions_asked(entries)
         if waited:
             waits.append(waited)
         saved += _saved_by_robot(p, entries, visits, evidence_times)
@@ -247,6 +274,7 @@ def _track(
         reached_full=tally.reached,
         ended_short=tally.ended_short,
         in_flight=tally.in_flight,
+        halted=tally.halted,
         stage_times=stage_times,
         human_wait_total=sum(waits, timedelta(0)),
         human_wait_median=_median(waits),
@@ -274,5 +302,5 @@ def _saved_by_robot(
         if tr is None or not tr.gates:
             continue
         passed = gates_passed_at(evidence_times[a.evaluation_id], prev_entry or entered.get(a.from_stage, a.at), a.at)
-        saved.append(next_working_morning(passed, p.timezone) - a.at)
+        saved.append(elapsed(a.at, next_working_morning(passed, p.timezone)))
     return saved

@@ -13,13 +13,16 @@ from sqlalchemy import select
 
 from conductor.context import Context
 from conductor.domain.definition import CompareGate, CountGate, Pipeline, SignoffGate, ThresholdGate
-from conductor.domain.kinds import MOVES
-from conductor.read.board import ReleaseCard, card_of
-from conductor.read.records import EvaluationInfo
+from conductor.domain.kinds import MOVES, AuditKind, ReleaseStatus
+from conductor.read.board import ReleaseCard, card_of, reading_time
+from conductor.read.records import AuditInfo, EvaluationInfo
 from conductor.read.release import ReleaseSnapshot, snapshot
 from conductor.store.statements import SIGNALS
 
 MAX_POINTS_PER_SIGNAL = 200
+# Audit kinds that come in runs (every intake of signals, each action a track's settings skip):
+# consecutive rows of one of these kinds are one line of the timeline, opened on demand.
+FOLDED = frozenset({AuditKind.SIGNALS_RECORDED, AuditKind.ACTION_SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class DecisionCard:
     summary: str
     target: str | None
     shadow: tuple[GateRow, ...] = ()  # shadow gates, each with what it would have done
+    # pending: asks a release manager; halted / held: the evaluation that stopped the release; latest: the last judgement
+    kind: str = "latest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,33 @@ class SignalSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class TimelineItem:
+    """One line of the timeline: an audit row, or a run of consecutive rows of a FOLDED kind."""
+
+    kind: str
+    entries: tuple[AuditInfo, ...]  # newest first
+
+    @property
+    def latest(self) -> AuditInfo:
+        return self.entries[0]
+
+    @property
+    def folded(self) -> bool:
+        return len(self.entries) > 1
+
+
+def timeline(audit: tuple[AuditInfo, ...]) -> tuple[TimelineItem, ...]:
+    """The audit log newest first, each run of consecutive FOLDED rows of one kind as one item."""
+    items: list[TimelineItem] = []
+    for a in reversed(audit):
+        if items and a.kind in FOLDED and items[-1].kind == a.kind:
+            items[-1] = TimelineItem(a.kind, (*items[-1].entries, a))
+        else:
+            items.append(TimelineItem(a.kind, (a,)))
+    return tuple(items)
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseView:
     snapshot: ReleaseSnapshot
     card: ReleaseCard
@@ -81,34 +113,48 @@ class ReleaseView:
     signals: tuple[SignalSeries, ...]
     stage_marks: tuple[tuple[datetime, str], ...]  # when the release entered each stage
     now: datetime
+    timeline: tuple[TimelineItem, ...] = ()
 
 
 def thresholds_text(spec: Any) -> str:
+    """A gate's bands in words: 'passes ≥ 99.5, fails ≤ 99', 'fails > 0, needs ≥ 5000'."""
     if isinstance(spec, CompareGate):
         unit = " pp" if spec.tolerance and spec.signal else ""
-        floor = f", fail {'<' if spec.better == 'higher' else '>'} {spec.floor:g}" if spec.floor is not None else ""
+        floor = f", fails {'<' if spec.better == 'higher' else '>'} {spec.floor:g}" if spec.floor is not None else ""
         return f"regression under {spec.tolerance:g}{unit} vs the {spec.baseline} release{floor}"
     if isinstance(spec, ThresholdGate):
         op_pass, op_fail = ("≥", "≤") if spec.better == "higher" else ("≤", "≥")
-        return f"pass {op_pass} {spec.pass_at:g}, fail {op_fail} {spec.fail_at:g}"
+        return f"passes {op_pass} {spec.pass_at:g}, fails {op_fail} {spec.fail_at:g}"
     if isinstance(spec, CountGate):
         parts = []
         if spec.max is not None:
-            parts.append(f"fail > {spec.max}")
+            parts.append(f"fails > {spec.max}")
         if spec.min is not None:
-            parts.append(f"wait < {spec.min}")
+            parts.append(f"needs ≥ {spec.min}")  # below it the gate waits for more
         return ", ".join(parts)
     if isinstance(spec, SignoffGate):
         return "every team: " + ", ".join(spec.teams)
     return ""
 
 
-def decision_card(pipeline: Pipeline, ev: EvaluationInfo, pending: bool, now: datetime) -> DecisionCard:
+def decision_card(pipeline: Pipeline, ev: EvaluationInfo, pending: bool, now: datetime, kind: str = "") -> DecisionCard:
     """Each gate of an evaluation with its value, thresholds, sample size, source and age (as of
     now), and its shadow gates with what each would have done."""
     rows = tuple(_row(pipeline, g, now) for g in ev.gates)
     shadow = tuple(_row(pipeline, g, now) for g in ev.evidence.get("shadow", []))
-    return DecisionCard(ev, pending, rows, ev.summary, ev.target, shadow)
+    return DecisionCard(ev, pending, rows, ev.summary, ev.target, shadow, kind or ("pending" if pending else "latest"))
+
+
+def deciding_card(pipeline: Pipeline, rc: ReleaseCard, ev: EvaluationInfo | None, pending: bool, now: datetime) -> DecisionCard | None:
+    """The evaluation the release page shows: the pending question; for a halted release the one
+    that halted it (judged in the stage it halted from); else the latest judgement in this stage."""
+    if ev is None or not ev.gates:
+        return None
+    if rc.status == ReleaseStatus.HALTED:
+        return decision_card(pipeline, ev, pending, now, "halted") if ev.stage == rc.halted_from else None
+    if ev.stage != rc.stage:
+        return None
+    return decision_card(pipeline, ev, pending, now, "held" if rc.status == ReleaseStatus.HELD and not pending else "")
 
 
 def _row(pipeline: Pipeline, g: dict[str, Any], now: datetime) -> GateRow:
@@ -149,9 +195,9 @@ def _bands(pipeline: Pipeline, signal: str) -> tuple[tuple[str, float, str], ...
 def release_view(ctx: Context, ref: int | str) -> ReleaseView:
     """One release with its decision card, signal histories and stage entry times; NotFound if unknown."""
     snap = snapshot(ctx, ref)
-    now = snap.read_at or ctx.now()
     r, p = snap.release, snap.pipeline
     with ctx.db.reading() as conn:
+        now = max(snap.read_at or ctx.now(), reading_time(ctx, conn))  # as the board's: no negative ages
         rows = conn.execute(
             select(SIGNALS.c.name, SIGNALS.c.observed_at, SIGNALS.c.value, SIGNALS.c.samples, SIGNALS.c.source, SIGNALS.c.error)
             .where(SIGNALS.c.release_id == r.id, ~SIGNALS.c.name.like("signoff.%"))
@@ -165,9 +211,8 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
         for name, spec in p.signals.items()
         if name in by_name
     )
-    ev = snap.pending or snap.latest
-    card = decision_card(p, ev, snap.pending is not None, now) if ev is not None and ev.stage == r.stage and ev.gates else None
     latest_final = r.id if p.stages[r.stage].kind == "final" else None
     rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now)
+    card = deciding_card(p, rc, snap.pending or snap.latest, snap.pending is not None, now)
     marks = tuple((a.at, a.to_stage) for a in snap.audit if a.kind in MOVES and a.to_stage)
-    return ReleaseView(snap, rc, card, series, marks, now)
+    return ReleaseView(snap, rc, card, series, marks, now, timeline(snap.audit))

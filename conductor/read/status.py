@@ -42,7 +42,7 @@ class Waiting:
     """What the robot waits for before the release can move: a kind and a line of text."""
 
     kind: WaitKind
-    text: str
+    text: str  # surfaces that show `until` add it: "the soak to end at Mon 30 Nov 07:39 CET"
     until: datetime | None = None  # soak end or scheduled time
     since: datetime | None = None  # when the wait for a human began
 
@@ -104,9 +104,9 @@ def waiting_of(
     """What the release waits for: a soak end, the schedule, an approval, a signal, a sign-off, a fix, a human."""
     kind = pipeline.stages[release.stage].kind
     if kind == "final":
-        return Waiting(WaitKind.DONE, "nothing: released")
+        return Waiting(WaitKind.DONE, "nothing (released)")
     if kind == "cancelled":
-        return Waiting(WaitKind.DONE, "nothing: cancelled")
+        return Waiting(WaitKind.DONE, "nothing (cancelled)")
     if kind == "halted":
         return Waiting(WaitKind.HUMAN, "a release manager to resume or cancel", since=release.entered_stage_at)
     if release.paused:
@@ -121,8 +121,8 @@ def waiting_of(
         if not_before is not None and not_before > now:
             # The domain says why it waits (evidence["wait"]); older rows without it waited on a soak.
             if ev.get("wait") == WaitKind.SCHEDULE:
-                return Waiting(WaitKind.SCHEDULE, "the scheduled time", until=not_before)
-            return Waiting(WaitKind.SOAK, "soak to end", until=not_before)
+                return Waiting(WaitKind.SCHEDULE, "its scheduled move", until=not_before)
+            return Waiting(WaitKind.SOAK, "the soak to end", until=not_before)
         signals, teams = _waiting_gates(pipeline, ev.get("gates", []))
         if teams and not signals:
             return Waiting(WaitKind.SIGNOFF, "sign-off from " + ", ".join(teams))
@@ -133,7 +133,28 @@ def waiting_of(
         return Waiting(WaitKind.FIX, "a fix for " + ", ".join(failed) if failed else latest.summary)
     if latest.verdict == "ask":
         return Waiting(WaitKind.DATA, "new evidence (the question on this evidence was answered no, or timed out)")
-    return Waiting(WaitKind.ADVANCING, "nothing: advancing")
+    return Waiting(WaitKind.ADVANCING, "nothing (advancing)")
+
+
+def _gate_lines(ev: EvaluationInfo, outcome: str, word: str) -> str:
+    return "; ".join(f"{g['gate']} {word}: {g.get('detail') or outcome}" for g in ev.gates if g.get("outcome") == outcome)
+
+
+def reason_of(pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, status: ReleaseStatus) -> str | None:
+    """Why a halted or held release stopped, in one line, from the evaluation that stopped it: its
+    failed gates with value and threshold ('crash_free failed: 98.2 ≤ 99'). None for any other status."""
+    if status == ReleaseStatus.HALTED:
+        failed = _gate_lines(latest, "fail", "failed") if latest is not None and latest.stage == release.halted_from else ""
+        return failed or f"halted in {release.halted_from or 'a rollout stage'} (no failed gate recorded)"
+    if status != ReleaseStatus.HELD or latest is None or latest.stage != release.stage:
+        return None
+    if latest.verdict == "ask":
+        unclear = _gate_lines(latest, "inconclusive", "unclear") or latest.summary
+        return f"not approved (rejected, or unanswered in time): {unclear}"
+    failed = _gate_lines(latest, "fail", "failed") or latest.summary
+    if latest.verdict == "halt":  # resumed by a human over this evidence: held until it changes
+        return f"{failed} (resumed over it; held until the evidence changes)"
+    return failed
 
 
 def view_of(pipeline: Pipeline, release: ReleaseInfo, latest_final_id: int | None) -> str:

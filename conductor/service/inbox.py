@@ -26,7 +26,7 @@ from conductor.domain.errors import ConcurrentUpdate, ConductorError, NotFound
 from conductor.domain.kinds import DEFERRED, AuditKind, InboxStatus
 from conductor.service.evaluation import branch_cut, judge
 from conductor.service.releases import set_build
-from conductor.service.signals import add_signal
+from conductor.service.signals import add_signal, audit_intake
 from conductor.service.step import Actor, ReleaseStep, handed_off, preload_signals
 from conductor.sources.events import InboundEvent
 from conductor.store.releases import lock_releases, records
@@ -323,10 +323,12 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
             if event.build and event.build != r.build:
                 set_build(step, event.build, actor, f"built by {event.source} (event {event_id})")
             now = step.now()
+            recorded: dict[str, Any] = {}
             for sig in event.signals:
                 if sig.name not in pipeline.signals:
                     notes.append(f"{sig.name} is not a signal of {pipeline.name}")
                     continue
+                recorded[sig.name] = sig.value
                 add_signal(
                     step,
                     sig.name,
@@ -338,6 +340,8 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
                     sha=event.sha,
                     observed_at=event.occurred_at if event.occurred_at and event.occurred_at <= now else None,
                 )
+            if recorded:
+                audit_intake(step, actor, event.source, recorded, sha=event.sha)
             judge(step, trigger=f"event:{event_id}")
             status, note, release_id = InboxStatus.PROCESSED.value, "; ".join(notes) or None, r.id
     log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)

@@ -78,6 +78,17 @@ def add_signal(
     log.info("signal_recorded", release_id=step.release.id, signal=name, value=v, samples=samples, source=source, event_id=step.event_id)
 
 
+def audit_intake(step: ReleaseStep, actor: Actor, source: str, values: dict[str, Any], *, sha: str | None, what: str = "signals") -> None:
+    """One `signals_recorded` audit row for one intake (a CLI or REST call, a batch, a test report,
+    an inbound event): every path that stores signals writes it, so every intake is on the timeline."""
+    step.audit(
+        AuditKind.SIGNALS_RECORDED,
+        actor.name,
+        f"{what} from {source}: {', '.join(values)}",
+        data={"values": values, "sha": sha, "role": actor.role},
+    )
+
+
 def record_signal(
     ctx: Context,
     ref: int | str,
@@ -98,6 +109,7 @@ def record_signal(
     with open_step(ctx, ref, expected_version=expected_version) as step:
         add_signal(step, name, value, actor=actor, source=source, samples=samples, observed_at=observed_at, sha=sha, error=error,
                    events=events)  # fmt: skip
+        audit_intake(step, actor, source, {name: None if error is not None else value}, sha=sha, what="signal")
         if not evaluate:
             return None
         d = judge(step, trigger=f"signal:{name}")
@@ -143,13 +155,7 @@ def record_signals(
             recorded.append(sig.name)
         verdict = None
         if recorded:
-            values = {sig.name: sig.value for sig in items if sig.name in recorded}
-            step.audit(
-                AuditKind.SIGNALS_RECORDED,
-                actor.name,
-                f"{what} from {source}: {', '.join(recorded)}",
-                data={"values": values, "sha": sha, "role": actor.role},
-            )
+            audit_intake(step, actor, source, {sig.name: sig.value for sig in items if sig.name in recorded}, sha=sha, what=what)
             d = judge(step, trigger=f"{what}:{source}")
             verdict = d.verdict.value if d else None
         return SignalBatch(step.release.id, recorded, ignored, verdict)

@@ -101,20 +101,26 @@ def test_a_release_rebuilt_in_a_new_process_each_step_ends_like_one_process(env,
     assert shown["stage"] == stage == "released"
     assert audit == expected
     kinds = [a[0] for a in audit]
+    # Each `conductor signal` is one intake on the timeline (signals_recorded), before what it caused.
     assert kinds == [
         "release_started",
+        "signals_recorded",
         "transitioned",
         "signed_off",
+        "signals_recorded",
         "approval_requested",
         "approved",
         "transitioned",
         # still grey at the rollout stage: asked again, then the bad value withdraws the question and halts
         "approval_requested",
+        "signals_recorded",
         "decision_withdrawn",
         "halted",
         "resumed",
+        "signals_recorded",
         "transitioned",
     ]
+    assert audit[1][3:] == ("conductor", "signal from ci: build_green")
 
 
 def test_validate_reports_every_problem_and_exits_1(env, tmp_path):

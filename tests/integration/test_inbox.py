@@ -56,6 +56,21 @@ def test_build_and_tests_events_advance_the_release(conductor, release):
         assert moved.event_id == stored.event_id
 
 
+def test_an_event_with_signals_is_one_signals_recorded_row_on_the_timeline(conductor, release):
+    """Webhook signals were stored without an audit row, so the timeline never showed them (REST's did)."""
+    stored, _ = deliver(conductor, ev(kind="tests_finished", signals=[*GREEN, *TESTS]))
+    deliver(conductor, ev(kind="branch_push", signals=[]))  # no signals: no row
+    rows = [a for a in conductor.snapshot(release).audit if a.kind == "signals_recorded"]
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row.actor, row.event_id, row.reason) == ("github", stored.event_id, "signals from github: build_green, tests_pass_rate")
+    assert row.data == {"values": {"build_green": 1.0, "tests_pass_rate": 1.0}, "sha": "c0ffee", "role": "ci"}
+    conductor.record_signal(release, "open_blockers", 0, source="jira", evaluate=False)  # the CLI's path
+    last = conductor.snapshot(release).audit[-1]
+    assert (last.kind, last.actor, last.reason) == ("signals_recorded", "conductor", "signal from jira: open_blockers")
+    assert last.data["values"] == {"open_blockers": 0}
+
+
 def test_redelivery_is_stored_once_and_applied_once(conductor, release, database):
     e = ev(signals=GREEN, delivery="same-delivery")
     first, _ = deliver(conductor, e)

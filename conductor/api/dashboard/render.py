@@ -4,8 +4,9 @@ signal sparklines as inline SVG, the state diagram as mermaid text, the status p
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,20 +51,27 @@ AUDIT_LABEL = {
     AuditKind.CANCELLED: "Cancelled",
     AuditKind.SIGNED_OFF: "Signed off",
     AuditKind.SIGNOFF_REFUSED: "Sign-off refused",
+    AuditKind.SIGNALS_RECORDED: "Signal report",
+    AuditKind.UNREVIEWED_CHANGE: "Unreviewed change",
+    AuditKind.ACTION_SKIPPED: "Action skipped",
+    AuditKind.ACTION_FAILED: "Action failed",
 }
+# A folded run of timeline rows (conductor.read.page.FOLDED), as its one line says it.
+FOLDED_LABEL = {AuditKind.SIGNALS_RECORDED: "Signal reports", AuditKind.ACTION_SKIPPED: "Actions skipped"}
 # What a shadow gate would have done, as the release page says it ("would have halted").
 WOULD_LABEL = {"advance": "advanced", "wait": "waited", "ask": "asked a release manager", "hold": "held", "halt": "halted the rollout"}
+# A stored verdict, as a heading says it.
+VERDICT_LABEL = {"advance": "advance", "wait": "wait", "ask": "ask a release manager", "hold": "hold", "halt": "halt the rollout"}
 # Timeline rows whose target stage is worth showing: the moves, and the question and its answer.
 SHOWS_TARGET = MOVES | {AuditKind.APPROVED, AuditKind.APPROVAL_REQUESTED}
 
 
 def duration(td: timedelta | None, parts: int = 2) -> str:
-    """'2d 3h', '3h 5m', '45m', '12s'; negative durations keep their sign."""
+    """'2d 3h', '3h 5m', '45m', '12s'; never negative: a span that ends before it starts (a
+    reading clock behind the stored rows) is '0s'."""
     if td is None:
         return "–"
-    secs = int(td.total_seconds())
-    sign = "-" if secs < 0 else ""
-    secs = abs(secs)
+    secs = max(int(td.total_seconds()), 0)
     out: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if secs >= size and len(out) < parts:
@@ -71,7 +79,7 @@ def duration(td: timedelta | None, parts: int = 2) -> str:
             secs %= size
         elif out:
             break
-    return sign + (" ".join(out) or "0s")
+    return " ".join(out) or "0s"
 
 
 def hours(td: timedelta | None) -> str:
@@ -79,10 +87,28 @@ def hours(td: timedelta | None) -> str:
 
 
 def local_time(dt: datetime | None, tz: str = "UTC") -> str:
-    """'Fri 27 Nov 10:00 CET' in the track's time zone."""
+    """'Fri 27 Nov 10:00 CET' in the track's time zone: the one way the dashboard shows a time."""
     if dt is None:
         return "–"
     return dt.astimezone(ZoneInfo(tz)).strftime("%a %d %b %H:%M %Z")
+
+
+# An ISO 8601 time inside a text, as the domain writes them into summaries ("soak until 2026-11-30T06:39:28.376136+00:00").
+ISO_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?")
+
+
+def human_text(text: str | None, tz: str = "UTC") -> str:
+    """A stored text (a decision's summary, an audit reason) with its machine times in local_time's
+    format; the stored evidence keeps its ISO times."""
+
+    def one(m: re.Match[str]) -> str:
+        try:
+            at = datetime.fromisoformat(m.group(0))
+        except ValueError:
+            return m.group(0)
+        return local_time(at if at.tzinfo else at.replace(tzinfo=UTC), tz)
+
+    return ISO_TIME.sub(one, text or "")
 
 
 def iso(dt: datetime | None) -> str:
@@ -90,11 +116,32 @@ def iso(dt: datetime | None) -> str:
 
 
 def number(v: Any) -> str:
+    """'52,063', '99.22', '0.0123', '1,234.5': whole numbers with thousands separators, never in exponent form."""
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+        if v.is_integer():
+            return f"{int(v):,}"
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.1f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _reported(v: Any) -> str:
+    if v is None:
+        return "error"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return number(v)
+
+
+def audit_reason(a: Any, tz: str = "UTC") -> str:
+    """An audit row's reason as the timeline shows it (times in local_time's format); a signal
+    intake lists its values ('signals from github: build_green 1, tests_pass_rate 1')."""
+    values = a.data.get("values") if a.kind == AuditKind.SIGNALS_RECORDED else None
+    if isinstance(values, dict) and values and ": " in a.reason:
+        head = a.reason.split(": ", 1)[0]
+        return f"{head}: " + ", ".join(f"{name} {_reported(v)}" for name, v in values.items())
+    return human_text(a.reason, tz)
 
 
 # ------------------------------------------------------------------------------ stage bar and gate lights
@@ -114,15 +161,15 @@ def _stagebar(order: tuple[str, ...], index: int, status: str, stage: str, halte
     for i, name in enumerate(order):
         state = "done" if i < index or status == "released" else ("now" if i == index else "todo")
         current = ' aria-current="step"' if i == index else ""
-        label = f'<span class="seg-label">{escape(name.replace("_", " "))}</span>' if labels else ""
+        label = f'<span class="seg-label">{escape(name)}</span>' if labels else ""
         items.append(f'<li class="{state}"{current}>{label}</li>')
     # The labelled bar is read as a list of stages; the small one is drawn only, its text follows it.
     hidden = "" if labels else ' aria-hidden="true"'
     out = f'<div class="stagebar-wrap"><ol class="{classes}"{hidden} aria-label="Stages">{"".join(items)}</ol>'
     if not labels:
-        where = f' <span class="muted">(from {escape(halted_from.replace("_", " "))})</span>' if halted_from and status == "halted" else ""
+        where = f' <span class="muted">(from {escape(halted_from)})</span>' if halted_from and status == "halted" else ""
         pos = f' <span class="muted">· {index + 1}/{len(order)}</span>' if index >= 0 else ""
-        out += f'<p class="stage-name"><span class="sr-only">Stage: </span>{escape(stage.replace("_", " "))}{where}{pos}</p>'
+        out += f'<p class="stage-name"><span class="sr-only">Stage: </span>{escape(stage)}{where}{pos}</p>'
     return Markup(out + "</div>")
 
 
@@ -156,12 +203,23 @@ def badge(status: str) -> Markup:
     return Markup(f'<span class="badge st-{escape(status)}">{escape(STATUS_LABEL.get(status, status))}</span>')
 
 
-def waiting(card: Any, now: datetime) -> Markup:
-    """What the release waits for, with the soak end / scheduled time and how long it has waited."""
+def waiting_text(card: Any, now: datetime) -> str:
+    """What the release waits for, in words: 'the soak to end at Mon 30 Nov 07:39 CET (for 2h)'."""
     w = card.waiting
-    out = f'<span class="wait wait-{w.kind}">{escape(w.text)}'
+    text = human_text(w.text, card.timezone)
     if w.until:
-        out += f' <time datetime="{w.until.isoformat()}">{"ends" if w.kind == "soak" else "at"} {escape(local_time(w.until, card.timezone))}</time>'
+        text += f" at {local_time(w.until, card.timezone)}"
+    if w.since:
+        text += f" (for {duration(now - w.since)})"
+    return text
+
+
+def waiting(card: Any, now: datetime) -> Markup:
+    """What the release waits for, with the soak end / scheduled time and how long it has waited (waiting_text, marked up)."""
+    w = card.waiting
+    out = f'<span class="wait wait-{w.kind}">{escape(human_text(w.text, card.timezone))}'
+    if w.until:
+        out += f' <time datetime="{w.until.isoformat()}">at {escape(local_time(w.until, card.timezone))}</time>'
     if w.since:
         out += f' <span class="muted">(for {duration(now - w.since)})</span>'
     return Markup(out + "</span>")
@@ -170,11 +228,12 @@ def waiting(card: Any, now: datetime) -> Markup:
 def release_card(card: Any, now: datetime, href: str) -> Markup:
     """One release on the overview. Python rather than a Jinja macro: the board draws hundreds."""
     key = escape(card.key)
+    why = f'<div class="why"><dt>Why</dt><dd>{escape(human_text(card.reason, card.timezone))}</dd></div>' if card.reason else ""
     return Markup(
         f'<article class="card st-{card.status}" aria-labelledby="rc-{card.id}">'
         f'<div class="card-head"><h4 id="rc-{card.id}"><a href="{escape(href)}">{key}</a></h4>{badge(card.status)}</div>'
         f"{stagebar(card)}{lights(card.lights) if card.lights or card.status not in ('released', 'cancelled') else ''}"
-        f'<dl class="facts"><div><dt>Waiting for</dt><dd>{waiting(card, now)}</dd></div>'
+        f'<dl class="facts">{why}<div><dt>Waiting for</dt><dd>{waiting(card, now)}</dd></div>'
         f'<div><dt>In stage</dt><dd><time datetime="{card.entered_stage_at.isoformat()}">{duration(card.time_in_stage)}</time></dd></div></dl>'
         "</article>"
     )
@@ -257,33 +316,55 @@ _diagrams: LRUCache[tuple[str, str], str] = LRUCache(maxsize=512)
 _diagrams_lock = threading.Lock()  # requests render in threads; cachetools' caches are not thread-safe
 
 
+# The state diagram: pipeline stages as written, advances unlabelled, halt and resume labelled by
+# their event only (no guards), and the cancel edge every live stage has drawn once, from a note-like
+# "any stage" box, so the diagram stays small enough to read at the page's width.
+_ANY_STAGE = "any_live_stage"
+_DIAGRAM_STYLE = (
+    "    classDef active fill:#ffd166,stroke:#7a5200,stroke-width:3px,color:#1d1d1d,font-weight:bold",
+    "    classDef group fill:#ffffff,stroke:#8c95a3,stroke-dasharray:4 3,color:#3d4451",
+    "    classDef ended fill:#eef0f3,stroke:#8c95a3,color:#1d1d1d",
+)
+
+
 def _mermaid(pipeline: Pipeline, stage: str) -> str:
-    from statemachine.contrib.diagram import formatter
+    from conductor.machines import machine_class
 
-    from conductor.machines import machine_for
-
-    class _Model:
-        pass
-
-    model = _Model()
-    model.stage = stage  # type: ignore[attr-defined]
-    model.halted_from = None  # type: ignore[attr-defined]
-    text = formatter.render(machine_for(pipeline, model), "mermaid")
-    lines = text.splitlines()
-    head, rest = lines[0], lines[1:]
-    acc = [f"    accTitle: {pipeline.name} pipeline", f"    accDescr: the current stage is {stage}"]
-    # The library marks the current stage with an 'active' class: recolour it to the page's palette,
-    # and apply it with a `class` statement, since mermaid 11 ignores a standalone `stage:::active`.
-    out = []
-    for line in rest:
-        stripped = line.strip()
-        if stripped.startswith("classDef active"):
-            line = "    classDef active fill:#ffd166,stroke:#7a5200,stroke-width:3px,color:#1d1d1d,font-weight:bold"
-        elif stripped.endswith(":::active"):
-            line = f"    class {stripped.removesuffix(':::active')} active"
-        out.append(line)
-    rest = out
-    return "\n".join([head, *acc, *rest])
+    cls = machine_class(pipeline)
+    cancel = pipeline.cancel_stage
+    lines = [
+        "stateDiagram-v2",
+        f"    accTitle: {pipeline.name} pipeline",
+        f"    accDescr: the current stage is {stage}",
+        "    direction LR",
+    ]
+    cancellable: list[str] = []
+    for state in cls.states:
+        if state.initial:
+            lines.append(f"    [*] --> {state.id}")
+        for t in state.transitions:
+            events = sorted(set(t.events))
+            if cancel and t.target.id == cancel and events == ["cancel"] and state.id != cancel:
+                cancellable.append(state.id)
+                continue
+            label = "" if events == ["advance"] else f" : {' / '.join(events)}"
+            lines.append(f"    {state.id} --> {t.target.id}{label}")
+    for state in cls.states:
+        if state.final and state.id != cancel:
+            lines.append(f"    {state.id} --> [*]")
+    if cancellable:
+        everywhere = len(cancellable) == sum(1 for st in cls.states if not st.final)
+        what = "any stage before the end" if everywhere else ", ".join(cancellable)
+        lines += [f'    state "{what}" as {_ANY_STAGE}', f"    {_ANY_STAGE} --> {cancel} : cancel"]
+    lines += _DIAGRAM_STYLE
+    if cancellable:
+        lines.append(f"    class {_ANY_STAGE} group")
+    ended = [st.id for st in cls.states if (st.final or st.id == pipeline.halt_stage) and st.id != stage]
+    if ended:
+        lines.append(f"    class {','.join(ended)} ended")
+    # mermaid 11 ignores a standalone `stage:::active`: the current stage gets its class by statement
+    lines.append(f"    class {stage} active")
+    return "\n".join(lines)
 
 
 def mermaid_source(pipeline: Pipeline, stage: str) -> str:
@@ -308,17 +389,13 @@ def status_ping(view: ReleaseView, url: str) -> str:
     lines = [f"{card.key}: {card.stage} ({STATUS_LABEL.get(card.status, card.status)}), {duration(card.time_in_stage)} in stage"]
     if card.lights:
         lights = ", ".join(
-            f"{g.gate} {OUTCOME_LABEL[g.outcome]}" + (f" ({g.detail})" if g.outcome not in ("pass",) and g.detail else "")
+            f"{g.gate} {OUTCOME_LABEL[g.outcome]}" + (f" ({human_text(g.detail, tz)})" if g.outcome not in ("pass",) and g.detail else "")
             for g in card.lights
         )
         lines.append(f"Gates: {lights}")
-    w = card.waiting
-    wait = f"Waiting for: {w.text}"
-    if w.until:
-        wait += f", at {local_time(w.until, tz)}"
-    if w.since:
-        wait += f" (for {duration(view.now - w.since)})"
-    lines.append(wait)
+    if card.reason:
+        lines.append(f"Why: {human_text(card.reason, tz)}")
+    lines.append(f"Waiting for: {waiting_text(card, view.now)}")
     t = view.snapshot.pipeline.advance_from(card.stage)
     if t is not None:
         lines.append(f"Next: {t.target}")
@@ -354,6 +431,7 @@ def make_environment() -> Environment:
         duration=duration,
         hours=hours,
         local_time=local_time,
+        human=human_text,
         iso=iso,
         number=number,
     )
@@ -362,6 +440,10 @@ def make_environment() -> Environment:
         OUTCOME_SYMBOL=OUTCOME_SYMBOL,
         STATUS_LABEL=STATUS_LABEL,
         AUDIT_LABEL=AUDIT_LABEL,
+        FOLDED_LABEL=FOLDED_LABEL,
+        WOULD_LABEL=WOULD_LABEL,
+        VERDICT_LABEL=VERDICT_LABEL,
+        audit_reason=audit_reason,
         SHOWS_TARGET=SHOWS_TARGET,
         sparkline=sparkline,
         mermaid_source=mermaid_source,

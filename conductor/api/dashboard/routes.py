@@ -254,7 +254,7 @@ def build_router(
     dash = Dashboard(secret_key, DEFAULT_POLL_SECONDS if poll_seconds is None else poll_seconds, session_max_age)
     router = APIRouter(include_in_schema=False)
     ctx_dep = Annotated[Context, Depends(get_context)]
-    for register in (_static_routes, _login_routes, _page_routes, _live_routes, _decision_route, _action_routes):
+    for register in (_static_routes, _docs_routes, _login_routes, _page_routes, _live_routes, _decision_route, _action_routes):
         register(router, dash, ctx_dep)
     return router
 
@@ -268,6 +268,26 @@ def _static_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
             resp.headers["Cache-Control"] = "public, max-age=31536000, immutable" if request.query_params.get("v") else "no-cache"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
+
+    @router.get("/favicon.ico", name="dashboard_favicon")
+    async def favicon(request: Request) -> Response:
+        # Browsers ask for it on every page they have no <link rel="icon"> for (the API's JSON, /docs).
+        resp = await dash.static_files.get_response("favicon.ico", request.scope)
+        resp.headers["Cache-Control"] = "public, max-age=86400"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+
+def _docs_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
+    @router.get("/docs", name="api_docs", response_class=HTMLResponse)
+    def docs(request: Request) -> Response:
+        """The API's Swagger UI from the vendored bundle, under the dashboard's CSP (create_app turns
+        FastAPI's own /docs off: it loads Swagger UI from a CDN and starts it with an inline script)."""
+        openapi_url = request.app.openapi_url
+        if not openapi_url:
+            return dash.harden(PlainTextResponse("this app publishes no OpenAPI schema", status_code=404))
+        root = request.scope.get("root_path", "")
+        return dash.render(request, "docs.html", None, title=request.app.title, openapi_url=root + openapi_url)
 
 
 def _login_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:

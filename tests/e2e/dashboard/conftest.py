@@ -90,8 +90,8 @@ class Site:
         assert c.snapshot(rid).pending is not None, "the release should be waiting for approval"
         return rid
 
-    def showcase(self) -> int:
-        """One release in each place on the board (for screenshots); returns the one awaiting approval."""
+    def showcase(self) -> tuple[int, int]:
+        """One release in each place on the board (for screenshots); returns the one awaiting approval and the halted one."""
         from conductor.service import Actor
 
         c, clock = self.conductor, self.clock
@@ -106,7 +106,7 @@ class Site:
         rid = self.paused_release()
         clock.advance(timedelta(minutes=40))
         c.record_signal(rid, "crash_free_sessions", 99.25, samples=700, source="crashlytics", evaluate=False)
-        return rid
+        return rid, halted
 
 
 def _free_socket() -> socket.socket:

@@ -43,7 +43,7 @@ def test_release_manager_approves_a_paused_release_without_reload(page, site):
     card = page.locator("#decision")
     expect(card).to_contain_text("waiting for your approval")
     row = card.locator("tr", has_text="crash_free_sessions")
-    for text in ("inconclusive", "99.2", "pass ≥ 99.5, fail ≤ 99", "500", "min 100", "crashlytics", "max 6h"):
+    for text in ("inconclusive", "99.2", "passes ≥ 99.5, fails ≤ 99", "500", "min 100", "crashlytics", "max 6h"):
         expect(row).to_contain_text(text)
     fingerprint = site.conductor.snapshot(rid).pending.fingerprint
     expect(card.locator("#fingerprint")).to_have_text(fingerprint)
@@ -165,23 +165,71 @@ def test_status_ping_copies_a_plain_text_summary(page, site, context):
     assert text.rstrip().endswith(f"/release/{rid}")
 
 
-def test_screenshots_of_overview_and_release_page(browser, site):
-    rid = site.showcase()
+FITS = "(sel) => { const e = document.querySelector(sel); return e ? e.scrollWidth <= e.clientWidth : null; }"
+DIAGRAM_SCALE = """(() => { const s = document.querySelector('#diagram svg');
+  return s.getBoundingClientRect().width / s.viewBox.baseVal.width; })()"""
+
+
+def failed_requests(page) -> list[str]:
+    """The URLs of the page's requests answered 4xx/5xx (a missing favicon was one on every page)."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    return failed
+
+
+def shoot(page, name: str, width: int) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
+    # Nothing wider than the viewport: the tables wrap or stack, the diagram fits (scrolls only inside itself).
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= width, f"{name} is {overflow}px wide at {width}px"
+
+
+def test_screenshots_of_the_overview_a_halted_and_a_paused_release(browser, site):
+    """test-output/screenshots/{overview,release-halted,release-paused,insights}-{1280,390}.png, and
+    what they must show: the reason for a halt, an evidence table that is not clipped, the approve
+    button near the top at 390 px, a readable state diagram."""
+    paused, halted = site.showcase()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for width in (1280, 390):
         ctx = browser.new_context(viewport={"width": width, "height": 900}, device_scale_factor=1)
         page = ctx.new_page()
+        failed = failed_requests(page)
         login(page, site)
-        page.screenshot(path=str(SCREENSHOTS / f"overview-{width}.png"), full_page=True)
-        page.goto(f"{site.base_url}/release/{rid}")
+        card = page.locator("article.card.st-halted").last
+        expect(card.locator(".why")).to_contain_text("crash failed: 98.4 ≤ 99")
+        shoot(page, "overview", width)
+
+        page.goto(f"{site.base_url}/release/{halted}")
         page.locator("#diagram [data-drawn] svg").wait_for()
-        page.screenshot(path=str(SCREENSHOTS / f"release-{width}.png"), full_page=True)
+        expect(page.locator("#decision h2")).to_contain_text("Why it halted")
+        expect(page.locator("#decision .why")).to_contain_text("crash failed: 98.4 ≤ 99")
+        expect(page.locator("#decision tr.row-fail")).to_contain_text("passes ≥ 99.5, fails ≤ 99")
+        assert page.evaluate(FITS, "#decision .table-wrap"), f"the evidence table is clipped at {width}px"
+        # Diagram labels stay readable: drawn at (nearly) their own size, not shrunk to fit.
+        scale = page.evaluate(DIAGRAM_SCALE)
+        assert scale > 0.85, f"the state diagram is drawn at {scale:.0%} of its size at {width}px"
+        expect(page.locator("#diagram svg")).not_to_contain_text("halted_from")  # no guard names
+        shoot(page, "release-halted", width)
+
+        page.goto(f"{site.base_url}/release/{paused}")
+        page.locator("#diagram [data-drawn] svg").wait_for()
+        approve = page.locator("#approve-button").bounding_box()
+        assert approve is not None and approve["y"] + approve["height"] < 1000, f"the approve button is {approve}px down at {width}px"
+        assert page.evaluate(FITS, "#decision .table-wrap"), f"the evidence table is clipped at {width}px"
+        shoot(page, "release-paused", width)
+
         page.goto(f"{site.base_url}/insights")
-        page.screenshot(path=str(SCREENSHOTS / f"insights-{width}.png"), full_page=True)
-        # Nothing wider than the viewport except inside the scrollable regions (diagram, tables).
-        overflow = page.evaluate("document.documentElement.scrollWidth")
-        assert overflow <= width, f"insights page is {overflow}px wide at {width}px"
+        shoot(page, "insights", width)
+        assert not failed, f"requests that failed: {failed}"
         ctx.close()
-    for name in ("overview", "release", "insights"):
+    for name in ("overview", "release-halted", "release-paused", "insights"):
         for width in (1280, 390):
             assert (SCREENSHOTS / f"{name}-{width}.png").stat().st_size > 10_000
+
+
+def test_api_docs_render_from_vendored_swagger_ui(page, site):
+    """No CDN and no inline script: Swagger UI draws the schema under the CSP (a violation is a
+    console error, an offsite request is refused and recorded: both fail the test)."""
+    page.goto(f"{site.base_url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Conductor")
+    expect(page.locator(".opblock-tag-section").first).to_be_visible()

@@ -229,7 +229,7 @@ def test_release_page_and_status_ping(quick, clock, rm):
         "99.2",
         "min 100",
         "crashlytics",
-        "pass ≥ 99.5, fail ≤ 99",
+        "passes ≥ 99.5, fails ≤ 99",
         "qa: signed by quinn",
         "class beta active",
         'aria-current="step"',
@@ -258,6 +258,23 @@ def test_overview_and_insights_render(quick, clock, rm):
     assert insights.status_code == 200 and "Robot saved" in insights.text and "Time per stage" in insights.text
 
 
+def test_pages_show_times_in_one_human_format_and_stage_names_as_written(quick, clock, rm):
+    """A soaking release: its summary was 'soak until 2026-11-23T...+00:00' beside 'Mon 23 Nov 10:00 CET'."""
+    rid = quick.start_release("app", "1.0", Actor("rita"))
+    quick.record_signal(rid, "build_green", True, source="ci")
+    quick.sign_off(rid, "qa", Actor("quinn"))
+    quick.record_signal(rid, "open_blockers", 0, source="jira")
+    quick.record_signal(rid, "crash_free_sessions", 99.9, samples=900, source="crashlytics")
+    assert quick.snapshot(rid).latest.summary.startswith("soak until 2026-11-23T")
+    iso_in_text = re.compile(r'(?<!datetime=")\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}')
+    for path in ("/", f"/release/{rid}", f"/release/{rid}/ping.txt"):
+        text = rm.client.get(path).text
+        assert not iso_in_text.search(text), (path, iso_in_text.search(text))
+        assert "the soak to end" in text and "at Mon 23 Nov 10:00 CET" in text, path
+    page = rm.client.get(f"/release/{rid}").text
+    assert "soak until Mon 23 Nov 10:00 CET" in page and "rollout 1" not in page
+
+
 def test_security_headers_and_vendored_assets(quick, rm):
     page = rm.client.get("/")
     csp = page.headers["Content-Security-Policy"]
@@ -271,11 +288,40 @@ def test_security_headers_and_vendored_assets(quick, rm):
     assert rm.client.get("/dashboard/static/../routes.py").status_code == 404
 
 
+def test_every_page_links_a_favicon_and_favicon_ico_is_served(quick, rm):
+    for path in ("/", "/insights", "/login"):
+        text = rm.client.get(path).text
+        icons = re.findall(r'<link rel="icon" href="([^"]+)"', text)
+        assert len(icons) == 2, path
+        for href in icons:
+            r = rm.client.get(href)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("image/"), href
+    r = rm.client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert r.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
 def test_templates_and_scripts_load_nothing_from_the_internet():
     pattern = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", re.I)
-    for f in [*Path(TEMPLATES).glob("*.html"), Path(STATIC) / "dashboard.js", Path(STATIC) / "dashboard.css"]:
+    for f in [*Path(TEMPLATES).glob("*.html"), Path(STATIC) / "dashboard.js", Path(STATIC) / "docs.js", Path(STATIC) / "dashboard.css"]:
         assert not pattern.search(f.read_text()), f
     assert "@import" not in (Path(STATIC) / "dashboard.css").read_text()
+
+
+def test_api_docs_are_served_from_vendored_files_under_the_csp(quick):
+    from tests.e2e.dashboard.conftest import product_app
+
+    client = TestClient(product_app(quick))
+    r = client.get("/docs")
+    assert r.status_code == 200 and r.headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self';")
+    assert "<script>" not in r.text and 'data-openapi-url="/openapi.json"' in r.text
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert any("swagger-ui-bundle.js" in s for s in srcs) and any("swagger-ui.css" in s for s in srcs)
+    for src in srcs:
+        assert src.startswith("/"), src
+        assert client.get(src).status_code == 200, src
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page loads its script from a CDN
+    assert client.get("/openapi.json").json()["info"]["title"] == "Conductor"
 
 
 def test_the_api_app_serves_the_dashboard(quick, clock, role_tokens):

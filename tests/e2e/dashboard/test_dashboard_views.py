@@ -89,7 +89,7 @@ def test_board_classifies_every_release_and_says_what_it_waits_for(quick, clock)
     assert waits(held) == ("fix", "a fix for blockers")
     assert waits(upcoming) == ("signal", "signal: build_green (missing)")
     assert waits(halted)[0] == "human"
-    assert waits(newest) == ("done", "nothing: released")
+    assert waits(newest) == ("done", "nothing (released)")
     lights = {g.gate: g.outcome for g in card_of(board, approval).lights}
     assert lights == {"build": "pass", "qa": "pass", "crash": "inconclusive", "blockers": "pass"}
     assert {g.outcome for g in card_of(board, upcoming).lights} == {"inconclusive"}
@@ -141,7 +141,7 @@ def test_release_view_has_the_decision_card_and_signal_history(quick, clock):
         "crashlytics",
         timedelta(hours=6),
     )
-    assert crash.thresholds == "pass ≥ 99.5, fail ≤ 99" and crash.age == timedelta(0)
+    assert crash.thresholds == "passes ≥ 99.5, fails ≤ 99" and crash.age == timedelta(0)
     qa = next(r for r in view.decision.rows if r.gate == "qa")
     assert qa.teams["qa"]["actor"] == "quinn"
     series = {s.name: s for s in view.signals}
@@ -157,8 +157,108 @@ def test_change_marks_move_with_the_release(quick, clock):
     assert read_board.change_marks(quick, rid) == before
     quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)
     after = read_board.change_marks(quick, rid)
-    assert after["signals"] != before["signals"] and after["timeline"] == before["timeline"]
+    # the intake is on the timeline; without an evaluation the decision stays as it was
+    assert after["signals"] != before["signals"] and after["timeline"] != before["timeline"] and after["decision"] == before["decision"]
     quick.approve(rid, RM, "fine")
     after2 = read_board.change_marks(quick, rid)
     assert after2["stage"] == "rollout" and after2["timeline"] != after["timeline"]
     assert read_board.change_marks(quick) != board_before
+
+
+def test_insights_count_a_halted_release_as_ended_and_a_question_asked_again_once(quick, clock):
+    halted = drive_to_approval(quick, clock, "1.0")
+    quick.approve(halted, RM, "grey but known")
+    quick.record_signal(halted, "crash_free_sessions", 98.0, samples=900, source="crashlytics")
+    assert quick.snapshot(halted).status == "halted"
+    released = release_fully(quick, clock, "1.1")
+    assert quick.snapshot(released).status == "released"
+
+    asked = drive_to_approval(quick, clock, "1.2")
+    first = quick.snapshot(asked).pending.fingerprint
+    # The crash reporter fails (another question), then reports the same grey value: the first question again.
+    quick.record_signal(asked, "crash_free_sessions", None, source="crashlytics", error="timeout")
+    assert quick.snapshot(asked).pending.fingerprint != first
+    quick.record_signal(asked, "crash_free_sessions", 99.2, samples=600, source="crashlytics")
+    snap = quick.snapshot(asked)
+    assert snap.pending.fingerprint == first
+    assert [a.kind for a in snap.audit].count("approval_requested") == 3
+
+    (t,) = read_insights.insights(quick)
+    assert (t.reached_full, t.ended_short, t.halted, t.in_flight) == (1, 0, 1, 1)
+    assert t.share_full == 0.5
+    # 1.0: one question at beta, one at rollout (still grey there); 1.2: two distinct questions, one of them asked twice
+    assert t.approvals_asked == 4
+
+
+def test_insights_never_show_negative_durations_when_the_clock_is_behind_the_rows(quick, clock):
+    """The demo's database is written on a simulated clock that ends in the future: a dashboard
+    reading it now must not count open waits (or anything else) negative."""
+    rid = drive_to_approval(quick, clock, "1.0")
+    halted = drive_to_approval(quick, clock, "1.1")
+    quick.approve(halted, RM, "ok")
+    quick.record_signal(halted, "crash_free_sessions", 98.0, samples=900, source="crashlytics")
+    clock.advance(timedelta(hours=3))
+    quick.pause(rid, RM, "store outage")  # the newest audit row, 3h after the halt and 4h after the first question
+    clock.now = clock.now - timedelta(days=2)
+
+    (t,) = read_insights.insights(quick)
+    assert t.human_wait_total == timedelta(hours=7)  # both waits counted up to the newest row, not to the clock
+    assert all(w >= timedelta(0) for w in (t.human_wait_total, t.saved_total, *(s.median for s in t.stage_times)))
+    assert t.human_wait_median is not None and t.human_wait_median > timedelta(0)
+    board = read_board.board(quick)
+    assert board.now > clock.now and all(card_of(board, r).time_in_stage >= timedelta(0) for r in (rid, halted))
+    assert card_of(board, halted).waiting.since is not None and board.now - card_of(board, halted).waiting.since == timedelta(hours=3)
+    view = read_page.release_view(quick, rid)
+    assert view.now == board.now and view.card.time_in_stage == timedelta(hours=5)  # in beta since an hour before the question
+
+
+def test_the_timeline_shows_every_intake_of_signals_and_folds_runs(quick, clock):
+    """CLI and webhook signals never reached the timeline (only REST batches wrote an audit row)."""
+    from conductor.service.inbox import store_event
+    from conductor.service.signals import record_signals
+    from conductor.sources.events import InboundEvent, SignalIn
+    from tests.conftest import apply_event
+
+    quick.ensure_track("web", "quick", repository="acme/web")
+    rid = quick.start_release("web", "2.0", RM)
+    event = InboundEvent(source="github", delivery_id="d-1", kind="build_finished", raw_type="workflow_run", repository="acme/web",
+                         branch="release/2.0", sha="abc1234", signals=[SignalIn(name="build_green", value=1.0)])  # fmt: skip
+    assert apply_event(quick, store_event(quick, event).event_id) == "processed"  # a webhook: branch -> beta
+    quick.record_signal(rid, "open_blockers", 0, source="jira", evaluate=False)  # the CLI's path
+    record_signals(quick, rid, [{"name": "crash_free_sessions", "value": 99.9, "samples": 900}], RM, source="api")  # REST
+    quick.sign_off(rid, "qa", Actor("quinn"))
+
+    view = read_page.release_view(quick, rid)
+    intakes = [a for a in view.snapshot.audit if a.kind == "signals_recorded"]
+    assert [(a.actor, a.reason) for a in intakes] == [
+        ("github", "signals from github: build_green"),
+        ("conductor", "signal from jira: open_blockers"),
+        ("rita", "signals from api: crash_free_sessions"),
+    ]
+    kinds = [(item.kind, len(item.entries)) for item in view.timeline]
+    # newest first; the two intakes in a row are one folded line, the webhook's stays on its own
+    assert kinds == [("signed_off", 1), ("signals_recorded", 2), ("transitioned", 1), ("signals_recorded", 1), ("release_started", 1)]
+    assert view.timeline[1].folded and view.timeline[1].latest.reason == "signals from api: crash_free_sessions"
+
+
+def test_a_halted_or_held_release_says_why(quick, clock):
+    halted = drive_to_approval(quick, clock, "1.0")
+    quick.approve(halted, RM, "grey but known")
+    quick.record_signal(halted, "crash_free_sessions", 98.4, samples=5000, source="crashlytics")
+    held = quick.start_release("app", "1.1", RM)
+    quick.record_signal(held, "build_green", True, source="ci")
+    quick.record_signal(held, "open_blockers", 3, source="jira")
+    waiting = drive_to_approval(quick, clock, "1.2")
+
+    board = read_board.board(quick)
+    assert card_of(board, halted).reason == "crash failed: 98.4 ≤ 99"
+    assert card_of(board, held).reason == "blockers failed: 3 > 0"
+    assert card_of(board, waiting).reason is None
+
+    view = read_page.release_view(quick, halted)
+    d = view.decision
+    assert d is not None and d.kind == "halted" and not d.pending and d.evaluation.stage == "rollout"
+    crash = next(r for r in d.rows if r.gate == "crash")
+    assert (crash.outcome, crash.value, crash.thresholds, crash.detail) == ("fail", 98.4, "passes ≥ 99.5, fails ≤ 99", "98.4 ≤ 99")
+    assert read_page.release_view(quick, held).decision.kind == "held"
+    assert read_page.release_view(quick, waiting).decision.kind == "pending"

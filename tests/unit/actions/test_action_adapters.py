@@ -75,6 +75,16 @@ def test_every_notified_event_has_a_message(event, words):
     assert words in text and "music-android/9.0.0" in text
 
 
+def test_a_halt_message_never_says_it_halted_at_the_halted_stage():
+    halted = ReleaseRef(7, "music-android", "9.0.0", "halted")
+    ask = ActionRequest("notify", {"event": "halted", "summary": "failed: crash_free (98.2 ≤ 99)"}, "7:halt", 1, halted)
+    assert slack_text("halted", ask) == (
+        ":octagonal_sign: *music-android/9.0.0* halted its rollout: failed: crash_free (98.2 ≤ 99). Resuming needs a release manager."
+    )
+    named = ActionRequest("notify", {"event": "halted", "summary": "x", "stage": "rollout_1"}, "7:halt", 1, halted)
+    assert "halted its rollout at rollout_1: x." in slack_text("halted", named)
+
+
 def test_nothing_configured_is_skipped_with_the_reason_never_done():
     rx = Receiver()
     adapters = ActionAdapters(rx.client())

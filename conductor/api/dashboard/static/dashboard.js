@@ -4,14 +4,26 @@
   "use strict";
 
   if (window.mermaid) {
-    window.mermaid.initialize({ startOnLoad: false, securityLevel: "strict", theme: "neutral" });
+    window.mermaid.initialize({
+      startOnLoad: false, securityLevel: "strict", theme: "neutral",
+      themeVariables: { fontSize: "15px" },
+      state: { nodeSpacing: 28, rankSpacing: 36, useMaxWidth: true },
+    });
   }
+
+  // On a narrow screen the pipeline reads top to bottom: left to right it would be shrunk unreadable.
+  var NARROW = "(max-width: 700px)";
 
   function drawDiagrams(root) {
     if (!window.mermaid || !root.querySelectorAll) return;
     var nodes = Array.prototype.slice.call(root.querySelectorAll("pre.mermaid:not([data-queued])"));
     if (!nodes.length) return;
-    nodes.forEach(function (n) { n.setAttribute("data-queued", "true"); });
+    nodes.forEach(function (n) {
+      n.setAttribute("data-queued", "true");
+      if (window.matchMedia && window.matchMedia(NARROW).matches) {
+        n.textContent = n.textContent.replace(/^(\s*)direction LR$/m, "$1direction TB");
+      }
+    });
     window.mermaid.run({ nodes: nodes }).then(function () {
       nodes.forEach(function (n) { var fig = n.closest(".diagram"); if (fig) fig.setAttribute("data-drawn", "true"); });
     }).catch(function (err) { console.error("diagram not drawn", err); });
