@@ -256,9 +256,15 @@ def pause(release: str, reason: Annotated[str, typer.Option("--reason")], as_: A
 
 
 @app.command()
-def resume(release: str, reason: Annotated[str, typer.Option("--reason")], as_: AsOpt = None, role: RoleOpt = "release_manager") -> None:
-    """Lift a pause, or resume a halted rollout."""
-    stage = _conductor().resume(release, _actor(as_, role), reason)
+def resume(
+    release: str,
+    reason: Annotated[str, typer.Option("--reason")],
+    as_: AsOpt = None,
+    role: RoleOpt = "release_manager",
+    restore_flags: Annotated[bool, typer.Option("--restore-flags", help="Turn the kill-switch flags a halt turned off back on.")] = False,
+) -> None:
+    """Lift a pause, or resume a halted rollout (its kill-switch flags stay off unless --restore-flags)."""
+    stage = _conductor().resume(release, _actor(as_, role), reason, restore_flags=restore_flags)
     out.print(f"resumed; release is in {stage}")
 
 
@@ -538,7 +544,57 @@ def track_store(
             raise typer.BadParameter(f"{kind!r}: the store is play or appstore", param_hint="KIND")
         out.print(Text(f"{track}: {connect_store(c, track, _actor(as_, 'admin'), connection)}"))
     if check or kind is None:
-        _check_store(c, track)
+        _check(c, track, "store")
+
+
+def _connection_cmd(key: str, track: str, config: Path | None, check: bool, disconnect: bool, as_: str | None) -> None:
+    from conductor.service.tracks import connect
+
+    c = _conductor()
+    if disconnect:
+        connect(c, track, _actor(as_, "admin"), key, None)
+        out.print(Text(f"{track}: {key} disconnected"))
+        return
+    if config is not None:
+        out.print(Text(f"{track}: {connect(c, track, _actor(as_, 'admin'), key, _read_mapping(config))}"))
+    if check or config is None:
+        _check(c, track, key)
+
+
+def _read_mapping(path: Path) -> dict:
+    """A small YAML or JSON file holding one mapping (a connection's settings)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConductorError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConductorError(f"{path}: not YAML or JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConductorError(f"{path}: expected a mapping (kind: ..., and its settings)")
+    return data
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A YAML/JSON file with the connection (see README: Connecting).")]
+CheckOpt = Annotated[bool, typer.Option("--check", help="One read-only call: do the credentials work?")]
+DisconnectOpt = Annotated[bool, typer.Option("--disconnect", help="Remove the connection.")]
+
+
+@track_app.command("vcs")
+def track_vcs(track: str, config: ConfigOpt = None, check: CheckOpt = False, disconnect: DisconnectOpt = False, as_: AsOpt = None) -> None:
+    """Connect TRACK's VCS/CI host (GitHub or GitLab: cut_branch, distribute to CI rings, tag_release),
+    check it, or disconnect it."""
+    _connection_cmd("vcs", track, config, check, disconnect, as_)
+
+
+@track_app.command("flags")
+def track_flags(
+    track: str, config: ConfigOpt = None, check: CheckOpt = False, disconnect: DisconnectOpt = False, as_: AsOpt = None
+) -> None:
+    """Connect TRACK's feature-flag service (Unleash or Flagsmith: set_flag, the kill switch on a halt),
+    check it, or disconnect it."""
+    _connection_cmd("flags", track, config, check, disconnect, as_)
 
 
 def _pair(text: str, option: str) -> tuple[str, str]:
@@ -554,14 +610,14 @@ def _credential_ref(path: str | None, env: str | None, file_opt: str, env_opt: s
     return {"file": path} if path is not None else {"env": env}  # type: ignore[dict-item]
 
 
-def _check_store(c, track: str) -> None:
+def _check(c, track: str, key: str) -> None:
     from conductor.actions.http import make_client
     from conductor.actions.registry import ActionAdapters
-    from conductor.service.store_state import check_store
+    from conductor.service.connections import check_connection
 
     adapters = ActionAdapters(make_client(30.0))
     try:
-        out.print(Text(f"{track}: store check ok: {check_store(c, adapters, track)}"))
+        out.print(Text(f"{track}: {key} check ok: {check_connection(c, adapters, track, key)}"))
     finally:
         adapters.close()
 

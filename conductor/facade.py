@@ -43,8 +43,8 @@ class Conductor(Context):
     def pause(self, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None) -> bool:
         return releases.pause(self, ref, actor, reason, expected_version=expected_version)
 
-    def resume(self, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None) -> str:
-        return releases.resume(self, ref, actor, reason, expected_version=expected_version)
+    def resume(self, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None, restore_flags: bool = False) -> str:
+        return releases.resume(self, ref, actor, reason, expected_version=expected_version, restore_flags=restore_flags)
 
     def cancel(self, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None) -> str:
         return releases.cancel(self, ref, actor, reason, expected_version=expected_version)

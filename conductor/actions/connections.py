@@ -21,14 +21,22 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conductor.actions.flags.base import FlagClient
+from conductor.actions.flags.flagsmith import FlagsmithFlagsConfig
+from conductor.actions.flags.unleash import UnleashFlagsConfig
 from conductor.actions.stores.base import StoreClient
+from conductor.actions.vcs.base import VcsClient
+from conductor.actions.vcs.github_config import GitHubVcsConfig
+from conductor.actions.vcs.gitlab import GitLabVcsConfig
 from conductor.clock import Clock, system_clock
 from conductor.connect.credentials import CredentialRef
-from conductor.domain.errors import ConductorError
+from conductor.domain.errors import InvalidSettings
 
 STORE_KEY = "store"
-CONNECTION_KEYS = (STORE_KEY,)
-KINDS = ("play", "appstore")
+VCS_KEY = "vcs"
+FLAGS_KEY = "flags"
+CONNECTION_KEYS = (STORE_KEY, VCS_KEY, FLAGS_KEY)
+KINDS = ("play", "appstore", "github", "gitlab", "unleash", "flagsmith")
 
 
 class _Connection(BaseModel):
@@ -64,12 +72,67 @@ class AppStoreConnection(_Connection):
 StoreConnection = Annotated[PlayConnection | AppStoreConnection, Field(discriminator="kind")]
 
 
+class _CiRings(BaseModel):
+    # pipeline ring -> the workflow (GitHub: file name or id; GitLab: the pipeline's CONDUCTOR_WORKFLOW)
+    # that builds and distributes to it; `distribute` to such a ring starts that workflow.
+    workflows: dict[str, str] = Field(default_factory=dict)
+    main_branch: str = Field(default="main", min_length=1, max_length=200)  # cut_branch's default source
+
+
+class GitHubConnection(GitHubVcsConfig, _CiRings):
+    """GitHub (or GitHub Enterprise Server): a repository, a token or a GitHub App, CI workflows per ring."""
+
+    kind: Literal["github"]
+
+    def describe(self) -> str:
+        auth = f"token from {self.token.describe()}" if self.token else f"GitHub App {self.app.app_id if self.app else '?'}"
+        return f"GitHub {self.owner}/{self.repo} ({auth})"
+
+
+class GitLabConnection(GitLabVcsConfig, _CiRings):
+    """GitLab (or a self-hosted one): a project, a token, CI pipelines per ring."""
+
+    kind: Literal["gitlab"]
+
+    def describe(self) -> str:
+        return f"GitLab {self.project} at {self.base_url} (token from {self.token.describe()})"
+
+
+VcsConnection = Annotated[GitHubConnection | GitLabConnection, Field(discriminator="kind")]
+
+
+class _KillSwitch(BaseModel):
+    environment: str = Field(min_length=1, max_length=100)  # where set_flag switches, unless it names another
+    # Flags turned off, in the same outbox batch as the store halt, when the robot halts a rollout;
+    # only a release manager turns them back on (resume with restore_flags).
+    kill_switch: list[str] = Field(default_factory=list, max_length=50)
+
+
+class UnleashConnection(UnleashFlagsConfig, _KillSwitch):
+    kind: Literal["unleash"]
+
+    def describe(self) -> str:
+        return f"Unleash project {self.project} at {self.base_url}, environment {self.environment}"
+
+
+class FlagsmithConnection(FlagsmithFlagsConfig, _KillSwitch):
+    kind: Literal["flagsmith"]
+
+    def describe(self) -> str:
+        return f"Flagsmith at {self.base_url}, environment {self.environment}"
+
+
+FlagsConnection = Annotated[UnleashConnection | FlagsmithConnection, Field(discriminator="kind")]
+
+
 class Connections(BaseModel):
     """The connection part of Track.settings (other keys belong to other features)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     store: StoreConnection | None = None
+    vcs: VcsConnection | None = None
+    flags: FlagsConnection | None = None
 
 
 def parse_connections(track_id: str, settings: dict[str, Any] | None) -> Connections:
@@ -80,7 +143,27 @@ def parse_connections(track_id: str, settings: dict[str, Any] | None) -> Connect
         err = exc.errors()[0]
         # A discriminated union puts its tag ('play') into the path; it is not a key of the settings.
         where = ".".join(str(p) for p in err["loc"] if p not in KINDS)
-        raise ConductorError(f"track {track_id}: settings.{where}: {err['msg']}") from None
+        raise InvalidSettings(f"track {track_id}: settings.{where}: {err['msg']}") from None
+
+
+def vcs_client(conn: GitHubConnection | GitLabConnection, http: httpx.Client) -> VcsClient:
+    if isinstance(conn, GitHubConnection):
+        from conductor.actions.vcs.github import GitHubVcs
+
+        return GitHubVcs(conn)
+    from conductor.actions.vcs.gitlab import GitLabVcs
+
+    return GitLabVcs(conn, http)
+
+
+def flag_client(conn: UnleashConnection | FlagsmithConnection, http: httpx.Client) -> FlagClient:
+    if isinstance(conn, UnleashConnection):
+        from conductor.actions.flags.unleash import UnleashFlags
+
+        return UnleashFlags(conn, http)
+    from conductor.actions.flags.flagsmith import FlagsmithFlags
+
+    return FlagsmithFlags(conn, http)
 
 
 def store_client(conn: PlayConnection | AppStoreConnection, http: httpx.Client, *, clock: Clock = system_clock) -> StoreClient:

@@ -16,14 +16,26 @@ from typing import Any
 import httpx
 
 from conductor.actions.base import ActionAdapter, ActionFailed, ActionOutcome, ActionRequest
-from conductor.actions.connections import parse_connections, store_client
+from conductor.actions.connections import flag_client, parse_connections, store_client, vcs_client
 from conductor.actions.endpoint import EndpointAdapter
+from conductor.actions.hands import FlagActions, VcsActions
 from conductor.actions.notify import Notifier
 from conductor.actions.settings import parse_action_settings
 from conductor.actions.store_actions import StoreActions
 from conductor.clock import Clock, system_clock
-from conductor.domain.actions import STORE_ACTIONS
+from conductor.domain.actions import FLAG_ACTIONS, STORE_ACTIONS
 from conductor.domain.errors import ConductorError
+
+
+def _nobody(action: str, track_id: str) -> str:
+    """Why nothing performs `action` for the track (the skip reason on the release)."""
+    if action in STORE_ACTIONS:
+        return f"store not connected: rollout actions are not performed (connect one: conductor track store {track_id} ...)"
+    if action in FLAG_ACTIONS:
+        return f"no feature-flag service connected (conductor track flags {track_id} ...)"
+    if action in ("cut_branch", "tag_release", "distribute"):
+        return f"no VCS/CI connected and no actions_url (conductor track vcs {track_id} ...)"
+    return f"track {track_id} has no actions_url configured (settings.actions_url)"
 
 
 class ActionAdapters:
@@ -43,13 +55,16 @@ class ActionAdapters:
         cfg = parse_action_settings(track_id, settings)
         if action == "notify":
             return Notifier(self.client, cfg.notify, track_id)
-        store = parse_connections(track_id, settings).store
-        if store is not None and (action in STORE_ACTIONS or (action == "distribute" and (params or {}).get("ring") in store.rings)):
-            return StoreActions(store_client(store, self.client, clock=self.clock), store)
+        conns = parse_connections(track_id, settings)
+        ring = (params or {}).get("ring")
+        if conns.store is not None and (action in STORE_ACTIONS or (action == "distribute" and ring in conns.store.rings)):
+            return StoreActions(store_client(conns.store, self.client, clock=self.clock), conns.store)
+        if conns.vcs is not None and (action in ("cut_branch", "tag_release") or (action == "distribute" and ring in conns.vcs.workflows)):
+            return VcsActions(vcs_client(conns.vcs, self.client), conns.vcs)
+        if conns.flags is not None and action in FLAG_ACTIONS:
+            return FlagActions(flag_client(conns.flags, self.client), conns.flags)
         if not cfg.actions_url:
-            if action in STORE_ACTIONS:
-                return f"store not connected: rollout actions are not performed (connect one: conductor track store {track_id} ...)"
-            return f"track {track_id} has no actions_url configured (settings.actions_url)"
+            return _nobody(action, track_id)
         secret = cfg.signing_secret
         if not secret:
             return f"track {track_id} has an actions_url but no actions_secret to sign with"

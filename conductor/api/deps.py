@@ -16,6 +16,7 @@ from conductor.api.errors import InvalidRequest, Unauthorized
 from conductor.service.tokens import Principal, authenticate
 
 if TYPE_CHECKING:
+    from conductor.actions.registry import ActionAdapters
     from conductor.api.metrics import ApiMetrics
     from conductor.bootstrap import App
     from conductor.config import Settings
@@ -43,6 +44,10 @@ class ApiState:
     @property
     def dispatcher(self) -> Dispatcher:
         return self.app.dispatcher
+
+    @property
+    def adapters(self) -> ActionAdapters:
+        return self.app.runtime.adapters
 
 
 async def get_state(request: Request) -> ApiState:

@@ -19,12 +19,14 @@ from conductor.api.errors import error_responses
 from conductor.api.schemas import (
     MAX_INT,
     ApproveIn,
+    BuildIn,
     DecisionOut,
     ReasonIn,
     ReleaseCreate,
     ReleaseDetail,
     ReleasePage,
     ReleaseSummary,
+    ResumeIn,
     Sha,
     SignalsIn,
     SignalsResult,
@@ -223,6 +225,14 @@ async def test_report(
     )
 
 
+@router.put("/{release_id}/build", response_model=WriteResult, responses=WRITE, summary="Say which store build the release is")
+def build(release_id: ReleaseId, body: BuildIn, state: State, principal: ReleaseManager, response: Response, _q: NoParams) -> WriteResult:
+    _bind(release_id)
+    before = releases.record_build(state.conductor, release_id, body.build, principal.actor, body.reason)
+    outcome = "unchanged" if before == body.build else ("changed" if before else "set")
+    return WriteResult(release=_summary(state.conductor, release_id, response), outcome=outcome)
+
+
 @router.post("/{release_id}/signoffs", response_model=WriteResult, responses=WRITE, summary="A team signs off (or refuses)")
 def signoff(
     release_id: ReleaseId,
@@ -325,7 +335,7 @@ def pause(
 @router.post("/{release_id}/resume", response_model=WriteResult, responses=WRITE, summary="Lift a pause, or resume a halted rollout")
 def resume(
     release_id: ReleaseId,
-    body: ReasonIn,
+    body: ResumeIn,
     state: State,
     principal: ReleaseManager,
     response: Response,
@@ -334,7 +344,12 @@ def resume(
 ) -> WriteResult:
     _bind(release_id)
     stage = releases.resume(
-        state.conductor, release_id, principal.actor, body.reason, expected_version=wanted_version(if_match, body.expected_version)
+        state.conductor,
+        release_id,
+        principal.actor,
+        body.reason,
+        expected_version=wanted_version(if_match, body.expected_version),
+        restore_flags=body.restore_flags,
     )
     return WriteResult(release=_summary(state.conductor, release_id, response), outcome=stage)
 

@@ -23,7 +23,7 @@ def build_router() -> APIRouter:
         replay_,
         methods=["POST"],
         response_model=ReplayOut,
-        responses=error_responses(401, 403, 404, 413, 422, 503),
+        responses=error_responses(400, 401, 403, 404, 413, 422, 503),
         summary="Replay past releases through a definition: where its decisions would differ (release manager; writes nothing)",
     )
     return router

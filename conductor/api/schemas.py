@@ -85,6 +85,22 @@ class TrackUpdate(Request):
     secrets: TrackSecrets | None = None
 
 
+ConnectionKey = Literal["store", "vcs", "flags"]
+
+
+class ConnectionOut(BaseModel):
+    track: str
+    connection: ConnectionKey
+    described: str | None = Field(description="What is connected, credentials by reference only; null when disconnected")
+
+
+class ConnectionCheck(BaseModel):
+    track: str
+    connection: ConnectionKey
+    ok: bool
+    detail: str = Field(description="What the credentials can see, or why they do not work")
+
+
 class TrackOut(Response):
     id: str
     definition: str
@@ -228,6 +244,15 @@ class SignoffIn(Request):
 class ReasonIn(Request):
     reason: Reason
     expected_version: Version | None = None
+
+
+class BuildIn(Request):
+    build: str = Field(pattern=r"^[0-9A-Za-z._-]{1,50}$", description="The store build: Play versionCode, App Store build number")
+    reason: str = Field(default="", max_length=2000)
+
+
+class ResumeIn(ReasonIn):
+    restore_flags: bool = Field(default=False, description="Turn the track's kill-switch flags back on (a halt turned them off)")
 
 
 class ApproveIn(ReasonIn):

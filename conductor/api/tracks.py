@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
+from conductor.actions.base import ActionFailed
 from conductor.api.deps import Admin, NoParams, SingleValues, State, Viewer
 from conductor.api.errors import error_responses
-from conductor.api.schemas import TrackCreate, TrackId, TrackOut, TrackUpdate
+from conductor.api.schemas import ConnectionCheck, ConnectionKey, ConnectionOut, TrackCreate, TrackId, TrackOut, TrackUpdate
 from conductor.read.tracks import get_track, list_tracks
-from conductor.service.tracks import TrackChanges, create_track, update_track
+from conductor.service.connections import check_connection
+from conductor.service.tracks import TrackChanges, connect, create_track, update_track
 
 TrackPath = Annotated[TrackId, Path(description="The track id, e.g. music-android")]
 
@@ -66,5 +68,38 @@ def build_router() -> APIRouter:
         )
         update_track(state.conductor, track_id, principal.actor, changes)
         return TrackOut.model_validate(get_track(state.conductor, track_id))
+
+    @router.put(
+        "/{track_id}/connections/{key}",
+        response_model=ConnectionOut,
+        responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+        summary="Connect the track's store, VCS/CI host or flag service (admin); credentials by reference",
+    )
+    def connect_(
+        track_id: TrackPath, key: ConnectionKey, body: dict[str, Any], state: State, principal: Admin, _q: NoParams
+    ) -> ConnectionOut:
+        return ConnectionOut(track=track_id, connection=key, described=connect(state.conductor, track_id, principal.actor, key, body))
+
+    @router.delete(
+        "/{track_id}/connections/{key}",
+        response_model=ConnectionOut,
+        responses=error_responses(401, 403, 404, 422, 503),
+        summary="Disconnect the track's store, VCS/CI host or flag service (admin)",
+    )
+    def disconnect_(track_id: TrackPath, key: ConnectionKey, state: State, principal: Admin, _q: NoParams) -> ConnectionOut:
+        return ConnectionOut(track=track_id, connection=key, described=connect(state.conductor, track_id, principal.actor, key, None))
+
+    @router.post(
+        "/{track_id}/connections/{key}/check",
+        response_model=ConnectionCheck,
+        responses=error_responses(400, 401, 403, 404, 422, 503),
+        summary="One read-only call with the connection's credentials (admin): do they work?",
+    )
+    def check_(track_id: TrackPath, key: ConnectionKey, state: State, _: Admin, _q: NoParams) -> ConnectionCheck:
+        try:
+            detail, ok = check_connection(state.conductor, state.adapters, track_id, key), True
+        except ActionFailed as exc:
+            detail, ok = str(exc), False
+        return ConnectionCheck(track=track_id, connection=key, ok=ok, detail=detail)
 
     return router

@@ -67,6 +67,13 @@ class SetFlag(_Params):
     environment: str | None = Field(default=None, max_length=100)
 
 
+class KillSwitch(_Params):
+    """The track's kill-switch flags off (enabled: false; the robot queues this on a halt) or back on
+    (a release manager's resume with restore_flags). Flags."""
+
+    enabled: bool = False
+
+
 class Notify(_Params):
     """Tell the track's notification channels (Slack, a signed webhook). Notify."""
 
@@ -83,9 +90,11 @@ ACTIONS: dict[str, type[_Params]] = {
     "resume_rollout": NoParams,
     "tag_release": TagRelease,
     "set_flag": SetFlag,
+    "kill_switch": KillSwitch,
     "notify": Notify,
 }
 STORE_ACTIONS = frozenset({"submit_to_store", "set_rollout", "halt_rollout", "resume_rollout"})
+FLAG_ACTIONS = frozenset({"set_flag", "kill_switch"})
 # Actions whose percent falls back to the target stage's.
 PERCENT_ACTIONS = frozenset({"submit_to_store", "set_rollout"})
 

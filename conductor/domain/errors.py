@@ -38,6 +38,12 @@ class DefinitionError(ConductorError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class InvalidSettings(ConductorError):
+    """A track's settings (a connection, notification channels) that do not validate; names the field."""
+
+    http_status = 422
+
+
 class NotFound(ConductorError):
     """A release, track, decision or definition that was asked for does not exist."""
 

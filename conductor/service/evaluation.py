@@ -110,8 +110,10 @@ def _act(step: ReleaseStep, d: Decision, ev: EvaluationRef, new_question: bool) 
             step.audit(AuditKind.HELD, ROBOT, d.summary, evaluation_id=ev.id, from_stage=r.stage)
             step.queue_action(f"hold:{ev.id}", "notify", {"event": "held", "summary": d.summary})
     elif d.verdict is Verdict.HALT:
-        if r.rejected_fingerprint == ev.fingerprint:
-            return  # a human resumed over exactly this question; only a new one halts again
+        if r.rejected_fingerprint in (ev.digest, ev.fingerprint):
+            # A human resumed over exactly this evidence (or rejected exactly this question in a
+            # rollout stage); only new data halts again.
+            return
         halt(step, ROBOT, d.summary, ev.id)
 
 
@@ -149,6 +151,7 @@ def halt(step: ReleaseStep, actor: str, reason: str, evaluation_id: int | None) 
     step.audit(AuditKind.HALTED, actor, reason, from_stage=before, to_stage=after, evaluation_id=evaluation_id)
     key = f"halt:{evaluation_id}:{r.updated_at.isoformat()}"
     step.queue_action(key, "halt_rollout", {"stage": stage})
+    step.queue_action(key, "kill_switch", {"stage": stage, "enabled": False})  # in the same batch as the store halt
     step.queue_action(key, "notify", {"event": "halted", "summary": reason})
 
 

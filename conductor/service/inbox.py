@@ -36,6 +36,7 @@ from conductor.store.statements import (
     FAIL_PENDING_EVENT,
     FINISH_EVENT,
     INBOX,
+    OUTBOX,
     TRACKS_OF_REPOSITORY,
     insert_new_id,
     lock_events,
@@ -320,6 +321,8 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
                     _apply_push(step, event, notes)
                 else:
                     notes.append("push before the branch cut: nothing to re-open")
+            if event.run:
+                notes += _dispatched_runs(step, event)
             if event.build and event.build != r.build:
                 set_build(step, event.build, actor, f"built by {event.source} (event {event_id})")
             now = step.now()
@@ -346,6 +349,21 @@ def _apply(step: ReleaseStep | None, event_id: int, event: InboundEvent, target:
             status, note, release_id = InboxStatus.PROCESSED.value, "; ".join(notes) or None, r.id
     log.info("event_processed", event_id=event_id, status=status, note=note, release_id=release_id)
     return status, note, release_id
+
+
+def _dispatched_runs(step: ReleaseStep, event: InboundEvent) -> list[str]:
+    """The distributions Conductor dispatched that this finished run is (a note for each)."""
+    from conductor.actions.vcs.runs import matches_dispatch
+
+    rows = step.conn.execute(
+        select(OUTBOX.c.result).where(OUTBOX.c.release_id == step.release.id, OUTBOX.c.action == "distribute", OUTBOX.c.status == "done")
+    )
+    notes = []
+    for (result,) in rows:
+        if result and result.get("workflow") and matches_dispatch(result, {"workflow_run": event.run}):
+            notes.append(f"the run Conductor dispatched for ring {result.get('ring')} ({result['workflow']}) finished: {event.outcome}")
+            log.info("dispatched_run_finished", ring=result.get("ring"), workflow=result["workflow"], outcome=event.outcome)
+    return notes
 
 
 def _apply_push(step: ReleaseStep, event: InboundEvent, notes: list[str]) -> None:

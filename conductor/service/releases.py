@@ -11,7 +11,7 @@ from conductor.domain.errors import AlreadyExists, ConductorError, IllegalTransi
 from conductor.domain.kinds import AnswerVerdict, AuditKind
 from conductor.service.evaluation import judge
 from conductor.service.step import ROBOT_ACTOR, Actor, ReleaseStep, lock_one, open_step
-from conductor.store.statements import DEFINITIONS, LATEST_FINGERPRINT, RELEASES, TRACKS, insert_new_id
+from conductor.store.statements import DEFINITIONS, LATEST_DIGEST, RELEASES, TRACKS, insert_new_id
 
 
 def start_release(ctx: Context, track_id: str, version: str, actor: Actor = ROBOT_ACTOR) -> int:
@@ -77,8 +77,13 @@ def pause(ctx: Context, ref: int | str, actor: Actor, reason: str, *, expected_v
         return True
 
 
-def resume(ctx: Context, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None) -> str:
-    """Lift a manual pause, or bring a halted release back to the rollout stage it halted in."""
+def resume(
+    ctx: Context, ref: int | str, actor: Actor, reason: str, *, expected_version: int | None = None, restore_flags: bool = False
+) -> str:
+    """Lift a manual pause, or bring a halted release back to the rollout stage it halted in.
+
+    The kill-switch flags the halt turned off stay off unless `restore_flags` says to turn them on
+    again: a release manager decides that explicitly, never the robot."""
     if not reason.strip():
         raise ConductorError("resuming needs a reason")
     with open_step(ctx, ref, expected_version=expected_version) as step:
@@ -87,10 +92,13 @@ def resume(ctx: Context, ref: int | str, actor: Actor, reason: str, *, expected_
             step.add_answer(AnswerVerdict.RESUME, actor, reason, None)
             before, after = step.move("resume")
             r.halted_from = None
-            # The human has ruled on the evidence that halted it: do not halt again on exactly that.
-            r.rejected_fingerprint = step.conn.execute(LATEST_FINGERPRINT, {"release_id": r.id}).scalar()
+            # The human has ruled on the evidence that halted it: do not halt again on exactly that
+            # evidence (its digest); new data that still fails is new evidence and halts again.
+            r.rejected_fingerprint = step.conn.execute(LATEST_DIGEST, {"release_id": r.id}).scalar()
             step.audit(AuditKind.RESUMED, actor.name, reason, from_stage=before, to_stage=after)
             step.queue_action(f"resume:{r.updated_at.isoformat()}", "resume_rollout", {"stage": after})
+            if restore_flags:
+                step.queue_action(f"resume:{r.updated_at.isoformat()}", "kill_switch", {"stage": after, "enabled": True})
         elif r.paused:
             r.paused, r.pause_reason = False, None
             step.touch()

@@ -28,7 +28,7 @@ from conductor.actions.registry import ActionAdapters
 from conductor.actions.stores.base import APPLE_MAX_PAUSE_DAYS, StoreRollout
 from conductor.context import Context
 from conductor.domain.actions import STORE_ACTIONS
-from conductor.domain.errors import ConductorError, IllegalTransition, NotFound
+from conductor.domain.errors import ConductorError, IllegalTransition
 from conductor.domain.kinds import ROBOT, ActionStatus, AuditKind
 from conductor.service.step import Actor, ReleaseStep, open_step
 from conductor.store.statements import OUTBOX, RELEASES, STORE_STATES, TRACKS, upsert
@@ -208,16 +208,3 @@ def _unpause(step: ReleaseStep) -> None:
     r = step.release
     if r.paused and (r.pause_reason or "").startswith(DRIFT_PREFIX):
         r.paused, r.pause_reason = False, None
-
-
-def check_store(ctx: Context, adapters: ActionAdapters, track_id: str) -> str:
-    """One read-only call to the track's store with its credentials: a sentence saying what they
-    can see. ActionFailed (naming the credential or permission problem) when they do not work."""
-    with ctx.db.reading() as conn:
-        settings = conn.execute(select(TRACKS.c.settings).where(TRACKS.c.id == track_id)).scalar()
-        if settings is None and conn.execute(select(TRACKS.c.id).where(TRACKS.c.id == track_id)).first() is None:
-            raise NotFound(f"unknown track {track_id!r}")
-    connection = parse_connections(track_id, dict(settings or {})).store
-    if connection is None:
-        raise ConductorError(f"track {track_id} has no store connected: conductor track store {track_id} play|appstore ...")
-    return store_client(connection, adapters.client, clock=ctx.clock).check()

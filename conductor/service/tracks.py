@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import Connection, select
 from standardwebhooks.webhooks import Webhook
 
-from conductor.actions.connections import STORE_KEY, AppStoreConnection, parse_connections
+from conductor.actions.connections import CONNECTION_KEYS, STORE_KEY, AppStoreConnection, parse_connections
 from conductor.actions.settings import parse_action_settings
 from conductor.actions.stores.base import APPLE_PHASES
 from conductor.context import Context
@@ -257,31 +257,38 @@ def track_secrets(ctx: Context, source: str) -> dict[str, list[str]]:
     return out
 
 
-def connect_store(ctx: Context, track_id: str, actor: Actor, connection: dict[str, Any] | None) -> str | None:
-    """Connect the track's store (Play or App Store Connect) or, with None, disconnect it; the
-    connection's description (credentials by reference only), or None. Audited.
+def connect(ctx: Context, track_id: str, actor: Actor, key: str, connection: dict[str, Any] | None) -> str | None:
+    """Connect the track's `key` system (store: Play or App Store Connect; vcs: GitHub or GitLab;
+    flags: Unleash or Flagsmith) or, with None, disconnect it; the connection's description
+    (credentials by reference only), or None. Audited; nothing is kept when it does not validate.
 
     An App Store track cannot carry custom rollout percentages: Apple's phased release is fixed
     (1, 2, 5, 10, 20, 50, 100 % over seven days), so a pipeline whose rollout stages say other
     percentages is refused here, naming them."""
+    if key not in CONNECTION_KEYS:
+        raise ConductorError(f"unknown connection {key!r}; use {', '.join(CONNECTION_KEYS)}")
     with ctx.db.begin() as conn:
         track = _locked(conn, track_id)
         settings = dict(track.settings or {})
         if connection is None:
-            settings.pop(STORE_KEY, None)
+            settings.pop(key, None)
             shown = None
         else:
-            store = parse_connections(track_id, {STORE_KEY: connection}).store
-            assert store is not None
-            if isinstance(store, AppStoreConnection):
+            parsed = getattr(parse_connections(track_id, {key: connection}), key)
+            if isinstance(parsed, AppStoreConnection):
                 _check_apple_percents(ctx.catalog.get(track.definition_name))
-            settings[STORE_KEY] = store.model_dump(mode="json", exclude_defaults=True) | {"kind": store.kind}
-            shown = store.describe()
+            settings[key] = parsed.model_dump(mode="json", exclude_defaults=True) | {"kind": parsed.kind}
+            shown = parsed.describe()
         conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
-        why = f"store: {shown}" if shown else "store disconnected"
-        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, why, {"fields": ["store"], "store": shown})
-    log.info("track_store_connected" if shown else "track_store_disconnected", track=track_id, store=shown, actor=actor.name)
+        why = f"{key}: {shown}" if shown else f"{key} disconnected"
+        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, why, {"fields": [key], key: shown})
+    log.info("track_connected" if shown else "track_disconnected", track=track_id, connection=key, described=shown, actor=actor.name)
     return shown
+
+
+def connect_store(ctx: Context, track_id: str, actor: Actor, connection: dict[str, Any] | None) -> str | None:
+    """connect(..., "store", ...)."""
+    return connect(ctx, track_id, actor, STORE_KEY, connection)
 
 
 def _check_apple_percents(pipeline: Pipeline) -> None:

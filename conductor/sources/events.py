@@ -14,7 +14,7 @@ Signal conventions (the names gates refer to):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -86,6 +86,9 @@ class InboundEvent(BaseModel):
     signals: list[SignalIn] = Field(default_factory=list)
     commits: list[CommitInfo] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
+    # A CI run's identity (GitHub workflow_run: id, name, event, path, created_at, ...), to recognise
+    # a run Conductor dispatched itself.
+    run: dict[str, Any] | None = None
     reason: str | None = None
     occurred_at: datetime | None = None
 

@@ -122,6 +122,13 @@ class WorkflowRun(Payload):
     updated_at: Timestamp = None
     conclusion: OptStr = None
     head_sha: ReqStr
+    # What recognises a run Conductor dispatched (conductor.actions.vcs.runs.matches_dispatch).
+    id: int | None = None
+    display_title: OptStr = None
+    event: OptStr = None
+    path: OptStr = None
+    workflow_id: int | None = None
+    created_at: OptStr = None
 
 
 class Workflow(Payload):
@@ -285,6 +292,9 @@ def _app_label(app: App | None) -> list[str]:
     return [f"app:{name}"] if name else []
 
 
+RUN_FIELDS = ("id", "name", "display_title", "event", "path", "workflow_id", "head_branch", "created_at")
+
+
 def _build_event(event: str, payload: dict[str, Any], base: dict[str, Any]) -> InboundEvent:
     """A completed workflow run / workflow job / check suite / check run."""
     obj: WorkflowRun | WorkflowJob | CheckSuite | CheckRun
@@ -315,6 +325,8 @@ def _build_event(event: str, payload: dict[str, Any], base: dict[str, Any]) -> I
             labels.append(f"check:{check.name}")
         labels += _app_label(check.app)
     outcome = _CONCLUSIONS.get(obj.conclusion) if obj.conclusion else None
+    if event == "workflow_run":
+        base = {**base, "run": run.model_dump(include=set(RUN_FIELDS), exclude_none=True)}
     return InboundEvent(
         **base,
         kind="build_finished",

@@ -120,6 +120,11 @@ LAST_EVALUATION = (
 LATEST_FINGERPRINT = (
     select(EVALUATIONS.c.fingerprint).where(EVALUATIONS.c.release_id == bindparam("release_id")).order_by(EVALUATIONS.c.id.desc()).limit(1)
 )
+# What a resume over a halt rules on: the evidence that halted it (its digest), not the question
+# (a later, still-failing value is new evidence and halts again).
+LATEST_DIGEST = (
+    select(EVALUATIONS.c.digest).where(EVALUATIONS.c.release_id == bindparam("release_id")).order_by(EVALUATIONS.c.id.desc()).limit(1)
+)
 EVALUATION_BY_ID = select(EVALUATIONS).where(EVALUATIONS.c.id == bindparam("id"))
 
 

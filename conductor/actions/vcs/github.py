@@ -57,7 +57,7 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Self, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -65,94 +65,17 @@ from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import AuthCredentialError, RequestError, RequestFailed, RequestTimeout
 from githubkit.response import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conductor.actions.base import ActionFailed
 from conductor.actions.http import USER_AGENT
+from conductor.actions.vcs.github_config import GitHubAppAuth, GitHubVcsConfig
+from conductor.actions.vcs.runs import KEY_PREFIX, _parse_time, _short_ref, matches_dispatch
+
+__all__ = ["GitHubAppAuth", "GitHubVcs", "GitHubVcsConfig", "matches_dispatch"]
 from conductor.actions.vendor_http import classify, read_secret, transport_failure, vendor_message
-from conductor.connect.credentials import CredentialRef
 
-KEY_PREFIX = "conductor-"
 SHA = re.compile(r"[0-9a-f]{40}")
-CLOCK_SKEW = timedelta(seconds=60)  # GitHub's created_at against our clock
 R = TypeVar("R")
-
-
-class GitHubAppAuth(BaseModel):
-    """A GitHub App installation: the app's id, its private key (PEM) by reference, the installation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    app_id: int = Field(gt=0)
-    private_key: CredentialRef
-    installation_id: int = Field(gt=0)
-
-
-class GitHubVcsConfig(BaseModel):
-    """One repository on github.com or a GitHub Enterprise Server; exactly one of `token` or `app`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["github"] = "github"
-    owner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}$")
-    repo: str = Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")
-    base_url: str = Field(default="https://api.github.com", pattern=r"^https?://[^\s/]+(/\S*)?$")
-    token: CredentialRef | None = None
-    app: GitHubAppAuth | None = None
-    # 2022-11-28 is served by github.com and every supported GHES; the endpoints used here are the same in later versions.
-    api_version: str = Field(default="2022-11-28", pattern=r"^\d{4}-\d{2}-\d{2}$")
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
-    key_input: str | None = Field(default="conductor_key", pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
-    return_run_details: bool = True
-    dedupe_window_s: int = Field(default=3600, ge=0, le=86400)
-
-    @model_validator(mode="after")
-    def _one_auth(self) -> Self:
-        if (self.token is None) == (self.app is None):
-            raise ValueError("give exactly one of token (a credential reference) or app (app_id, private_key, installation_id)")
-        return self
-
-
-def _short_ref(ref: str) -> str:
-    for prefix in ("refs/heads/", "refs/tags/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix) :]
-    return ref
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def _same_workflow(workflow: str, run: dict[str, Any]) -> bool:
-    if workflow.isdigit():
-        return run.get("workflow_id") == int(workflow)
-    path = str(run.get("path") or "").split("@", 1)[0]  # "path@ref" for some triggers
-    return path == workflow or path.rsplit("/", 1)[-1] == workflow.rsplit("/", 1)[-1]
-
-
-def matches_dispatch(dispatch_result: dict[str, Any], workflow_run_payload: dict[str, Any]) -> bool:
-    """Whether a `workflow_run` webhook body is about the run `dispatch()` started (see the module docstring)."""
-    run = workflow_run_payload.get("workflow_run") or {}
-    if dispatch_result.get("run_id") is not None:
-        return bool(run.get("id") == dispatch_result["run_id"])
-    if run.get("event") != "workflow_dispatch" or not _same_workflow(str(dispatch_result.get("workflow", "")), run):
-        return False
-    if run.get("head_branch") != _short_ref(str(dispatch_result.get("ref", ""))):
-        return False
-    created, dispatched = _parse_time(run.get("created_at")), _parse_time(dispatch_result.get("dispatched_at"))
-    if created is None or dispatched is None or created < dispatched - CLOCK_SKEW:
-        return False
-    key, title = dispatch_result.get("key"), str(run.get("display_title") or run.get("name") or "")
-    if not key or title == key:
-        return True
-    return not title.startswith(KEY_PREFIX)  # another dispatch's key: not ours; no key shown: the weaker match
 
 
 class GitHubVcs:
