@@ -86,6 +86,7 @@ def build(
             tick_interval_s=settings.tick_interval_s,
             sweep_interval_s=settings.sweep_interval_s,
             store_sync_interval_s=settings.store_sync_interval_s,
+            source_poll_tick_s=settings.source_poll_tick_s,
         )
         dispatcher = runner.dispatcher
     else:
@@ -100,6 +101,7 @@ def build(
         action_max_attempts=settings.action_max_attempts,
         # A running action holds its row well past the HTTP timeout before anyone assumes it died.
         action_run_lease=timedelta(seconds=max(60.0, 6 * settings.action_timeout_s)),
+        poll_workers=settings.source_poll_workers,
     )
     if runner is not None:
         runner.runtime = runtime

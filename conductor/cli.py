@@ -138,12 +138,29 @@ def status(track: Annotated[str | None, typer.Option(help="Only this track.")] =
     table = Table(title="Releases")
     for col in ("id", "release", "stage", "status", "gates", "waiting for", "in stage since"):
         table.add_column(col)
-    for snap in list_releases(_conductor(), track=track, limit=None, newest_first=False).items:
+    c = _conductor()
+    snaps = list_releases(c, track=track, limit=None, newest_first=False).items
+    for snap in snaps:
         lights = Text("  ").join(Text.from_markup(LIGHTS.get(g.outcome, "?")) + " " + plain(g.gate) for g in snap.lights)
         table.add_row(
             str(snap.id), plain(snap.key), snap.stage, snap.status, lights, plain(snap.waiting_for), fmt_time(snap.entered_stage_at)
         )
     out.print(table)
+    _unconnected_stores(c, {snap.release.track_id for snap in snaps})
+
+
+def _unconnected_stores(c, tracks: set[str]) -> None:
+    """A line for each track whose pipeline moves a store rollout but that has no store connected."""
+    from conductor.actions.connections import parse_connections
+    from conductor.domain.actions import STORE_ACTIONS
+    from conductor.read.tracks import get_track
+
+    for track_id in sorted(tracks):
+        info = get_track(c, track_id)
+        pipeline = c.catalog.get(info.definition_name)
+        uses_store = any(a.action in STORE_ACTIONS for t in pipeline.transitions for a in t.actions)
+        if uses_store and parse_connections(track_id, info.settings).store is None:
+            out.print(Text(f"{track_id}: store not connected: rollout actions are not performed (conductor track store {track_id} ...)"))
 
 
 @app.command()
@@ -163,6 +180,8 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
                     "waiting_for": snap.waiting_for,
                     "pending_decision": snap.pending.id if snap.pending else None,
                     "fingerprint": snap.pending.fingerprint if snap.pending else None,
+                    "build": r.build,
+                    "store": snap.store.line if snap.store else None,
                     "audit": [
                         {"kind": a.kind, "actor": a.actor, "from": a.from_stage, "to": a.to_stage, "reason": a.reason} for a in snap.audit
                     ],
@@ -177,6 +196,8 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
     )
     if snap.waiting_for:
         out.print(Text(f"waiting for: {snap.waiting_for}"))
+    if snap.store is not None:
+        out.print(Text(f"store build: {r.build or 'unknown'}; {snap.store.line}"))
     if snap.pending is not None:
         print_decision(out, snap.pending)
     elif snap.latest is not None:

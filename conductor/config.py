@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=15.0, gt=0)
     # How often the store's state of every release with a production rollout is read (drift).
     store_sync_interval_s: float = Field(default=300.0, gt=0)
+    # How often due source polls are looked for (each source has its own interval, default 5 min),
+    # and how many run at once.
+    source_poll_tick_s: float = Field(default=30.0, gt=0)
+    source_poll_workers: int = Field(default=8, ge=1, le=64)
     sweep_grace_s: float = Field(default=60.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=300, ge=30)
     task_max_redeliveries: int = Field(default=3, ge=1)

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from conductor.dispatch.celery import celery_config
-from conductor.service.ports import TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
+from conductor.service.ports import TASK_POLL_SOURCES, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
 
 NO_BROKER = (
     "CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "
@@ -75,6 +75,11 @@ def build_config() -> dict[str, Any]:
                 "task": TASK_RELAY_OUTBOX,
                 "schedule": settings.sweep_interval_s,
                 "options": {"expires": settings.sweep_interval_s},
+            },
+            "poll-sources": {
+                "task": TASK_POLL_SOURCES,
+                "schedule": settings.source_poll_tick_s,
+                "options": {"expires": settings.source_poll_tick_s},
             },
             "sync-stores": {
                 "task": TASK_SYNC_STORES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from conductor.service import jobs
 from conductor.service.ports import (
     TASK_EVALUATE,
+    TASK_POLL_SOURCES,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
@@ -45,6 +46,12 @@ def relay_outbox() -> int:
 def tick() -> int:
     """Fire due timers: soak ends, branch day, approval deadlines."""
     return jobs.tick(runtime())
+
+
+@app.task(name=TASK_POLL_SOURCES, base=PeriodicTask)
+def poll_sources() -> int:
+    """Poll the due pulled sources (Sentry, Play vitals, trackers, Prometheus, JSON) and record them."""
+    return jobs.poll_sources(runtime())
 
 
 @app.task(name=TASK_SYNC_STORES, base=PeriodicTask)

@@ -151,7 +151,10 @@ class ReleaseSummary(Response):
     track: str
     release_version: str
     stage: str
-    status: str = Field(description="waiting, held, advancing, awaiting_approval, paused, halted, released or cancelled")
+    status: str = Field(
+        description="waiting, held, advancing, awaiting_approval, paused, halted, halting (the store has not confirmed its halt), "
+        "released or cancelled"
+    )
     version: int = Field(description="Optimistic-lock version; send it as expected_version or If-Match to write")
     paused: bool
     pending_decision_id: int | None
@@ -194,6 +197,17 @@ class TimerOut(Response):
     due_at: datetime
 
 
+class StoreOut(Response):
+    connected: str | None = Field(description="The store connection (credentials by reference); null: rollout actions are not performed")
+    wanted: dict[str, Any] | None = Field(description="What Conductor last set: status and percent")
+    seen: dict[str, Any] | None = Field(description="What the store last said: status, percent or day, build, pause time")
+    synced_at: datetime | None
+    drift: str | None = Field(description="How the store departs from what Conductor set, while in drift")
+    halting: bool = Field(description="A halt queued for the store and not confirmed yet")
+    skipped: int = Field(description="Store actions skipped because no store is connected")
+    line: str = Field(description="All of it in one sentence")
+
+
 class ReleaseDetail(ReleaseSummary):
     pause_reason: str | None
     definition: dict[str, str] = Field(description="The pinned pipeline: name and content hash")
@@ -203,6 +217,8 @@ class ReleaseDetail(ReleaseSummary):
     timeline: list[TimelineEntry]
     actions: list[ActionOut]
     timers: list[TimerOut]
+    build: str | None = Field(description="The store build (Play versionCode, App Store build number), when known")
+    store: StoreOut = Field(description="The release at its store")
 
 
 class ReleasePage(Response):
@@ -332,7 +348,10 @@ class ReadyOut(BaseModel):
 class ReplayIn(Request):
     """A definition to replay past releases through (nothing is written)."""
 
-    definition: str = Field(min_length=1, max_length=200_000, description="The definition's YAML text, as in state_definitions/")
+    # 64,000 characters: a shipped definition is about 5,000; and even escaped as JSON surrogate
+    # pairs (12 bytes a character) one over the limit stays under the 1 MB body limit, so it is
+    # answered 422 naming the field, not 413.
+    definition: str = Field(min_length=1, max_length=64_000, description="The definition's YAML text, as in state_definitions/")
     track: TrackId | None = Field(default=None, description="Only this track (default: every track using a definition of that name)")
     since: Annotated[timedelta, BeforeValidator(parse_duration)] = Field(
         default=timedelta(days=90), description="Releases started within this long, e.g. 90d", le=timedelta(days=3660)

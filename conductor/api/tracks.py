@@ -89,7 +89,7 @@ def build_router() -> APIRouter:
     def disconnect_(track_id: TrackPath, key: ConnectionKey, state: State, principal: Admin, _q: NoParams) -> ConnectionOut:
         return ConnectionOut(track=track_id, connection=key, described=connect(state.conductor, track_id, principal.actor, key, None))
 
-    @router.post(
+    @router.get(
         "/{track_id}/connections/{key}/check",
         response_model=ConnectionCheck,
         responses=error_responses(400, 401, 403, 404, 422, 503),

@@ -23,7 +23,15 @@ from typing import Any
 import structlog
 
 from conductor.service.jobs import RETRYABLE, Runtime, gave_up, run_job
-from conductor.service.ports import PERIODIC_TASKS, TASK_PROCESS_EVENTS, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
+from conductor.service.ports import (
+    PERIODIC_TASKS,
+    TASK_POLL_SOURCES,
+    TASK_PROCESS_EVENTS,
+    TASK_RELAY_OUTBOX,
+    TASK_SWEEP_EVENTS,
+    TASK_SYNC_STORES,
+    TASK_TICK,
+)
 
 log = structlog.get_logger("conductor.runner")
 
@@ -54,6 +62,7 @@ class EmbeddedRunner:
         tick_interval_s: float,
         sweep_interval_s: float,
         store_sync_interval_s: float = 300.0,
+        source_poll_tick_s: float = 30.0,
         threads: int = 1,
         rng: random.Random | None = None,
     ):
@@ -75,6 +84,7 @@ class EmbeddedRunner:
             TASK_SWEEP_EVENTS: sweep_interval_s,
             TASK_RELAY_OUTBOX: sweep_interval_s,
             TASK_SYNC_STORES: store_sync_interval_s,
+            TASK_POLL_SOURCES: source_poll_tick_s,
         }
 
     # ------------------------------------------------------------------ queue

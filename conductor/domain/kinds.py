@@ -70,6 +70,7 @@ class ReleaseStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     PAUSED = "paused"
     HALTED = "halted"
+    HALTING = "halting"  # halted here, the store has not confirmed its halt yet
     RELEASED = "released"
     CANCELLED = "cancelled"
 

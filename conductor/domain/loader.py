@@ -165,8 +165,9 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if p not in ("threshold", "count", "signoff", "compare", "[key]"))
 
 
-def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
-    """Parse and validate one definition; DefinitionError lists every problem with its line."""
+def load_yaml_with_lines(text: str, filename: str = "<string>") -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """A YAML document (no anchors, aliases, tags or deep nesting) and the line of every key path
+    in it; DefinitionError naming the file and line when it is not YAML or not allowed."""
     # One pass over the text: compose it into nodes (refusing anchors, aliases, deep nesting),
     # map every key path to its line, then build the raw mapping from those same nodes.
     index: dict[tuple[Any, ...], int] = {}
@@ -188,17 +189,32 @@ def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
         line = mark.line + 1 if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise DefinitionError([DefinitionProblem(filename, line, "<yaml>", f"YAML syntax error: {problem}")]) from None
-    if node is None or not isinstance(raw, dict):
+    return raw, index
+
+
+def problems_of(
+    exc: ValidationError, filename: str, index: dict[tuple[Any, ...], int], tags: tuple[str, ...] = ()
+) -> list[DefinitionProblem]:
+    """pydantic's errors as file:line: field: message problems (`tags`: union tags to leave out of paths)."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in _clean_loc(tuple(err["loc"])) if p not in tags)
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(DefinitionProblem(filename, _line_for(index, loc), ".".join(map(str, loc)) or "<root>", msg))
+    return out
+
+
+def parse_pipeline(text: str, filename: str = "<string>") -> Pipeline:
+    """Parse and validate one definition; DefinitionError lists every problem with its line."""
+    raw, index = load_yaml_with_lines(text, filename)
+    if not isinstance(raw, dict):
         raise DefinitionError([DefinitionProblem(filename, 1, "<root>", "expected a mapping with name, stages and transitions")])
     problems: list[DefinitionProblem] = []
     pipeline: Pipeline | None = None
     try:
         pipeline = Pipeline.model_validate(raw)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = _clean_loc(tuple(err["loc"]))
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(DefinitionProblem(filename, _line_for(index, loc), ".".join(map(str, loc)) or "<root>", msg))
+        problems += problems_of(exc, filename, index)
     for loc, msg in cross_check(raw):
         problems.append(DefinitionProblem(filename, _line_for(index, loc), ".".join(map(str, loc)), msg))
     if problems:

@@ -22,7 +22,7 @@ from conductor.domain.kinds import ReleaseStatus
 from conductor.read.records import ActionInfo, AuditInfo, EvaluationInfo, ReleaseInfo, TimerInfo, build, columns
 from conductor.read.status import GateLight, Waiting, lights_of, status_of, waiting_of
 from conductor.store.releases import release_filter, where_release
-from conductor.store.statements import AUDIT, EVALUATIONS, OUTBOX, RELEASES, TIMERS
+from conductor.store.statements import AUDIT, EVALUATIONS, OUTBOX, RELEASES, STORE_STATES, TIMERS, TRACKS
 
 RELEASE_COLUMNS = columns(ReleaseInfo, RELEASES)
 EVALUATION_COLUMNS = columns(EvaluationInfo, EVALUATIONS)
@@ -70,6 +70,39 @@ class DecisionView:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreView:
+    """The release at its store: what is connected, what Conductor set, what the store says."""
+
+    connected: str | None = None  # the connection, described (credentials by reference); None: not connected
+    build: str | None = None
+    wanted: dict[str, Any] | None = None
+    seen: dict[str, Any] | None = None
+    synced_at: datetime | None = None
+    drift: str | None = None  # what differs, while in drift
+    halting: bool = False  # a halt queued for the store and not confirmed yet
+    skipped: int = 0  # store actions skipped because no store is connected
+
+    @property
+    def line(self) -> str:
+        """One line for the CLI and the dashboard."""
+        if self.connected is None:
+            tail = f" ({self.skipped} store action(s) skipped)" if self.skipped else ""
+            return f"store not connected: rollout actions are not performed{tail}"
+        if self.drift:
+            return f"store drift: {self.drift}; the robot waits for a release manager (conductor store accept|reapply)"
+        if self.halting:
+            return "halting at the store: the halt is not confirmed yet (retried until it is)"
+        seen = self.seen or {}
+        state = str(seen.get("status", "not rolled out yet")).replace("_", " ")
+        if seen.get("percent") is not None and seen.get("status") not in ("completed", "none"):
+            state += f" at {seen['percent']:g}%"
+        if seen.get("day"):
+            state += f" (day {seen['day']} of 7)"
+        synced = f", read {self.synced_at:%Y-%m-%d %H:%M %Z}" if self.synced_at else ""
+        return f"{self.connected}: {state}{' build ' + self.build if self.build else ''}{synced}"
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseSnapshot:
     """One release, read at one moment (see the module docstring)."""
 
@@ -83,6 +116,7 @@ class ReleaseSnapshot:
     audit: tuple[AuditInfo, ...] = ()
     outbox: tuple[ActionInfo, ...] = ()
     timers: tuple[TimerInfo, ...] = ()
+    store: StoreView | None = None
     read_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
@@ -95,12 +129,16 @@ class ReleaseSnapshot:
         now: datetime,
         **rows: Any,
     ) -> ReleaseSnapshot:
+        status = status_of(pipeline, release, latest, pending)
+        store = rows.get("store")
+        if status is ReleaseStatus.HALTED and store is not None and store.halting:
+            status = ReleaseStatus.HALTING
         return cls(
             release,
             pipeline,
             latest,
             pending,
-            status_of(pipeline, release, latest, pending),
+            status,
             waiting_of(pipeline, release, latest, pending, now),
             lights_of(pipeline, release, latest),
             read_at=now,
@@ -153,6 +191,10 @@ class ReleaseSnapshot:
     @property
     def head_sha(self) -> str | None:
         return self.release.head_sha
+
+    @property
+    def build(self) -> str | None:
+        return self.release.build
 
     @property
     def gates(self) -> tuple[GateLight, ...]:
@@ -240,7 +282,28 @@ def snapshot(ctx: Context, ref: int | str) -> ReleaseSnapshot:
             for t in conn.execute(select(TIMERS).where(TIMERS.c.release_id == rid, TIMERS.c.fired_at.is_(None)).order_by(TIMERS.c.due_at))
         )
         pipeline = ctx.pinned(conn, release.definition_hash)
-    return ReleaseSnapshot.of(pipeline, release, latest, pending, ctx.now(), audit=audit, outbox=outbox, timers=timers)
+        store = _store_view(conn, release, outbox)
+    return ReleaseSnapshot.of(pipeline, release, latest, pending, ctx.now(), audit=audit, outbox=outbox, timers=timers, store=store)
+
+
+def _store_view(conn: Connection, release: ReleaseInfo, outbox: tuple[ActionInfo, ...]) -> StoreView:
+    from conductor.actions.connections import parse_connections
+    from conductor.domain.actions import STORE_ACTIONS
+    from conductor.domain.errors import ConductorError
+
+    settings = conn.execute(select(TRACKS.c.settings).where(TRACKS.c.id == release.track_id)).scalar()
+    try:
+        connection = parse_connections(release.track_id, dict(settings or {})).store
+    except ConductorError:
+        connection = None
+    skipped = sum(o.action in STORE_ACTIONS and o.status == "skipped" for o in outbox)
+    if connection is None:
+        return StoreView(build=release.build, skipped=skipped)
+    row = conn.execute(select(STORE_STATES).where(STORE_STATES.c.release_id == release.id)).first()
+    halting = any(o.action == "halt_rollout" and o.status in ("pending", "sending") for o in outbox)
+    drift = (row.drift or {}).get("detail") if row is not None and row.drift_since is not None else None
+    return StoreView(connection.describe(), release.build, row.wanted if row else None, row.seen if row else None,
+                     row.synced_at if row else None, drift, halting, skipped)  # fmt: skip
 
 
 def summaries(ctx: Context, conn: Connection, releases: list[ReleaseInfo]) -> list[ReleaseSnapshot]:

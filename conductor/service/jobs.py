@@ -27,6 +27,7 @@ from conductor.service import evaluation, outbox, store_state, timers
 from conductor.service.inbox import process_events
 from conductor.service.ports import (
     TASK_EVALUATE,
+    TASK_POLL_SOURCES,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
@@ -55,6 +56,7 @@ class Runtime:
     sweep_grace: timedelta = timedelta(seconds=60)
     action_max_attempts: int = 8
     action_run_lease: timedelta = timedelta(minutes=5)
+    poll_workers: int = 8
 
 
 def _relay(rt: Runtime, **scope: Any) -> int:
@@ -128,6 +130,19 @@ def sync_stores(rt: Runtime) -> int:
     return report.drifted
 
 
+def poll_sources(rt: Runtime) -> int:
+    """Poll the due pulled sources and record what they answer; returns how many polls ran."""
+    from conductor.service import sources
+
+    report = sources.poll_sources(rt.context, rt.adapters.client, workers=rt.poll_workers)
+    if report.polled or report.scheduled:
+        log.info("sources_polled", scheduled=report.scheduled, polled=report.polled, recorded=report.recorded,
+                 unchanged=report.unchanged, errors=report.errors)  # fmt: skip
+    if report.recorded:
+        _relay(rt)  # what the new readings moved
+    return report.polled
+
+
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
@@ -190,6 +205,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     TASK_TICK: tick,
     TASK_SWEEP_EVENTS: sweep_events,
     TASK_SYNC_STORES: sync_stores,
+    TASK_POLL_SOURCES: poll_sources,
 }
 
 

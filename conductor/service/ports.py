@@ -20,7 +20,8 @@ TASK_RUN_ACTION = "workers.tasks.run_action"
 TASK_TICK = "workers.tasks.tick"
 TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
 TASK_SYNC_STORES = "workers.tasks.sync_stores"
-PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX, TASK_SYNC_STORES)
+TASK_POLL_SOURCES = "workers.tasks.poll_sources"
+PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX, TASK_SYNC_STORES, TASK_POLL_SOURCES)
 
 
 class Dispatcher(Protocol):
