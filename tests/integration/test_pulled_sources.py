@@ -128,7 +128,10 @@ def test_sources_are_checked_against_the_pipeline_with_file_and_line(app):
     from conductor.service.sources import set_sources
     from conductor.sources.pull.config import load_sources
 
-    text = "sources:\n  - kind: sentry\n    organization: acme\n    project: 42\n    token: {env: T}\n    signals: {crash_rate: crash_free_sessions}\n"
+    text = (
+        "sources:\n  - kind: sentry\n    organization: acme\n    project: 42\n    token: {env: T}\n"
+        "    signals: {crash_rate: crash_free_sessions}\n"
+    )
     with pytest.raises(DefinitionError) as exc:
         set_sources(app.conductor, "shop", ADMIN, load_sources(text, "sources.yaml"), "sources.yaml")
     assert "sources.0.signals.crash_rate: pulled declares no signal 'crash_rate'" in str(exc.value)
