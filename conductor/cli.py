@@ -618,6 +618,38 @@ def track_flags(
     _connection_cmd("flags", track, config, check, disconnect, as_)
 
 
+@track_app.command("sources")
+def track_sources(
+    track: str,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="The track's sources (YAML; see README: Connecting your health data).")
+    ] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Stop pulling signals for this track.")] = False,
+    as_: AsOpt = None,
+) -> None:
+    """Set (or remove) where TRACK's signals are pulled from: Sentry, Play vitals, Jira, GitHub or
+    GitLab issues, Prometheus, any JSON API. Errors name the file, line and field."""
+    from conductor.service.sources import set_sources
+    from conductor.sources.pull.config import load_sources
+
+    c = _conductor()
+    if remove:
+        set_sources(c, track, _actor(as_, "admin"), None)
+        out.print(Text(f"{track}: sources removed"))
+        return
+    if file is None:
+        raise typer.BadParameter("give --file sources.yaml, or --remove", param_hint="--file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConductorError(f"{file}: cannot read: {exc.strerror}") from None
+    parsed = set_sources(c, track, _actor(as_, "admin"), load_sources(text, str(file)), str(file))
+    assert parsed is not None
+    for s in parsed.sources:
+        out.print(Text(f"{track}: {s.name} ({s.config.kind}, every {s.config.interval}) -> {', '.join(s.config.signals)}"))
+    out.print(Text(f"try them once, writing nothing: conductor sources check {track}"))
+
+
 def _pair(text: str, option: str) -> tuple[str, str]:
     ring, sep, target = text.partition("=")
     if not sep or not ring or not target:
@@ -678,6 +710,40 @@ def store_reapply(release: str, reason: Annotated[str, typer.Option("--reason")]
 
     action = reapply(_conductor(), release, _actor(as_), reason)
     out.print(Text(f"{release}: {action} queued to restore Conductor's state at the store"))
+
+
+sources_app = typer.Typer(help="Pulled signals: what the track's sources answer.", **_TYPER)  # type: ignore[arg-type]
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("check")
+def sources_check(track: str, release: Annotated[str | None, typer.Argument(help="A version or id (default: the newest).")] = None) -> None:
+    """Run each of TRACK's sources once for RELEASE and print what it would record; writes nothing."""
+    from conductor.actions.http import make_client
+    from conductor.service.sources import check_sources
+
+    client = make_client(15.0)
+    try:
+        results = check_sources(_conductor(), client, track, release)
+    finally:
+        client.close()
+    table = Table(title=f"Sources of {track}")
+    for col in ("source", "signal", "value", "samples", "observed", "error", "latency"):
+        table.add_column(col)
+    failed = False
+    for name, result in results:
+        latency = f"{result.latency_s * 1000:.0f} ms" if result.latency_s is not None else ""
+        for r in result.readings:
+            failed |= r.error is not None
+            value = "" if r.value is None else f"{r.value:g}"
+            table.add_row(
+                plain(name), plain(r.signal), value, plain(r.samples or ""), fmt_time(r.observed_at), plain(r.error or ""), latency
+            )
+        for note in result.notes:
+            table.add_row(plain(name), "", "", "", "", plain(f"asked: {note}"), "")
+    out.print(table)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("build")

@@ -101,6 +101,11 @@ class ConnectionCheck(BaseModel):
     detail: str = Field(description="What the credentials can see, or why they do not work")
 
 
+class SourcesOut(BaseModel):
+    track: str
+    sources: list[dict[str, Any]] = Field(description="Each source: name, kind, interval, the signals it produces")
+
+
 class TrackOut(Response):
     id: str
     definition: str

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path, Response
 from conductor.actions.base import ActionFailed
 from conductor.api.deps import Admin, NoParams, SingleValues, State, Viewer
 from conductor.api.errors import error_responses
-from conductor.api.schemas import ConnectionCheck, ConnectionKey, ConnectionOut, TrackCreate, TrackId, TrackOut, TrackUpdate
+from conductor.api.schemas import ConnectionCheck, ConnectionKey, ConnectionOut, SourcesOut, TrackCreate, TrackId, TrackOut, TrackUpdate
 from conductor.read.tracks import get_track, list_tracks
 from conductor.service.connections import check_connection
+from conductor.service.sources import set_sources
 from conductor.service.tracks import TrackChanges, connect, create_track, update_track
 
 TrackPath = Annotated[TrackId, Path(description="The track id, e.g. music-android")]
@@ -101,5 +102,30 @@ def build_router() -> APIRouter:
         except ActionFailed as exc:
             detail, ok = str(exc), False
         return ConnectionCheck(track=track_id, connection=key, ok=ok, detail=detail)
+
+    @router.put(
+        "/{track_id}/sources",
+        response_model=SourcesOut,
+        responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+        summary="Where the track's signals are pulled from (admin): the sources file's content as JSON",
+    )
+    def sources_(track_id: TrackPath, body: dict[str, Any], state: State, principal: Admin, _q: NoParams) -> SourcesOut:
+        parsed = set_sources(state.conductor, track_id, principal.actor, body, "body")
+        assert parsed is not None
+        shown = [
+            {"name": s.name, "kind": s.config.kind, "interval_s": s.config.interval.total_seconds(), "signals": sorted(s.config.signals)}
+            for s in parsed.sources
+        ]
+        return SourcesOut(track=track_id, sources=shown)
+
+    @router.delete(
+        "/{track_id}/sources",
+        response_model=SourcesOut,
+        responses=error_responses(401, 403, 404, 422, 503),
+        summary="Stop pulling the track's signals (admin)",
+    )
+    def no_sources(track_id: TrackPath, state: State, principal: Admin, _q: NoParams) -> SourcesOut:
+        set_sources(state.conductor, track_id, principal.actor, None)
+        return SourcesOut(track=track_id, sources=[])
 
     return router

@@ -62,7 +62,9 @@ def track_sources(track_id: str, settings: dict[str, Any] | None) -> TrackSource
         return None
 
 
-def set_sources(ctx: Context, track_id: str, actor: Actor, raw: dict[str, Any] | None, filename: str = "sources") -> TrackSources | None:
+def set_sources(
+    ctx: Context, track_id: str, actor: Actor, raw: dict[str, Any] | TrackSources | None, filename: str = "sources"
+) -> TrackSources | None:
     """Validate `raw` (or, with None, remove the sources) and keep it; DefinitionError with every
     problem (file, line, field) when it does not fit, and nothing is kept."""
     with ctx.db.begin() as conn:

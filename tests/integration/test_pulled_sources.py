@@ -150,3 +150,35 @@ def test_sources_check_fetches_once_and_writes_nothing(app, sentry):
     assert name == "sentry" and result.readings[0].value == pytest.approx(99.8) and result.readings[0].samples == 40_000
     after = c.snapshot(rid)
     assert (after.release.version_id, len(after.audit)) == (before.release.version_id, len(before.audit))
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_the_cli_checks_the_sources_against_the_fakes_and_sets_them_from_a_file(app, sentry, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    app.conductor.start_release("shop", "2.0", RM)
+    env = {
+        **os.environ,
+        "CONDUCTOR_DATABASE_URL": app.conductor.db.url,
+        "CONDUCTOR_DEFINITIONS_DIR": str(tmp_path / "defs"),
+        "COLUMNS": "200",
+    }
+
+    def cli(*args, ok=True):
+        p = subprocess.run([sys.executable, "-m", "conductor.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert (p.returncode == 0) == ok, (p.stdout, p.stderr)
+        return p
+
+    checked = cli("sources", "check", "shop", "2.0").stdout
+    assert "sentry" in checked and "crash_free_sessions" in checked and "99.8" in checked and "40000" in checked
+    assert TOKEN not in checked  # what was asked is shown without the token
+    bad = tmp_path / "sources.yaml"
+    bad.write_text("sources:\n  - kind: sentry\n    organization: acme\n    project: nope\n    token: {env: SENTRY_TOKEN}\n"
+                   "    signals: {crash_free_sessions: crash_free_sessions}\n")  # fmt: skip
+    refused = cli("track", "sources", "shop", "--file", str(bad), ok=False)
+    assert f"{bad}:4: sources.0.project" in refused.stderr and "Traceback" not in refused.stderr
+    sentry.server.fault("GET", r"/api/0/", status=502, body="<html>Bad Gateway</html>", content_type="text/html")
+    failing = cli("sources", "check", "shop", ok=False)
+    assert "HTTP 502" in failing.stdout
