@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -121,7 +122,24 @@ class ReleaseCollector(Collector):
                     cumulative += n
                     buckets.append((le, cumulative))
                 delay.add_metric([via], buckets, self._sums[via])
-        yield from (transitions, decisions, answers, inbox, count, age, delay)
+        yield from (transitions, decisions, answers, inbox, count, age, delay, *self._sources(now))
+
+    def _sources(self, now: datetime) -> tuple[Metric, ...]:
+        """Per pulled source: how long since it last answered, its polls and errors, its latency."""
+        labels = ["track", "source", "kind"]
+        since = GaugeMetricFamily("conductor_source_last_success_age_seconds", "Seconds since the source last answered well", labels=labels)
+        polls = CounterMetricFamily("conductor_source_polls", "Polls of the source", labels=labels)
+        errors = CounterMetricFamily("conductor_source_errors", "Polls that ended in a source error", labels=labels)
+        latency = GaugeMetricFamily("conductor_source_latency_seconds", "The latest poll's latency", labels=labels)
+        for h in stats.source_health(self.c):
+            key = [h.track, h.source, h.kind]
+            if h.last_success_at is not None:
+                since.add_metric(key, max(0.0, (now - h.last_success_at).total_seconds()))
+            polls.add_metric(key, h.polls)
+            errors.add_metric(key, h.errors)
+            if h.latency_ms is not None:
+                latency.add_metric(key, h.latency_ms / 1000)
+        return since, polls, errors, latency
 
     def _update_delays(self) -> None:
         delays, self._last_audit_id = stats.transition_delays(self.c, self._last_audit_id)

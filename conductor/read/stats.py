@@ -15,7 +15,7 @@ from conductor.context import Context
 from conductor.domain.kinds import MOVES, ROBOT, AuditKind
 from conductor.read.records import EvaluationInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, evaluation
-from conductor.store.statements import APPROVALS, AUDIT, EVALUATIONS, INBOX, RELEASES
+from conductor.store.statements import APPROVALS, AUDIT, EVALUATIONS, INBOX, RELEASES, SOURCE_POLLS
 
 # Audit kinds that move a started release to another stage.
 TRANSITION_KINDS = sorted(MOVES - {AuditKind.RELEASE_STARTED})
@@ -47,6 +47,31 @@ def human_answers_by_verdict(ctx: Context) -> dict[str, int]:
 def inbox_by_status(ctx: Context) -> dict[str, int]:
     with ctx.db.reading() as conn:
         return {v: n for v, n in conn.execute(select(INBOX.c.status, func.count()).group_by(INBOX.c.status))}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """One pulled source of one track, over its releases' polls."""
+
+    track: str
+    source: str
+    kind: str
+    last_success_at: datetime | None
+    polls: int
+    errors: int
+    latency_ms: float | None  # the latest poll's
+
+
+def source_health(ctx: Context) -> list[SourceHealth]:
+    """Per track and source: the newest success, polls, errors and the latest latency."""
+    p = SOURCE_POLLS.c
+    with ctx.db.reading() as conn:
+        rows = conn.execute(
+            select(p.track_id, p.source, p.kind, func.max(p.last_success_at), func.sum(p.polls), func.sum(p.errors),
+                   func.max(p.last_latency_ms))
+            .group_by(p.track_id, p.source, p.kind).order_by(p.track_id, p.source)
+        ).all()  # fmt: skip
+    return [SourceHealth(t, s, k, last, int(polls or 0), int(errors or 0), lat) for t, s, k, last, polls, errors, lat in rows]
 
 
 def pending_approvals(ctx: Context) -> list[tuple[str, datetime]]:

@@ -112,6 +112,12 @@ def test_a_vendor_fault_is_a_source_error_and_the_poll_backs_off(app, sentry, cl
     with c.db.engine.connect() as conn:
         row = conn.execute(SOURCE_POLLS.select()).one()
     assert row.failures == 1 and row.errors == 1 and "HTTP 502" in row.last_error and row.last_success_at is None
+    from conductor.api.metrics import ApiMetrics
+
+    shown = ApiMetrics(c).render().decode()
+    assert 'conductor_source_errors_total{kind="sentry",source="sentry",track="shop"} 1.0' in shown
+    assert 'conductor_source_polls_total{kind="sentry",source="sentry",track="shop"} 1.0' in shown
+    assert "conductor_source_latency_seconds{" in shown
     assert row.due_at - clock.now >= timedelta(minutes=10)  # backed off: twice the 5-minute interval
     sentry.server.fault("GET", r"/api/0/", status=429, headers={"Retry-After": "7200"})
     clock.now = row.due_at
