@@ -17,7 +17,7 @@ from conductor.domain.kinds import MOVES, AuditKind, ReleaseStatus
 from conductor.read.board import ReleaseCard, card_of, reading_time
 from conductor.read.records import AuditInfo, EvaluationInfo
 from conductor.read.release import ReleaseSnapshot, snapshot
-from conductor.store.statements import SIGNALS
+from conductor.store.statements import SIGNALS, SOURCE_POLLS
 
 MAX_POINTS_PER_SIGNAL = 200
 # Audit kinds that come in runs (every intake of signals, each action a track's settings skip):
@@ -106,6 +106,20 @@ def timeline(audit: tuple[AuditInfo, ...]) -> tuple[TimelineItem, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceRow:
+    """A pulled source as the release page shows it."""
+
+    source: str
+    kind: str
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    polls: int
+    errors: int
+    last_error: str | None
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseView:
     snapshot: ReleaseSnapshot
     card: ReleaseCard
@@ -114,6 +128,7 @@ class ReleaseView:
     stage_marks: tuple[tuple[datetime, str], ...]  # when the release entered each stage
     now: datetime
     timeline: tuple[TimelineItem, ...] = ()
+    sources: tuple[SourceRow, ...] = ()
 
 
 def thresholds_text(spec: Any) -> str:
@@ -203,6 +218,11 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
             .where(SIGNALS.c.release_id == r.id, ~SIGNALS.c.name.like("signoff.%"))
             .order_by(SIGNALS.c.observed_at, SIGNALS.c.id)
         ).all()
+        p_ = SOURCE_POLLS.c
+        sources = tuple(
+            SourceRow(s.source, s.kind, s.last_polled_at, s.last_success_at, s.polls, s.errors, s.last_error, s.due_at)
+            for s in conn.execute(select(SOURCE_POLLS).where(p_.release_id == r.id).order_by(p_.source))
+        )
     by_name: dict[str, list[SignalPoint]] = defaultdict(list)
     for row in rows:
         by_name[row.name].append(SignalPoint(row.observed_at, row.value, row.samples, row.source, row.error))
@@ -215,4 +235,4 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
     rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now)
     card = deciding_card(p, rc, snap.pending or snap.latest, snap.pending is not None, now)
     marks = tuple((a.at, a.to_stage) for a in snap.audit if a.kind in MOVES and a.to_stage)
-    return ReleaseView(snap, rc, card, series, marks, now, timeline(snap.audit))
+    return ReleaseView(snap, rc, card, series, marks, now, timeline(snap.audit), sources)

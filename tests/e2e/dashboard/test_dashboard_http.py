@@ -385,3 +385,23 @@ def test_unicode_digits_and_overlong_reasons_are_refused_not_crashed(quick, cloc
                 fingerprint=before.pending.fingerprint)  # fmt: skip
     assert r.status_code == 303  # no decision id given: the pending decision, checked by its fingerprint
     assert quick.snapshot(rid).release.stage != before.release.stage
+
+
+def test_the_release_page_says_what_happens_at_the_store_and_at_the_sources(quick, clock, rm, monkeypatch):
+    from conductor.service.sources import set_sources
+    from conductor.service.tracks import connect_store
+
+    rid = drive_to_approval(quick, clock, "1.0")
+    page = rm.client.get(f"/release/{rid}").text
+    assert "store not connected: rollout actions are not performed" in page
+    assert "No pulled sources for this release" in page
+    connect_store(quick, "app", Actor("ada", "admin"), {"kind": "play", "package": "com.acme.app", "credentials": {"env": "PLAY_KEY"}})
+    monkeypatch.setenv("T", "x")
+    set_sources(quick, "app", Actor("ada", "admin"), {"sources": [{"kind": "prometheus", "base_url": "http://127.0.0.1:9", "token": {"env": "T"},
+                                                               "signals": {"crash_free_sessions": "up"}}]})  # fmt: skip
+    from conductor.service.sources import _schedule
+
+    _schedule(quick)
+    page = rm.client.get(f"/release/{rid}").text
+    assert "Google Play com.acme.app (service account from env PLAY_KEY): not rolled out yet" in page
+    assert "prometheus" in page and "not yet" in page and "never" in page
