@@ -397,8 +397,8 @@ def test_the_release_page_says_what_happens_at_the_store_and_at_the_sources(quic
     assert "No pulled sources for this release" in page
     connect_store(quick, "app", Actor("ada", "admin"), {"kind": "play", "package": "com.acme.app", "credentials": {"env": "PLAY_KEY"}})
     monkeypatch.setenv("T", "x")
-    set_sources(quick, "app", Actor("ada", "admin"), {"sources": [{"kind": "prometheus", "base_url": "http://127.0.0.1:9", "token": {"env": "T"},
-                                                               "signals": {"crash_free_sessions": "up"}}]})  # fmt: skip
+    prometheus = {"kind": "prometheus", "base_url": "http://127.0.0.1:9", "token": {"env": "T"}, "signals": {"crash_free_sessions": "up"}}
+    set_sources(quick, "app", Actor("ada", "admin"), {"sources": [prometheus]})
     from conductor.service.sources import _schedule
 
     _schedule(quick)
