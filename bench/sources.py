@@ -81,7 +81,9 @@ def main() -> None:
         for i in range(args.tracks):
             track = f"app-{i:03d}"
             c.ensure_track(track, "pulledbench")
-            sources = [{"name": s, "kind": "prometheus", "base_url": server.url, "signals": {s: f'{s}{{track="{track}"}}'}} for s in SIGNALS]
+            sources = [
+                {"name": s, "kind": "prometheus", "base_url": server.url, "signals": {s: f'{s}{{track="{track}"}}'}} for s in SIGNALS
+            ]
             set_sources(c, track, admin, {"sources": sources})
             c.start_release(track, "1.0", Actor("rita"))
         client = make_client(10.0)
