@@ -23,7 +23,7 @@ from conductor.domain.loader import DefinitionCatalog
 from conductor.facade import Conductor
 from conductor.service.jobs import Runtime
 from conductor.service.ports import Dispatcher
-from conductor.store.db import Database, ensure_head
+from conductor.store.db import Database, Timeouts, ensure_head
 
 Mode = Literal["celery", "embedded", "inline"]
 
@@ -52,7 +52,8 @@ def conductor(settings: Settings, *, clock: Clock = system_clock) -> Conductor:
     url = settings.database_url
     if url.startswith("sqlite"):
         ensure_head(url)  # embedded mode: the file is ours, keep it at head
-    return Conductor(Database(url), DefinitionCatalog(settings.definitions_dir), clock)
+    timeouts = Timeouts(settings.db_connect_timeout_s, settings.db_statement_timeout_s, settings.db_lock_timeout_s)
+    return Conductor(Database(url, timeouts=timeouts), DefinitionCatalog(settings.definitions_dir), clock)
 
 
 def build(

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # How often due source polls are looked for (each source has its own interval, default 5 min),
     # and how many run at once.
     source_poll_tick_s: float = Field(default=30.0, gt=0)
+    # A database that stops answering costs seconds, never a hung request: connecting, a statement,
+    # waiting for a row lock (PostgreSQL), and a webhook's whole store step are bounded.
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_s: float = Field(default=30.0, gt=0)
+    db_lock_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_store_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_body_timeout_s: float = Field(default=10.0, gt=0)
     source_poll_workers: int = Field(default=8, ge=1, le=64)
     sweep_grace_s: float = Field(default=60.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=300, ge=30)

@@ -48,6 +48,12 @@ class InvalidRequest(ConductorError):
         self.field = field
 
 
+class RequestTimeout(ConductorError):
+    """The request's body did not arrive in time."""
+
+    http_status = 408
+
+
 class ServiceUnavailable(ConductorError):
     """A dependency (database, broker) is unreachable; nothing was written, retry later."""
 
@@ -59,6 +65,7 @@ _DESCRIPTIONS = {
     401: "Missing or invalid credentials (API token or webhook signature)",
     403: "The token's role does not allow this (or four-eyes forbids it)",
     404: "No such resource",
+    408: "The request's body did not arrive in time",
     409: "Conflict: stale version, illegal transition, superseded decision or duplicate",
     413: "Request body too large",
     422: "The request is well-formed but invalid; `field` names the problem",

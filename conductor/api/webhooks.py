@@ -18,6 +18,7 @@ unless one of those secrets verifies the body.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -30,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from conductor.api.deps import ApiState, NoParams, SingleValues, State, Viewer
-from conductor.api.errors import ServiceUnavailable, error_responses
+from conductor.api.errors import RequestTimeout, ServiceUnavailable, error_responses
 from conductor.api.schemas import MAX_INT, EventOut, WebhookAccepted
 from conductor.domain.errors import ConductorError
 from conductor.read.tracks import get_event
@@ -130,8 +131,14 @@ async def receive(
     parser: Parser,
 ) -> JSONResponse:
     metrics = state.metrics
+    settings = state.settings
     try:
-        body = await request.body()  # BodyLimit stops the read past the limit (413, counted there)
+        # BodyLimit stops the read past the limit (413, counted there); a sender that trickles its
+        # body gets a 408 instead of holding a connection.
+        try:
+            body = await asyncio.wait_for(request.body(), timeout=settings.webhook_body_timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"the body did not arrive within {settings.webhook_body_timeout_s:g} s") from None
         if len(body) > state.webhook_max_bytes:  # belt and braces: never parse past the limit
             raise PayloadTooLarge(len(body), state.webhook_max_bytes)
         headers = dict(request.headers)
@@ -157,7 +164,14 @@ async def receive(
             _dispatch(state, stored.event_id)  # committed: hand it on (the transition is what the sender waits for)
         return event, stored
 
-    event, stored = await run_in_threadpool(verify_parse_store_dispatch)
+    try:
+        # A database that stops answering is a 503 within seconds (the thread may still finish the
+        # write later: the sender's retry is then a duplicate, never a second event).
+        event, stored = await asyncio.wait_for(run_in_threadpool(verify_parse_store_dispatch), timeout=settings.webhook_store_timeout_s)
+    except TimeoutError:
+        metrics.rejected.labels(source, "store_unavailable").inc()
+        log.error("event_store_timed_out", source=source, timeout_s=settings.webhook_store_timeout_s)
+        raise ServiceUnavailable(f"the database did not answer within {settings.webhook_store_timeout_s:g} s; send it again") from None
     structlog.contextvars.bind_contextvars(event_id=stored.event_id)
     metrics.received.labels(source).inc()
     ignored = event.kind in IGNORABLE_KINDS
@@ -226,7 +240,7 @@ _STANDARD_WEBHOOK_HEADERS = [
 ]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": WebhookAccepted, "description": "Stored (or already stored); processed after the response"},
-    **error_responses(401, 413, 422, 503),
+    **error_responses(401, 408, 413, 422, 503),
 }
 
 

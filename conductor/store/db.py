@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
@@ -14,8 +16,27 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_MIN = (3, 35)  # RETURNING (conductor.store.statements)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and one writer at a time."""
+@dataclass(frozen=True)
+class Timeouts:
+    """How long the database may take (PostgreSQL; SQLite has its busy timeout): to connect, to run
+    one statement, to wait for a row lock, and to hand out a pooled connection. A frozen server
+    fails a request within seconds instead of holding it; TCP keepalives and tcp_user_timeout drop
+    a connection whose server vanished."""
+
+    connect_s: float = 5.0
+    statement_s: float = 30.0
+    lock_s: float = 10.0
+    pool_s: float = 5.0
+
+    def connect_args(self) -> dict[str, Any]:
+        options = f"-c statement_timeout={int(self.statement_s * 1000)} -c lock_timeout={int(self.lock_s * 1000)}"
+        return {"connect_timeout": max(1, round(self.connect_s)), "options": options, "keepalives": 1, "keepalives_idle": 10,
+                "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": int(max(self.statement_s, 10) * 1000)}  # fmt: skip
+
+
+def make_engine(url: str, timeouts: Timeouts | None = None, **kwargs) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and one writer at a time; PostgreSQL
+    the `timeouts`."""
     if url.startswith("sqlite"):
         import sqlite3
 
@@ -54,7 +75,8 @@ def make_engine(url: str, **kwargs) -> Engine:
     # No pool pre-ping: it would cost a round trip per transaction on the hot path. A connection
     # that died fails its statement once (OperationalError, connection_invalidated); the pool
     # then drops its connections and the retry (a task's, the webhook store's) reconnects.
-    return create_engine(url, **kwargs)
+    t = timeouts or Timeouts()
+    return create_engine(url, connect_args=t.connect_args(), pool_timeout=t.pool_s, **kwargs)
 
 
 def alembic_config(url: str):
@@ -104,9 +126,9 @@ class Database:
     ORM sessions (`transaction()`, `read()`) are for tests and tools that set rows up by hand; the
     service writes through Core only (conductor.store.statements)."""
 
-    def __init__(self, url: str, engine: Engine | None = None):
+    def __init__(self, url: str, engine: Engine | None = None, timeouts: Timeouts | None = None):
         self.url = url
-        self.engine = engine or make_engine(url)
+        self.engine = engine or make_engine(url, timeouts)
         self.read_engine = self.engine.execution_options(readonly=True)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
