@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -23,6 +24,7 @@ from conductor.bootstrap import conductor as wire
 from conductor.clock import ManualClock
 from conductor.config import PACKAGE_DEFINITIONS, Settings
 from conductor.console import print_decision, print_timeline
+from conductor.demo_hands import DemoHands
 from conductor.domain.kinds import AuditKind
 from conductor.facade import Conductor
 from conductor.service import Actor
@@ -74,6 +76,9 @@ class SimulatedSources:
                     c.sign_off(rid, team, Actor(f"{team}-lead", "team"), reason="regression suite done")
 
 
+SHOWN_ACTIONS = ("cut_branch", "kill_switch", "tag_release")
+
+
 def _stage_bar(order: list[str], stage: str, halted: bool) -> Text:
     t = Text()
     reached = order.index(stage) if stage in order else -1
@@ -93,9 +98,15 @@ APPROVAL_REASON = "99.3% crash-free at beta is within noise of 8.8's 99.4%; the 
 class Scenario:
     """The two releases, their simulated sources and the scripted release manager, an hour at a time."""
 
-    def __init__(self, c: Conductor, clock: ManualClock, seed: int):
-        self.c, self.clock = c, clock
+    def __init__(self, c: Conductor, clock: ManualClock, seed: int, hands: DemoHands | None = None, runtime: Any = None):
+        self.c, self.clock, self.hands, self.runtime = c, clock, hands, runtime
         c.ensure_track(TRACK, "mobile_weekly", repository="spotify/music-android")
+        if hands is not None:
+            from conductor.service.tracks import connect
+
+            for key, connection in hands.connections().items():
+                connect(c, TRACK, Actor("demo-admin", "admin"), key, connection)
+        self.seen_actions: set[int] = set()
         self.a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
         self.b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)
         self.profiles = {
@@ -105,6 +116,15 @@ class Scenario:
         self.sources = SimulatedSources(c, clock, seed)
         self.order = c.snapshot(self.a).pipeline.stage_order()
         self.seen_audit = {self.a: 0, self.b: 0}
+
+    def _narrate_actions(self, console: Console, snap: Any) -> None:
+        """The robot's hands at work: the branch cut, the kill switch (done, failed or skipped, and why)."""
+        for o in snap.outbox:
+            if o.action in SHOWN_ACTIONS and o.status in ("done", "failed", "skipped") and o.id not in self.seen_actions:
+                self.seen_actions.add(o.id)
+                detail = (o.result or {}).get("detail") or o.last_error or ""
+                at = o.done_at or self.clock.now
+                console.print(Text(f"{at:%a %H:%M}  {snap.key:22} {o.action + ' ' + o.status:18} {detail[:90]}", style="cyan"))
 
     def board(self) -> Group:
         t = Table(title=f"simulated time {self.clock.now:%a %d %b %H:%M} UTC")
@@ -128,8 +148,13 @@ class Scenario:
                 self.sources.report(rid, snap.release.stage, snap.release.entered_stage_at, self.profiles[rid])
                 self.c.evaluate(rid, trigger="demo_poll")
         self.c.tick()
+        if self.runtime is not None:
+            from conductor.service.jobs import relay_outbox
+
+            relay_outbox(self.runtime)  # the actions the hour queued: branch cut, kill switch, ...
         for rid in (self.a, self.b):
             snap = self.c.snapshot(rid)
+            self._narrate_actions(console, snap)
             for entry in snap.audit[self.seen_audit[rid] :]:
                 if entry.kind in NARRATED:
                     arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
@@ -156,9 +181,18 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     today = datetime.now(UTC).date()
     monday = today - timedelta(days=today.weekday() + 14)
     clock = ManualClock(datetime(monday.year, monday.month, monday.day, 8, 0, tzinfo=UTC))
-    c = wire(Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None), clock=clock)
-    scenario = Scenario(c, clock, seed)
+    settings = Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None)
+    c = wire(settings, clock=clock)
+    from conductor.bootstrap import build
+
+    hands = DemoHands.start()
+    app = build(settings, mode="inline", context=c)
+    scenario = Scenario(c, clock, seed, hands, app.runtime)
     console.print(f"[bold]Conductor demo[/]: database {url}, logs {log_path}")
+    if hands is None:
+        console.print("(no tests/fakes here: the branch cut and the kill switch are skipped; run make demo from a checkout to see them)")
+    else:
+        console.print(f"GitHub and Unleash: the repository's contract fakes at {hands.server.url}; kill switch {hands.flags()}")
     console.print("Release A = music-android/8.9.0 (grey zone at beta), release B = music-android/8.8.1 (bad crash rate at 1%)\n")
     end = clock.now + MAX_SIM
     with Live(scenario.board(), console=console, refresh_per_second=8, transient=False) as live:
@@ -168,6 +202,11 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
             if speed > 0:
                 time.sleep(1.0 / speed)
     final = {rid: c.snapshot(rid) for rid in (scenario.a, scenario.b)}
+    if hands is not None:
+        console.print(Text(f"\nAt GitHub: branches {', '.join(sorted(r.removeprefix('heads/') for r in hands.github.refs))}; "
+                           f"at Unleash: {hands.flags()}"))  # fmt: skip
+        hands.close()
+    app.runtime.adapters.close()
     console.print()
     for snap in final.values():
         print_timeline(console, snap)

@@ -12,3 +12,7 @@ def test_demo_walks_a_to_released_and_halts_b(tmp_path):
     assert code == 0, text[-3000:]
     assert "Release A paused for approval" in text and "fingerprint" in text
     assert "A: released, B: halted (halted from rollout_1)" in text
+    # The robot's other hands, against the repository's contract fakes of GitHub and Unleash.
+    assert "cut_branch done    github: branch release/8.9.0 created" in text
+    assert "kill_switch done   unleash: new_player, lyrics_v2 off in production" in text
+    assert "at Unleash: new_player off, lyrics_v2 off" in text
