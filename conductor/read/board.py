@@ -68,6 +68,7 @@ class TrackBoard:
     current: list[ReleaseCard] = field(default_factory=list)
     upcoming: list[ReleaseCard] = field(default_factory=list)
     finished: list[ReleaseCard] = field(default_factory=list)
+    store_connected: bool = True  # False: its pipeline moves a store rollout and no store is connected
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,23 @@ def reading_time(ctx: Context, conn: Connection) -> datetime:
     return max(now, newest) if newest is not None else now
 
 
+def _moves_a_store(ctx: Context, definition: str) -> bool:
+    from conductor.domain.actions import STORE_ACTIONS
+
+    try:
+        pipeline = ctx.catalog.get(definition)
+    except ConductorError:
+        return False
+    return any(a.action in STORE_ACTIONS for t in pipeline.transitions for a in t.actions)
+
+
 def board(ctx: Context) -> Board:
     """Every track and release, classified into production / current / upcoming, pending approvals first."""
     with ctx.db.reading() as conn:
         now = reading_time(ctx, conn)
-        tracks = {t.id: t.definition_name for t in conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name).order_by(TRACKS.c.id))}
+        rows = conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name, TRACKS.c.settings).order_by(TRACKS.c.id)).all()
+        tracks = {t.id: t.definition_name for t in rows}
+        unconnected = {t.id for t in rows if not (t.settings or {}).get("store")}
         releases = [build(ReleaseInfo, r) for r in conn.execute(select(*RELEASE_COLUMNS).order_by(RELEASES.c.track_id, RELEASES.c.id))]
         pipelines = {h: ctx.pinned(conn, h) for h in {r.definition_hash for r in releases}}
         live = [r.id for r in releases if not pipelines[r.definition_hash].is_terminal(r.stage)]
@@ -192,6 +205,8 @@ def board(ctx: Context) -> Board:
         tid: TrackBoard(tid, definition, "UTC" if tid in with_releases else _track_timezone(ctx, definition))
         for tid, definition in tracks.items()
     }
+    for tid in unconnected & set(boards):
+        boards[tid].store_connected = not _moves_a_store(ctx, boards[tid].definition)
     pending: list[PendingApproval] = []
     counts = {"production": 0, "current": 0, "upcoming": 0, "finished": 0, "releases": len(releases)}
     for r in releases:

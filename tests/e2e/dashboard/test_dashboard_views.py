@@ -262,3 +262,13 @@ def test_a_halted_or_held_release_says_why(quick, clock):
     assert (crash.outcome, crash.value, crash.thresholds, crash.detail) == ("fail", 98.4, "passes ≥ 99.5, fails ≤ 99", "98.4 ≤ 99")
     assert read_page.release_view(quick, held).decision.kind == "held"
     assert read_page.release_view(quick, waiting).decision.kind == "pending"
+
+
+def test_a_track_whose_pipeline_moves_a_store_without_one_connected_says_so(conductor):
+    from conductor.read.board import board
+    from conductor.service.tracks import connect_store
+
+    (tb,) = board(conductor).tracks
+    assert tb.track == "music-android" and tb.store_connected is False  # mobile_weekly submits to the store
+    connect_store(conductor, "music-android", Actor("ada", "admin"), {"kind": "play", "package": "com.acme.app", "credentials": {"env": "K"}})
+    assert board(conductor).tracks[0].store_connected is True
