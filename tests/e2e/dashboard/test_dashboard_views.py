@@ -270,5 +270,6 @@ def test_a_track_whose_pipeline_moves_a_store_without_one_connected_says_so(cond
 
     (tb,) = board(conductor).tracks
     assert tb.track == "music-android" and tb.store_connected is False  # mobile_weekly submits to the store
-    connect_store(conductor, "music-android", Actor("ada", "admin"), {"kind": "play", "package": "com.acme.app", "credentials": {"env": "K"}})
+    play = {"kind": "play", "package": "com.acme.app", "credentials": {"env": "K"}}
+    connect_store(conductor, "music-android", Actor("ada", "admin"), play)
     assert board(conductor).tracks[0].store_connected is True
