@@ -650,6 +650,30 @@ def track_sources(
     out.print(Text(f"try them once, writing nothing: conductor sources check {track}"))
 
 
+@track_app.command("night")
+def track_night(
+    track: str,
+    quiet_hours: Annotated[str | None, typer.Option(help="HH:MM-HH:MM in the pipeline's time zone, e.g. 22:00-07:00.")] = None,
+    up_to: Annotated[str | None, typer.Option(help="The last stage the robot may enter at night, e.g. rollout_1.")] = None,
+    up_to_percent: Annotated[float | None, typer.Option(help="The most users the robot may reach at night, in %.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="No quiet hours.")] = False,
+    as_: AsOpt = None,
+) -> None:
+    """TRACK's quiet hours: at night, moves beyond the budget wait for the morning window."""
+    from conductor.service.tracks import set_night
+
+    if off:
+        set_night(_conductor(), track, _actor(as_, "admin"), None)
+        out.print(Text(f"{track}: no quiet hours"))
+        return
+    if quiet_hours is None:
+        raise typer.BadParameter(
+            "give --quiet-hours HH:MM-HH:MM (and --up-to STAGE or --up-to-percent N), or --off", param_hint="--quiet-hours"
+        )
+    raw = {"quiet_hours": quiet_hours, "up_to_stage": up_to, "up_to_percent": up_to_percent}
+    out.print(Text(f"{track}: {set_night(_conductor(), track, _actor(as_, 'admin'), {k: v for k, v in raw.items() if v is not None})}"))
+
+
 def _pair(text: str, option: str) -> tuple[str, str]:
     ring, sep, target = text.partition("=")
     if not sep or not ring or not target:

@@ -23,6 +23,7 @@ from croniter import croniter
 from conductor.domain.definition import Pipeline, Transition
 from conductor.domain.gates import WAITING_REASONS, GateContext, GateResult, Outcome, Reason, evaluate_gate
 from conductor.domain.kinds import WaitKind
+from conductor.domain.policy import Policy
 
 
 class Verdict(StrEnum):
@@ -156,11 +157,13 @@ def decide(
     stage: str,
     ctx: GateContext,
     extra_results: tuple[GateResult, ...] = (),
+    policy: Policy | None = None,
 ) -> Decision | None:
     """Judge the outgoing transition of `stage`; None when the stage has none (final, halted, cancelled).
 
     Shadow gates are judged too, and what the verdict would have been with them is recorded
-    (never acted on)."""
+    (never acted on). A `policy` (conductor.domain.policy: freezes, quiet hours) turns an advance
+    that would raise user exposure into a wait; it never holds back a halt or a hold."""
     transition = pipeline.advance_from(stage)
     if transition is None:
         return None
@@ -173,6 +176,9 @@ def decide(
     results = tuple(live) + extra_results
     earliest = not_before(pipeline, transition, ctx.stage_entered_at)
     v = _judge(transition, results, earliest, ctx)
+    if v.verdict is Verdict.ADVANCE and policy is not None and (held := policy.holds(pipeline, transition, ctx.now)) is not None:
+        why, until, kind = held
+        v = _Verdict(Verdict.WAIT, why, until, WaitKind.FREEZE if kind == "freeze" else WaitKind.NIGHT)
     # Each shadow gate's own "would have": the verdict had it been live beside the live ones.
     judged_shadow = tuple(
         replace(r, inputs={**r.inputs, "would": _judge(transition, (*results, r), earliest, ctx).verdict.value}) for r in shadow

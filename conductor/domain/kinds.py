@@ -88,6 +88,8 @@ class WaitKind(StrEnum):
     HUMAN = "human"  # halted: a release manager resumes or cancels
     EVALUATION = "evaluation"  # not judged in this stage yet
     ADVANCING = "advancing"
+    FREEZE = "freeze"  # a freeze holds exposure-raising moves
+    NIGHT = "night"  # quiet hours: the move waits for the morning window
     DONE = "done"
 
 

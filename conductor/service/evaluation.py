@@ -18,6 +18,7 @@ from conductor.domain.actions import PERCENT_ACTIONS
 from conductor.domain.decisions import Decision, Verdict, decide, unapproved_change_result
 from conductor.domain.gates import GateResult
 from conductor.domain.kinds import ROBOT, AuditKind, TimerKind
+from conductor.domain.policy import Policy, parse_night
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
 
 log = structlog.get_logger("conductor.service")
@@ -35,7 +36,20 @@ def evaluate(ctx: Context, ref: int | str, trigger: str = "manual", *, expected_
 
 def current_decision(step: ReleaseStep) -> Decision | None:
     """What the domain decides on the step's release right now (nothing stored)."""
-    return decide(step.pipeline, step.release.stage, step.gate_context(), extra_results(step))
+    return decide(step.pipeline, step.release.stage, step.gate_context(), extra_results(step), policy_of(step))
+
+
+def policy_of(step: ReleaseStep) -> Policy | None:
+    """The track's night policy (Track.settings["night"], validated when it was set; one that no
+    longer validates is logged and left out)."""
+    raw = (step.release.track_settings or {}).get("night")
+    if not raw:
+        return None
+    try:
+        return Policy(night=parse_night(raw))
+    except ValueError as exc:
+        log.error("night_policy_invalid", track=step.release.track_id, error=str(exc))
+        return None
 
 
 def extra_results(step: ReleaseStep) -> tuple[GateResult, ...]:

@@ -299,3 +299,30 @@ def _check_apple_percents(pipeline: Pipeline) -> None:
             f"pipeline {pipeline.name} sets {listed}: the App Store's phased release is fixed at {', '.join(map(str, APPLE_PHASES))}% "
             "over seven days; use those percentages (or none) on an App Store track"
         )
+
+
+def set_night(ctx: Context, track_id: str, actor: Actor, raw: dict[str, Any] | None) -> str | None:
+    """Set (or, with None, remove) the track's night policy: quiet hours in the pipeline's time zone
+    and what the robot may expose in them. Its description, or None. Audited."""
+    from conductor.domain.errors import InvalidSettings
+    from conductor.domain.policy import NightPolicy
+
+    with ctx.db.begin() as conn:
+        track = _locked(conn, track_id)
+        settings = dict(track.settings or {})
+        if raw is None:
+            settings.pop("night", None)
+            shown = None
+        else:
+            try:
+                night = NightPolicy.model_validate(raw)
+            except ValueError as exc:
+                raise InvalidSettings(f"track {track_id}: night: {exc}") from None
+            pipeline = ctx.catalog.get(track.definition_name)
+            if night.up_to_stage is not None and night.up_to_stage not in pipeline.stages:
+                raise InvalidSettings(f"track {track_id}: night.up_to_stage: {pipeline.name} has no stage {night.up_to_stage!r}")
+            settings["night"] = night.model_dump(exclude_none=True)
+            shown = f"{night.describe()} ({pipeline.timezone})"
+        conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
+        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, f"night: {shown or 'off'}", {"fields": ["night"], "night": shown})
+    return shown

@@ -55,6 +55,7 @@ class ReleaseRecord:
     # Read with the row, never written through it: its track's settings, its last evaluation.
     critical_fix_marker: str
     four_eyes: bool
+    track_settings: dict[str, Any] | None = None  # the track's settings (night policy, connections)
     last_evaluation_id: int | None = None
     last_evaluation_stage: str | None = None
     last_evaluation_fingerprint: str | None = None
@@ -113,6 +114,7 @@ _LOCK = select(
     *_ROW_COLUMNS,
     TRACKS.c.critical_fix_marker,
     TRACKS.c.four_eyes,
+    TRACKS.c.settings.label("track_settings"),
     _last_evaluation("id"),
     _last_evaluation("stage"),
     _last_evaluation("fingerprint"),
