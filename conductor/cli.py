@@ -770,6 +770,22 @@ def sources_check(track: str, release: Annotated[str | None, typer.Argument(help
         raise typer.Exit(1)
 
 
+@app.command()
+def digest(track: Annotated[str | None, typer.Argument(help="One track (default: every track).")] = None,
+           hours: Annotated[float, typer.Option(help="How far back.")] = 24.0) -> None:  # fmt: skip
+    """The digest of the last HOURS: what moved, what waits and for whom, what halted and why, riskiest first."""
+    from datetime import timedelta
+
+    from conductor.read.tracks import list_tracks
+    from conductor.service.digest import digest as compute
+
+    c = _conductor()
+    now = c.now()
+    for t in list_tracks(c):
+        if track is None or t.id == track:
+            out.print(Text(compute(c, t.id, now - timedelta(hours=hours), now).text()))
+
+
 @app.command("build")
 def build_cmd(
     release: str, build: str, reason: Annotated[str, typer.Option(help="Why (default: set by hand).")] = "", as_: AsOpt = None

@@ -202,6 +202,10 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
             if speed > 0:
                 time.sleep(1.0 / speed)
     final = {rid: c.snapshot(rid) for rid in (scenario.a, scenario.b)}
+    from conductor.service.digest import digest
+
+    console.print("\n[bold]The morning digest[/] (sent to Slack at 09:00 on working days; here the last 24 hours):")
+    console.print(Text(digest(c, TRACK, clock.now - timedelta(days=1), clock.now).text()))
     if hands is not None:
         console.print(Text(f"\nAt GitHub: branches {', '.join(sorted(r.removeprefix('heads/') for r in hands.github.refs))}; "
                            f"at Unleash: {hands.flags()}"))  # fmt: skip

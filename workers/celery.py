@@ -22,7 +22,14 @@ from typing import Any
 from celery import Celery
 
 from conductor.dispatch.celery import celery_config
-from conductor.service.ports import TASK_POLL_SOURCES, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
+from conductor.service.ports import (
+    TASK_POLL_SOURCES,
+    TASK_RELAY_OUTBOX,
+    TASK_SEND_DIGESTS,
+    TASK_SWEEP_EVENTS,
+    TASK_SYNC_STORES,
+    TASK_TICK,
+)
 
 NO_BROKER = (
     "CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "
@@ -81,6 +88,7 @@ def build_config() -> dict[str, Any]:
                 "schedule": settings.source_poll_tick_s,
                 "options": {"expires": settings.source_poll_tick_s},
             },
+            "send-digests": {"task": TASK_SEND_DIGESTS, "schedule": 300.0, "options": {"expires": 300.0}},
             "sync-stores": {
                 "task": TASK_SYNC_STORES,
                 "schedule": settings.store_sync_interval_s,

@@ -9,6 +9,7 @@ from conductor.service.ports import (
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
+    TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
     TASK_TICK,
@@ -52,6 +53,12 @@ def tick() -> int:
 def poll_sources() -> int:
     """Poll the due pulled sources (Sentry, Play vitals, trackers, Prometheus, JSON) and record them."""
     return jobs.poll_sources(runtime())
+
+
+@app.task(name=TASK_SEND_DIGESTS, base=PeriodicTask)
+def send_digests() -> int:
+    """Each track's morning digest, at the start of its working day."""
+    return jobs.send_digests(runtime())
 
 
 @app.task(name=TASK_SYNC_STORES, base=PeriodicTask)

@@ -55,6 +55,9 @@ def slack_text(event: str, request: ActionRequest) -> str:
         return f":pause_button: {rel} is held at {stage}: {summary}"
     if event == "cancelled":
         return f":x: {rel} was cancelled: {summary}"
+    if event == "digest":
+        lines = e(p.get("summary") or "").splitlines()
+        return "\n".join([f":sunrise: *{lines[0]}*" if lines else ":sunrise: *Morning digest*", *lines[1:]])
     if event == "approval_escalated":
         return f":alarm_clock: {rel}: nobody answered decision {e(p.get('evaluation_id'))} in time; the release is held at {stage}."
     return f"{rel}: {e(event)} {summary}".strip()

@@ -28,6 +28,7 @@ from conductor.service.ports import (
     TASK_POLL_SOURCES,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
+    TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
     TASK_TICK,
@@ -85,6 +86,7 @@ class EmbeddedRunner:
             TASK_RELAY_OUTBOX: sweep_interval_s,
             TASK_SYNC_STORES: store_sync_interval_s,
             TASK_POLL_SOURCES: source_poll_tick_s,
+            TASK_SEND_DIGESTS: 300.0,
         }
 
     # ------------------------------------------------------------------ queue

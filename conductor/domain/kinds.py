@@ -42,6 +42,7 @@ class AuditKind(StrEnum):
     DRIFT_ACCEPTED = "drift_accepted"
     DRIFT_REAPPLIED = "drift_reapplied"
     PAUSE_BUDGET_LOW = "pause_budget_low"
+    DIGEST = "digest"  # a track's morning digest (track row)
 
 
 # The audit kinds that put a release into the stage their row names in to_stage. (A "resumed" row

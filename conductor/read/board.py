@@ -15,6 +15,7 @@ from sqlalchemy import Connection, func, select
 from conductor.context import Context
 from conductor.domain.definition import Pipeline
 from conductor.domain.errors import ConductorError
+from conductor.domain.kinds import AuditKind
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
 from conductor.read.status import GateLight, Waiting, lights_of, reason_of, stage_index, status_of, view_of, waiting_of
@@ -69,6 +70,8 @@ class TrackBoard:
     upcoming: list[ReleaseCard] = field(default_factory=list)
     finished: list[ReleaseCard] = field(default_factory=list)
     store_connected: bool = True  # False: its pipeline moves a store rollout and no store is connected
+    digest: str | None = None  # the latest morning digest (conductor.service.digest), as sent
+    digest_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,12 @@ def board(ctx: Context) -> Board:
         rows = conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name, TRACKS.c.settings).order_by(TRACKS.c.id)).all()
         tracks = {t.id: t.definition_name for t in rows}
         unconnected = {t.id for t in rows if not (t.settings or {}).get("store")}
+        digests = {
+            t: (reason, at)
+            for t, reason, at in conn.execute(
+                select(AUDIT.c.track_id, AUDIT.c.reason, AUDIT.c.at).where(AUDIT.c.kind == AuditKind.DIGEST).order_by(AUDIT.c.id)
+            )
+        }  # the newest per track
         releases = [build(ReleaseInfo, r) for r in conn.execute(select(*RELEASE_COLUMNS).order_by(RELEASES.c.track_id, RELEASES.c.id))]
         pipelines = {h: ctx.pinned(conn, h) for h in {r.definition_hash for r in releases}}
         live = [r.id for r in releases if not pipelines[r.definition_hash].is_terminal(r.stage)]
@@ -205,6 +214,9 @@ def board(ctx: Context) -> Board:
         tid: TrackBoard(tid, definition, "UTC" if tid in with_releases else _track_timezone(ctx, definition))
         for tid, definition in tracks.items()
     }
+    for tid, (text, at) in digests.items():
+        if tid in boards:
+            boards[tid].digest, boards[tid].digest_at = text, at
     for tid in unconnected & set(boards):
         boards[tid].store_connected = not _moves_a_store(ctx, boards[tid].definition)
     pending: list[PendingApproval] = []

@@ -31,6 +31,7 @@ from conductor.service.ports import (
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
+    TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
     TASK_TICK,
@@ -143,6 +144,16 @@ def poll_sources(rt: Runtime) -> int:
     return report.polled
 
 
+def send_digests(rt: Runtime) -> int:
+    """The morning digest of each track whose working day has started since its last one."""
+    from conductor.service import digest
+
+    run = digest.send_due(rt.context, rt.adapters)
+    if run.sent or run.failed:
+        log.info("digests_sent", sent=run.sent, failed=run.failed)
+    return len(run.sent)
+
+
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
@@ -206,6 +217,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     TASK_SWEEP_EVENTS: sweep_events,
     TASK_SYNC_STORES: sync_stores,
     TASK_POLL_SOURCES: poll_sources,
+    TASK_SEND_DIGESTS: send_digests,
 }
 
 

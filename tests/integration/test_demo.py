@@ -16,3 +16,4 @@ def test_demo_walks_a_to_released_and_halts_b(tmp_path):
     assert "cut_branch done    github: branch release/8.9.0 created" in text
     assert "kill_switch done   unleash: new_player, lyrics_v2 off in production" in text
     assert "at Unleash: new_player off, lyrics_v2 off" in text
+    assert "Morning digest for music-android" in text and "1. music-android/8.8.1 halted: halted at rollout_1" in text
