@@ -786,6 +786,84 @@ def digest(track: Annotated[str | None, typer.Argument(help="One track (default:
             out.print(Text(compute(c, t.id, now - timedelta(hours=hours), now).text()))
 
 
+ScopeTrack = Annotated[str | None, typer.Option("--track", help="One track.")]
+ScopeAll = Annotated[bool, typer.Option("--all", help="Every track.")]
+
+
+def _scope(track: str | None, every: bool) -> str | None:
+    if (track is None) == (not every):
+        raise typer.BadParameter("give exactly one of --track TRACK or --all", param_hint="--track")
+    return track
+
+
+@app.command()
+def freeze(
+    reason: Annotated[str, typer.Option("--reason")],
+    track: ScopeTrack = None,
+    every: ScopeAll = False,
+    until: Annotated[
+        str | None, typer.Option(help="When it ends: an ISO time, or a duration such as 3d (default: until unfreeze).")
+    ] = None,
+    as_: AsOpt = None,
+) -> None:
+    """Stop the line: no move that raises user exposure until unfrozen (halts and cancels still happen)."""
+    from datetime import datetime
+
+    from conductor.domain.definition import parse_duration
+    from conductor.service.freezes import freeze as do
+
+    c = _conductor()
+    ends = None
+    if until is not None:
+        try:
+            ends = c.now() + parse_duration(until)
+        except ValueError:
+            try:
+                ends = datetime.fromisoformat(until)
+            except ValueError:
+                raise typer.BadParameter(
+                    f"{until!r}: an ISO time (2026-12-24T18:00+01:00) or a duration (3d)", param_hint="--until"
+                ) from None
+    fid = do(c, _actor(as_), reason, track=_scope(track, every), until=ends)
+    out.print(Text(f"freeze {fid}: {track or 'every track'} frozen{' until ' + fmt_time(ends) if ends else ' until unfrozen'}: {reason}"))
+
+
+@app.command()
+def unfreeze(
+    reason: Annotated[str, typer.Option("--reason")], track: ScopeTrack = None, every: ScopeAll = False, as_: AsOpt = None
+) -> None:
+    """Lift the manual freezes of a track (or of every track); what they held moves on its own."""
+    from conductor.service.freezes import unfreeze as do
+
+    n = do(_conductor(), _actor(as_), reason, track=_scope(track, every))
+    out.print(Text(f"{n} freeze(s) lifted" if n else "nothing to lift: no manual freeze in force there"))
+
+
+@app.command()
+def freezes(track: ScopeTrack = None) -> None:
+    """The freezes in force or coming (manual and calendar), newest first."""
+    from conductor.service.freezes import list_freezes
+
+    table = Table(title="Freezes")
+    for col in ("id", "scope", "source", "from", "until", "reason", "by"):
+        table.add_column(col)
+    for f in list_freezes(_conductor(), track):
+        table.add_row(str(f["id"]), plain(f["track_id"] or "every track"), f["source"], fmt_time(f["starts_at"]),
+                      fmt_time(f["ends_at"]) if f["ends_at"] else "unfreeze", plain(f["reason"]), plain(f["actor"]))  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def calendar(file: Annotated[Path, typer.Option("--file", help="YAML: timezone, freezes, holidays, blackouts.")], track: ScopeTrack = None,
+             every: ScopeAll = False, as_: AsOpt = None) -> None:  # fmt: skip
+    """Set the freeze calendar of a track (or of every track): code freezes, holidays (no branch cut), blackout hours."""
+    from conductor.service.freezes import set_calendar
+
+    counts = set_calendar(_conductor(), _actor(as_, "admin"), _read_mapping(file), track=_scope(track, every))
+    out.print(Text(f"{track or 'every track'}: calendar set ({counts['freezes']} freezes, {counts['holidays']} holidays, "
+                   f"{counts['blackouts']} blackout hours)"))  # fmt: skip
+
+
 @app.command("build")
 def build_cmd(
     release: str, build: str, reason: Annotated[str, typer.Option(help="Why (default: set by hand).")] = "", as_: AsOpt = None

@@ -13,17 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from zoneinfo import ZoneInfo
-
-from croniter import croniter
 
 from conductor.domain.definition import Pipeline, Transition
 from conductor.domain.gates import WAITING_REASONS, GateContext, GateResult, Outcome, Reason, evaluate_gate
 from conductor.domain.kinds import WaitKind
 from conductor.domain.policy import Policy
+from conductor.domain.schedules import next_schedule_time
 
 
 class Verdict(StrEnum):
@@ -99,14 +97,6 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def next_schedule_time(pipeline: Pipeline, schedule: str, after: datetime) -> datetime:
-    """The first cron occurrence strictly after `after`, in the pipeline's time zone, as UTC."""
-    tz = ZoneInfo(pipeline.timezone)
-    it = croniter(pipeline.schedules[schedule], after.astimezone(tz))
-    nxt: datetime = it.get_next(datetime)
-    return nxt.astimezone(UTC)
-
-
 def not_before(pipeline: Pipeline, transition: Transition, entered_at: datetime) -> datetime:
     """Earliest moment the transition may be taken: end of soak and the scheduled time, whichever is later."""
     t = entered_at + transition.min_soak
@@ -175,6 +165,8 @@ def decide(
         (shadow if gate.mode == "shadow" else live).append(result)
     results = tuple(live) + extra_results
     earliest = not_before(pipeline, transition, ctx.stage_entered_at)
+    if policy is not None and transition.schedule:
+        earliest = policy.skip_cuts(pipeline, transition.schedule, earliest)
     v = _judge(transition, results, earliest, ctx)
     if v.verdict is Verdict.ADVANCE and policy is not None and (held := policy.holds(pipeline, transition, ctx.now)) is not None:
         why, until, kind = held

@@ -43,6 +43,9 @@ class AuditKind(StrEnum):
     DRIFT_REAPPLIED = "drift_reapplied"
     PAUSE_BUDGET_LOW = "pause_budget_low"
     DIGEST = "digest"  # a track's morning digest (track row)
+    FROZEN = "frozen"
+    UNFROZEN = "unfrozen"
+    CALENDAR_SET = "calendar_set"
 
 
 # The audit kinds that put a release into the stage their row names in to_stage. (A "resumed" row

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conductor.domain.definition import Pipeline, Transition
+from conductor.domain.schedules import next_schedule_time
 
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -92,12 +93,14 @@ class NightPolicy(BaseModel):
 
 @dataclass(frozen=True)
 class Freeze:
-    """A freeze covering a track: until `ends_at` (None: until someone unfreezes)."""
+    """A freeze covering a track: until `ends_at` (None: until someone unfreezes). A holiday also
+    skips the scheduled moves (the branch cut) that fall in it."""
 
     reason: str
     starts_at: datetime
     ends_at: datetime | None = None
     scope: str = "track"  # track, all, calendar
+    skip_branch_cut: bool = False
 
     def covers(self, now: datetime) -> bool:
         return self.starts_at <= now and (self.ends_at is None or now < self.ends_at)
@@ -109,6 +112,16 @@ class Policy:
 
     night: NightPolicy | None = None
     freezes: tuple[Freeze, ...] = ()
+
+    def skip_cuts(self, pipeline: Pipeline, schedule: str, earliest: datetime) -> datetime:
+        """The scheduled time, moved past every holiday it falls in (a skipped branch cut)."""
+        skipping = [f for f in self.freezes if f.skip_branch_cut]
+        for _ in range(60):  # a schedule's next occurrences; a holiday list never spans more
+            hit = next((f for f in skipping if f.covers(earliest)), None)
+            if hit is None:
+                return earliest
+            earliest = next_schedule_time(pipeline, schedule, earliest)
+        return earliest
 
     def holds(self, pipeline: Pipeline, transition: Transition, now: datetime) -> tuple[str, datetime | None, str] | None:
         """(why, until, kind) when the transition must wait; None when it may go. kind: freeze, night."""

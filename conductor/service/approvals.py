@@ -7,10 +7,12 @@ from typing import Any
 from sqlalchemy import select
 
 from conductor.context import Context
-from conductor.domain.errors import ConductorError, Forbidden, NotPaused, StaleApproval
+from conductor.domain.errors import ConductorError, Forbidden, IllegalTransition, NotPaused, StaleApproval
 from conductor.domain.kinds import AnswerVerdict, AuditKind
+from conductor.domain.policy import raises_exposure
 from conductor.service.evaluation import advance, current_decision, evaluate, halt, judge
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
+from conductor.store.freezes import active
 from conductor.store.statements import EVALUATIONS
 
 _EVALUATION = select(EVALUATIONS.c.id, EVALUATIONS.c.release_id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint,
@@ -31,6 +33,17 @@ def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRe
         if named is None or named.release_id != r.id or named.fingerprint != row.fingerprint:
             raise StaleApproval(f"decision {evaluation_id} of {r.key} was superseded by decision {row.id}; review that one")
     return EvaluationRef(row.id, row.stage, row.fingerprint), row.evidence or {}
+
+
+def _not_frozen(step: ReleaseStep) -> None:
+    """A freeze holds every move that raises user exposure, an approved one too: lift it first."""
+    transition = step.pipeline.advance_from(step.release.stage)
+    if transition is None or not raises_exposure(step.pipeline, transition):
+        return
+    frozen = [f for f in active(step.conn, step.release.track_id, step.now(), step.release.track_settings) if f.covers(step.now())]
+    if frozen:
+        why = "; ".join(f.reason for f in frozen)
+        raise IllegalTransition(f"{step.release.key} is frozen ({why}): lift the freeze first (conductor unfreeze), then approve")
 
 
 def check_four_eyes(step: ReleaseStep, evidence: dict[str, Any], actor: Actor) -> None:
@@ -73,6 +86,7 @@ def approve(
             if fingerprint is not None and fingerprint != ev.fingerprint:
                 raise StaleApproval(f"fingerprint {fingerprint[:12]} does not match decision {ev.id} ({ev.fingerprint[:12]})")
             check_four_eyes(step, evidence, actor)
+            _not_frozen(step)
             now = current_decision(step)
             if now is None or now.fingerprint != ev.fingerprint:
                 raise StaleApproval(f"the question of decision {ev.id} for {r.key} changed since it was shown; review the new one")

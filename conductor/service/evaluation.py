@@ -20,6 +20,7 @@ from conductor.domain.gates import GateResult
 from conductor.domain.kinds import ROBOT, AuditKind, TimerKind
 from conductor.domain.policy import Policy, parse_night
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
+from conductor.store.freezes import active
 
 log = structlog.get_logger("conductor.service")
 
@@ -42,14 +43,15 @@ def current_decision(step: ReleaseStep) -> Decision | None:
 def policy_of(step: ReleaseStep) -> Policy | None:
     """The track's night policy (Track.settings["night"], validated when it was set; one that no
     longer validates is logged and left out)."""
-    raw = (step.release.track_settings or {}).get("night")
-    if not raw:
-        return None
-    try:
-        return Policy(night=parse_night(raw))
-    except ValueError as exc:
-        log.error("night_policy_invalid", track=step.release.track_id, error=str(exc))
-        return None
+    settings = step.release.track_settings or {}
+    freezes = active(step.conn, step.release.track_id, step.now(), settings)
+    night = None
+    if raw := settings.get("night"):
+        try:
+            night = parse_night(raw)
+        except ValueError as exc:
+            log.error("night_policy_invalid", track=step.release.track_id, error=str(exc))
+    return Policy(night=night, freezes=freezes) if (night or freezes) else None
 
 
 def extra_results(step: ReleaseStep) -> tuple[GateResult, ...]:

@@ -291,6 +291,25 @@ class SourcePoll(Base):
     errors: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class Freeze(Base):
+    """A freeze: no transition that raises user exposure happens while it lasts (halts and cancels
+    still do). A track's, or (track_id NULL) every track's; until `ends_at`, or until lifted."""
+
+    __tablename__ = "freezes"
+    __table_args__ = (Index("ix_freezes_active", "lifted_at", "starts_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20))  # manual, calendar
+    actor: Mapped[str] = mapped_column(String(100))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime | None]
+    skip_branch_cut: Mapped[bool] = mapped_column(Boolean, default=False)  # a holiday: no branch cut that day either
+    created_at: Mapped[datetime]
+    lifted_at: Mapped[datetime | None]
+    lifted_by: Mapped[str | None] = mapped_column(String(100))
+
+
 class Timer(Base):
     """A wait with a due time (soak end, branch day, approval deadline); fired by tick."""
 

@@ -23,6 +23,7 @@ from conductor.store.models import (
     AuditEntry,
     DefinitionRow,
     Evaluation,
+    Freeze,
     InboxEvent,
     OutboxAction,
     Release,
@@ -41,6 +42,7 @@ TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 INBOX: Table = InboxEvent.__table__  # type: ignore[assignment]
 TRACKS: Table = Track.__table__  # type: ignore[assignment]
 STORE_STATES: Table = StoreState.__table__  # type: ignore[assignment]
+FREEZES: Table = Freeze.__table__  # type: ignore[assignment]
 SOURCE_POLLS: Table = SourcePoll.__table__  # type: ignore[assignment]
 RELEASES: Table = Release.__table__  # type: ignore[assignment]
 APPROVALS: Table = Approval.__table__  # type: ignore[assignment]
