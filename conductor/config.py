@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # and how many run at once.
     source_poll_tick_s: float = Field(default=30.0, gt=0)
     source_poll_workers: int = Field(default=8, ge=1, le=64)
+    # How often committed audit rows are hash-chained (conductor.service.audit): the unsealed tail
+    # of the audit log is at most this old.
+    audit_seal_interval_s: float = Field(default=30.0, gt=0)
     sweep_grace_s: float = Field(default=60.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=300, ge=30)
     task_max_redeliveries: int = Field(default=3, ge=1)

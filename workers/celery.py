@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from conductor.dispatch.celery import celery_config
-from conductor.service.ports import TASK_POLL_SOURCES, TASK_RELAY_OUTBOX, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
+from conductor.service.ports import TASK_POLL_SOURCES, TASK_RELAY_OUTBOX, TASK_SEAL_AUDIT, TASK_SWEEP_EVENTS, TASK_SYNC_STORES, TASK_TICK
 
 NO_BROKER = (
     "CONDUCTOR_BROKER_URL is not set: workers and beat need a broker (e.g. redis://localhost:6379/0); "
@@ -80,6 +80,11 @@ def build_config() -> dict[str, Any]:
                 "task": TASK_POLL_SOURCES,
                 "schedule": settings.source_poll_tick_s,
                 "options": {"expires": settings.source_poll_tick_s},
+            },
+            "seal-audit": {
+                "task": TASK_SEAL_AUDIT,
+                "schedule": settings.audit_seal_interval_s,
+                "options": {"expires": settings.audit_seal_interval_s},
             },
             "sync-stores": {
                 "task": TASK_SYNC_STORES,

@@ -21,7 +21,8 @@ TASK_TICK = "workers.tasks.tick"
 TASK_SWEEP_EVENTS = "workers.tasks.sweep_events"
 TASK_SYNC_STORES = "workers.tasks.sync_stores"
 TASK_POLL_SOURCES = "workers.tasks.poll_sources"
-PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX, TASK_SYNC_STORES, TASK_POLL_SOURCES)
+TASK_SEAL_AUDIT = "workers.tasks.seal_audit"
+PERIODIC_TASKS = (TASK_TICK, TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX, TASK_SYNC_STORES, TASK_POLL_SOURCES, TASK_SEAL_AUDIT)
 
 
 class Dispatcher(Protocol):
