@@ -788,6 +788,43 @@ def configure_actions_cmd(
     typer.echo(json.dumps(shown, indent=2))
 
 
+audit_app = typer.Typer(help="The audit trail: hash-chained after each commit, verified, exported.", **_TYPER)  # type: ignore[arg-type]
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Seal the audit rows committed since the last seal, then check the whole hash chain: exit 0
+    with the number of rows and the chain's head, or 1 naming the first row that breaks it."""
+    from conductor.service.audit import verify
+
+    result = verify(_conductor())
+    if result.broken is not None:
+        err.print(Text(f"audit chain broken: {result.broken.describe()}"), soft_wrap=True)
+        err.print(Text(f"the {result.checked} sealed row(s) before it check out"))
+        raise typer.Exit(1)
+    late = f"; {result.unsealed} row(s) committed since, sealed next time" if result.unsealed else ""
+    out.print(Text(f"audit chain ok: {result.checked} sealed row(s); head seq {result.head_seq} {result.head_hash}{late}"), soft_wrap=True)
+
+
+@audit_app.command("export")
+def audit_export(
+    release: Annotated[str, typer.Option("--release", help="The release: id or TRACK/VERSION.", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", help="Write to this file (default: standard output).")] = None,
+) -> None:
+    """Every audit row of a release as JSON lines, in order, with its hashes; approvals and
+    rejections with the decision's evidence (verdict, fingerprint, summary, gates). Seals first."""
+    from conductor.service.audit import export_release
+
+    exported = export_release(_conductor(), release)
+    text = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in exported.lines)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(Text(f"{len(exported.lines)} audit row(s) of {exported.release} written to {output}"))
+
+
 @app.command()
 def demo(
     speed: Annotated[float, typer.Option(help="Simulated hours per real second.")] = 60.0,
