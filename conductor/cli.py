@@ -341,6 +341,7 @@ def token_create(
     identity: Annotated[
         list[str] | None, typer.Option("--identity", help="A VCS login or email the holder commits as (repeat it); four-eyes uses them.")
     ] = None,
+    as_: AsOpt = None,
 ) -> None:
     """Create an API token for NAME (e.g. `conductor token create rita --role release_manager`);
     it is printed once and only its hash is kept."""
@@ -349,26 +350,28 @@ def token_create(
     who = name_arg or name
     if not who or (name_arg and name and name_arg != name):
         raise typer.BadParameter("give the token's NAME once, as an argument (or --name)", param_hint="NAME")
-    typer.echo(create_token(_conductor(), who, role, identity or []))
+    typer.echo(create_token(_conductor(), who, role, identity or [], actor=_actor(as_, "admin")))
 
 
 @token_app.command("identities")
 def token_identities(
-    name: str, identities: Annotated[list[str] | None, typer.Argument(help="Logins and emails; none clears them.")] = None
+    name: str,
+    identities: Annotated[list[str] | None, typer.Argument(help="Logins and emails; none clears them.")] = None,
+    as_: AsOpt = None,
 ) -> None:
     """Set the VCS identities (logins, emails) the holder of token NAME commits as."""
     from conductor.service.tokens import set_identities
 
-    known = set_identities(_conductor(), name, identities or [])
+    known = set_identities(_conductor(), name, identities or [], actor=_actor(as_, "admin"))
     out.print(Text(f"{name} commits as: {', '.join(known) or 'its token name only'}"))
 
 
 @token_app.command("revoke")
-def token_revoke(name: str) -> None:
+def token_revoke(name: str, as_: AsOpt = None) -> None:
     """Revoke the token NAME."""
     from conductor.service.tokens import revoke_token
 
-    revoke_token(_conductor(), name)
+    revoke_token(_conductor(), name, actor=_actor(as_, "admin"))
     out.print(Text(f"revoked {name}"))
 
 
