@@ -105,6 +105,7 @@ def add_audit(
 _HEAD_ROW = select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.head_hash).where(AUDIT_CHAIN.c.id == _HEAD)
 _LOCK_HEAD = _HEAD_ROW.with_for_update()
 _UNSEALED = select(*AUDIT_CONTENT).where(AUDIT.c.seq.is_(None)).order_by(AUDIT.c.id).limit(bindparam("limit"))
+_ANY_UNSEALED = select(AUDIT.c.id).where(AUDIT.c.seq.is_(None)).limit(1)
 _SEAL_ROW = (
     AUDIT.update()
     .where(AUDIT.c.id == bindparam("b_id"), AUDIT.c.seq.is_(None))
@@ -123,7 +124,11 @@ class Sealed:
 def seal(ctx: Context, *, batch: int = SEAL_BATCH) -> Sealed:
     """Chain every committed unsealed row, in id order after the head (see the module docstring);
     a transaction per `batch` rows, so a long backlog (the first run after the upgrade) never holds
-    the head for long."""
+    the head for long. With nothing to seal it only reads: no lock, no write."""
+    with ctx.db.reading() as conn:
+        if conn.execute(_ANY_UNSEALED).first() is None:
+            head = conn.execute(_HEAD_ROW).first()
+            return Sealed(0, head.seq, head.head_hash) if head is not None else Sealed(0, 0, GENESIS)
     total = 0
     while True:
         with ctx.db.begin() as conn:

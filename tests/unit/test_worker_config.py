@@ -45,6 +45,9 @@ def test_every_periodic_job_is_scheduled_by_beat_and_the_embedded_runner(setting
     assert schedule[TASK_SEAL_AUDIT] == 11  # CONDUCTOR_AUDIT_SEAL_INTERVAL_S
     runner = EmbeddedRunner(tick_interval_s=1, sweep_interval_s=1, audit_seal_interval_s=13)
     assert set(runner.intervals) == set(PERIODIC_TASKS) and runner.intervals[TASK_SEAL_AUDIT] == 13
+    import workers
+
+    assert all(workers.app.tasks[name].autoretry_for == () for name in PERIODIC_TASKS)  # Celery tasks, run again by the next beat
 
 
 def test_no_broker_is_a_clear_error(monkeypatch):
