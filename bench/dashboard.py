@@ -118,7 +118,8 @@ def drive(c: Conductor, clock: ManualClock, version: str, shape: str) -> int:
 
 
 def _row(obj, **override):
-    data = {col.key: getattr(obj, col.key) for col in obj.__table__.columns if col.key != "id"}
+    # A copied audit row is a new row: unsealed, the sealer chains it.
+    data = {col.key: getattr(obj, col.key) for col in obj.__table__.columns if col.key not in ("id", "seq", "prev_hash", "row_hash")}
     data.update(override)
     return type(obj)(**data)
 

@@ -26,6 +26,7 @@ PG_URL = os.environ.get(
 TABLES = [
     "api_tokens",
     "audit_log",
+    "audit_chain",
     "approvals",
     "outbox",
     "timers",

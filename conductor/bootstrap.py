@@ -88,6 +88,7 @@ def build(
             sweep_interval_s=settings.sweep_interval_s,
             store_sync_interval_s=settings.store_sync_interval_s,
             source_poll_tick_s=settings.source_poll_tick_s,
+            audit_seal_interval_s=settings.audit_seal_interval_s,
         )
         dispatcher = runner.dispatcher
     else:

@@ -341,6 +341,7 @@ def token_create(
     identity: Annotated[
         list[str] | None, typer.Option("--identity", help="A VCS login or email the holder commits as (repeat it); four-eyes uses them.")
     ] = None,
+    as_: AsOpt = None,
 ) -> None:
     """Create an API token for NAME (e.g. `conductor token create rita --role release_manager`);
     it is printed once and only its hash is kept."""
@@ -349,26 +350,28 @@ def token_create(
     who = name_arg or name
     if not who or (name_arg and name and name_arg != name):
         raise typer.BadParameter("give the token's NAME once, as an argument (or --name)", param_hint="NAME")
-    typer.echo(create_token(_conductor(), who, role, identity or []))
+    typer.echo(create_token(_conductor(), who, role, identity or [], actor=_actor(as_, "admin")))
 
 
 @token_app.command("identities")
 def token_identities(
-    name: str, identities: Annotated[list[str] | None, typer.Argument(help="Logins and emails; none clears them.")] = None
+    name: str,
+    identities: Annotated[list[str] | None, typer.Argument(help="Logins and emails; none clears them.")] = None,
+    as_: AsOpt = None,
 ) -> None:
     """Set the VCS identities (logins, emails) the holder of token NAME commits as."""
     from conductor.service.tokens import set_identities
 
-    known = set_identities(_conductor(), name, identities or [])
+    known = set_identities(_conductor(), name, identities or [], actor=_actor(as_, "admin"))
     out.print(Text(f"{name} commits as: {', '.join(known) or 'its token name only'}"))
 
 
 @token_app.command("revoke")
-def token_revoke(name: str) -> None:
+def token_revoke(name: str, as_: AsOpt = None) -> None:
     """Revoke the token NAME."""
     from conductor.service.tokens import revoke_token
 
-    revoke_token(_conductor(), name)
+    revoke_token(_conductor(), name, actor=_actor(as_, "admin"))
     out.print(Text(f"revoked {name}"))
 
 
@@ -904,6 +907,43 @@ def configure_actions_cmd(
         changes["events"] = [e.strip() for e in events.split(",") if e.strip()]
     shown = configure_actions(_conductor(), track, _actor(as_, "admin"), changes)
     typer.echo(json.dumps(shown, indent=2))
+
+
+audit_app = typer.Typer(help="The audit trail: hash-chained after each commit, verified, exported.", **_TYPER)  # type: ignore[arg-type]
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Seal the audit rows committed since the last seal, then check the whole hash chain: exit 0
+    with the number of rows and the chain's head, or 1 naming the first row that breaks it."""
+    from conductor.service.audit import verify
+
+    result = verify(_conductor())
+    if result.broken is not None:
+        err.print(Text(f"audit chain broken: {result.broken.describe()}"), soft_wrap=True)
+        err.print(Text(f"the {result.checked} sealed row(s) before it check out"))
+        raise typer.Exit(1)
+    late = f"; {result.unsealed} row(s) committed since, sealed next time" if result.unsealed else ""
+    out.print(Text(f"audit chain ok: {result.checked} sealed row(s); head seq {result.head_seq} {result.head_hash}{late}"), soft_wrap=True)
+
+
+@audit_app.command("export")
+def audit_export(
+    release: Annotated[str, typer.Option("--release", help="The release: id or TRACK/VERSION.", show_default=False)],
+    output: Annotated[Path | None, typer.Option("--output", help="Write to this file (default: standard output).")] = None,
+) -> None:
+    """Every audit row of a release as JSON lines, in order, with its hashes; approvals and
+    rejections with the decision's evidence (verdict, fingerprint, summary, gates). Seals first."""
+    from conductor.service.audit import export_release
+
+    exported = export_release(_conductor(), release)
+    text = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in exported.lines)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    err.print(Text(f"{len(exported.lines)} audit row(s) of {exported.release} written to {output}"))
 
 
 @app.command()

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     webhook_store_timeout_s: float = Field(default=5.0, gt=0)
     webhook_body_timeout_s: float = Field(default=10.0, gt=0)
     source_poll_workers: int = Field(default=8, ge=1, le=64)
+    # How often committed audit rows are hash-chained (conductor.service.audit): the unsealed tail
+    # of the audit log is at most this old.
+    audit_seal_interval_s: float = Field(default=30.0, gt=0)
     sweep_grace_s: float = Field(default=60.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=300, ge=30)
     task_max_redeliveries: int = Field(default=3, ge=1)

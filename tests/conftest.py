@@ -73,6 +73,7 @@ def postgres_url():
 TABLES = [
     "api_tokens",
     "audit_log",
+    "audit_chain",
     "approvals",
     "outbox",
     "timers",

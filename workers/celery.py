@@ -25,6 +25,7 @@ from conductor.dispatch.celery import celery_config
 from conductor.service.ports import (
     TASK_POLL_SOURCES,
     TASK_RELAY_OUTBOX,
+    TASK_SEAL_AUDIT,
     TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
@@ -89,6 +90,11 @@ def build_config() -> dict[str, Any]:
                 "options": {"expires": settings.source_poll_tick_s},
             },
             "send-digests": {"task": TASK_SEND_DIGESTS, "schedule": 300.0, "options": {"expires": 300.0}},
+            "seal-audit": {
+                "task": TASK_SEAL_AUDIT,
+                "schedule": settings.audit_seal_interval_s,
+                "options": {"expires": settings.audit_seal_interval_s},
+            },
             "sync-stores": {
                 "task": TASK_SYNC_STORES,
                 "schedule": settings.store_sync_interval_s,

@@ -9,6 +9,7 @@ from conductor.service.ports import (
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
+    TASK_SEAL_AUDIT,
     TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
@@ -65,6 +66,12 @@ def send_digests() -> int:
 def sync_stores() -> int:
     """Read the stores' rollout states; mark drift where someone changed one in the console."""
     return jobs.sync_stores(runtime())
+
+
+@app.task(name=TASK_SEAL_AUDIT, base=PeriodicTask)
+def seal_audit() -> int:
+    """Hash-chain the audit rows committed since the last seal."""
+    return jobs.seal_audit(runtime())
 
 
 @app.task(name=TASK_SWEEP_EVENTS, base=PeriodicTask)

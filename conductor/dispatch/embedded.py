@@ -28,6 +28,7 @@ from conductor.service.ports import (
     TASK_POLL_SOURCES,
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
+    TASK_SEAL_AUDIT,
     TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
@@ -64,6 +65,7 @@ class EmbeddedRunner:
         sweep_interval_s: float,
         store_sync_interval_s: float = 300.0,
         source_poll_tick_s: float = 30.0,
+        audit_seal_interval_s: float = 30.0,
         threads: int = 1,
         rng: random.Random | None = None,
     ):
@@ -87,6 +89,7 @@ class EmbeddedRunner:
             TASK_SYNC_STORES: store_sync_interval_s,
             TASK_POLL_SOURCES: source_poll_tick_s,
             TASK_SEND_DIGESTS: 300.0,
+            TASK_SEAL_AUDIT: audit_seal_interval_s,
         }
 
     # ------------------------------------------------------------------ queue

@@ -15,7 +15,8 @@ SIGNOFF_PREFIX = "signoff."
 
 
 class AuditKind(StrEnum):
-    """What an audit row records. Release rows name a release; track rows (created, updated) a track."""
+    """What an audit row records. Release rows name a release; track rows (created, updated) a track;
+    token and sign-in rows neither."""
 
     RELEASE_STARTED = "release_started"
     TRANSITIONED = "transitioned"
@@ -46,6 +47,11 @@ class AuditKind(StrEnum):
     FROZEN = "frozen"
     UNFROZEN = "unfrozen"
     CALENDAR_SET = "calendar_set"
+    # Global rows (no release, no track): who holds which token, and who signed in to the dashboard.
+    TOKEN_CREATED = "token_created"
+    TOKEN_REVOKED = "token_revoked"
+    TOKEN_IDENTITIES_SET = "token_identities_set"
+    SIGNED_IN = "signed_in"
 
 
 # The audit kinds that put a release into the stage their row names in to_stage. (A "resumed" row

@@ -22,7 +22,7 @@ from conductor.domain.kinds import ReleaseStatus
 from conductor.read.records import ActionInfo, AuditInfo, EvaluationInfo, ReleaseInfo, TimerInfo, build, columns
 from conductor.read.status import GateLight, Waiting, lights_of, status_of, waiting_of
 from conductor.store.releases import release_filter, where_release
-from conductor.store.statements import AUDIT, EVALUATIONS, OUTBOX, RELEASES, STORE_STATES, TIMERS, TRACKS
+from conductor.store.statements import AUDIT, AUDIT_CONTENT, EVALUATIONS, OUTBOX, RELEASES, STORE_STATES, TIMERS, TRACKS
 
 RELEASE_COLUMNS = columns(ReleaseInfo, RELEASES)
 EVALUATION_COLUMNS = columns(EvaluationInfo, EVALUATIONS)
@@ -275,7 +275,8 @@ def snapshot(ctx: Context, ref: int | str) -> ReleaseSnapshot:
                 if latest is not None and latest.id == release.pending_evaluation_id
                 else evaluation(conn, release.pending_evaluation_id)
             )
-        audit = tuple(build(AuditInfo, a) for a in conn.execute(select(AUDIT).where(AUDIT.c.release_id == rid).order_by(AUDIT.c.id)))
+        audit_rows = conn.execute(select(*AUDIT_CONTENT).where(AUDIT.c.release_id == rid).order_by(AUDIT.c.id))
+        audit = tuple(build(AuditInfo, a) for a in audit_rows)
         outbox = tuple(build(ActionInfo, o) for o in conn.execute(select(OUTBOX).where(OUTBOX.c.release_id == rid).order_by(OUTBOX.c.id)))
         timers = tuple(
             build(TimerInfo, t)

@@ -23,7 +23,7 @@ from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
 from conductor.domain.errors import ConcurrentUpdate
 from conductor.domain.kinds import DEFERRED, InboxStatus
-from conductor.service import evaluation, outbox, store_state, timers
+from conductor.service import audit, evaluation, outbox, store_state, timers
 from conductor.service.inbox import process_events
 from conductor.service.ports import (
     TASK_EVALUATE,
@@ -31,6 +31,7 @@ from conductor.service.ports import (
     TASK_PROCESS_EVENTS,
     TASK_RELAY_OUTBOX,
     TASK_RUN_ACTION,
+    TASK_SEAL_AUDIT,
     TASK_SEND_DIGESTS,
     TASK_SWEEP_EVENTS,
     TASK_SYNC_STORES,
@@ -154,6 +155,11 @@ def send_digests(rt: Runtime) -> int:
     return len(run.sent)
 
 
+def seal_audit(rt: Runtime) -> int:
+    """Hash-chain the audit rows committed since the last seal (conductor.service.audit); returns how many."""
+    return audit.seal(rt.context).rows
+
+
 def sweep_events(rt: Runtime, limit: int = 1000) -> int:
     """The inbox sweeper: enqueue again every event still pending after the grace period.
 
@@ -218,6 +224,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     TASK_SYNC_STORES: sync_stores,
     TASK_POLL_SOURCES: poll_sources,
     TASK_SEND_DIGESTS: send_digests,
+    TASK_SEAL_AUDIT: seal_audit,
 }
 
 

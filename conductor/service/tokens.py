@@ -1,4 +1,7 @@
-"""API tokens with roles (viewer < release_manager < admin). Only a hash is stored."""
+"""API tokens with roles (viewer < release_manager < admin). Only a hash is stored.
+
+Creating and revoking a token, changing its identities and signing in to the dashboard with it are
+audited as global rows (no release, no track): the token's name and role, never the token."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from sqlalchemy import select
 
 from conductor.context import Context
 from conductor.domain.errors import AlreadyExists, ConductorError, Forbidden, NotFound
-from conductor.service.step import Actor
+from conductor.domain.kinds import AuditKind
+from conductor.service.audit import add_audit
+from conductor.service.step import ROBOT_ACTOR, Actor
 from conductor.store.statements import TOKENS, insert_new_id
 
 ROLES = ("viewer", "release_manager", "admin")
@@ -58,10 +63,10 @@ def check_identities(identities: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def create_token(ctx: Context, name: str, role: str, identities: list[str] | tuple[str, ...] = ()) -> str:
+def create_token(ctx: Context, name: str, role: str, identities: list[str] | tuple[str, ...] = (), *, actor: Actor = ROBOT_ACTOR) -> str:
     """Create a token and return it; it is not stored and cannot be shown again. `identities` are
     the VCS logins and emails its holder commits as (besides its name): four-eyes refuses them an
-    approval behind their own commits."""
+    approval behind their own commits. Audited under `actor`."""
     if role not in ROLES:
         raise ConductorError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if not name.strip():
@@ -74,15 +79,23 @@ def create_token(ctx: Context, name: str, role: str, identities: list[str] | tup
         })  # fmt: skip
         if created is None:
             raise AlreadyExists(f"a token named {name!r} exists; revoke it first")
+        audited = {"token": name, "role": role, "identities": known}
+        add_audit(conn, ctx, AuditKind.TOKEN_CREATED, actor.name, f"{name} ({role})", data=audited)
     return token
 
 
-def set_identities(ctx: Context, name: str, identities: list[str] | tuple[str, ...]) -> list[str]:
-    """Replace the VCS identities of the token NAME; returns them. NotFound for no such token."""
+def set_identities(ctx: Context, name: str, identities: list[str] | tuple[str, ...], *, actor: Actor = ROBOT_ACTOR) -> list[str]:
+    """Replace the VCS identities of the token NAME; returns them. NotFound for no such token.
+    Audited (before and after) when they change."""
     known = check_identities(identities)
     with ctx.db.begin() as conn:
-        if conn.execute(TOKENS.update().where(TOKENS.c.name == name).values(identities=known)).rowcount != 1:
+        before = conn.execute(select(TOKENS.c.identities).where(TOKENS.c.name == name).with_for_update()).first()
+        if before is None:
             raise NotFound(f"no token named {name!r}")
+        if list(before.identities or []) != known:
+            conn.execute(TOKENS.update().where(TOKENS.c.name == name).values(identities=known))
+            add_audit(conn, ctx, AuditKind.TOKEN_IDENTITIES_SET, actor.name, name,
+                      data={"token": name, "identities": {"from": list(before.identities or []), "to": known}})  # fmt: skip
     return known
 
 
@@ -123,13 +136,23 @@ def active_token(ctx: Context, token_id: int) -> Principal | None:
     return _principal(row) if row else None
 
 
-def revoke_token(ctx: Context, name: str) -> None:
+def revoke_token(ctx: Context, name: str, *, actor: Actor = ROBOT_ACTOR) -> None:
+    """Revoke the token NAME (audited; revoking a revoked token changes and audits nothing)."""
     with ctx.db.begin() as conn:
-        row = conn.execute(select(TOKENS.c.id, TOKENS.c.revoked_at).where(TOKENS.c.name == name).with_for_update()).first()
+        row = conn.execute(select(TOKENS.c.id, TOKENS.c.role, TOKENS.c.revoked_at).where(TOKENS.c.name == name).with_for_update()).first()
         if row is None:
             raise NotFound(f"no token named {name!r}")
         if row.revoked_at is None:
             conn.execute(TOKENS.update().where(TOKENS.c.id == row.id).values(revoked_at=ctx.now()))
+            add_audit(conn, ctx, AuditKind.TOKEN_REVOKED, actor.name, f"{name} ({row.role})", data={"token": name, "role": row.role})
+
+
+def record_sign_in(ctx: Context, session: TokenSession, *, via: str, client: str | None = None) -> None:
+    """Audit a sign-in (the dashboard's): who, in which role, with which token, from where."""
+    p = session.principal
+    with ctx.db.begin() as conn:
+        add_audit(conn, ctx, AuditKind.SIGNED_IN, p.name, f"{via} sign-in as {p.role}",
+                  data={"token": p.name, "token_id": session.token_id, "role": p.role, "via": via, "client": client})  # fmt: skip
 
 
 def list_tokens(ctx: Context) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Use cases for tracks: create one, change where its events come from, its secrets and its actions.
 
-Every change is audited (a track's audit rows carry its id and no release), naming the actor,
-what changed and, for secrets, only which ones: never their values.
+Every change is audited (a track's audit rows carry its id and no release), naming the actor and
+what changed, each field as {"from": old, "to": new}; secrets only by name (which were set, which
+removed), never their values. A change that changes nothing writes nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from conductor.context import Context
 from conductor.domain.definition import Pipeline
 from conductor.domain.errors import AlreadyExists, ConductorError, NotFound
 from conductor.domain.kinds import AuditKind
+from conductor.service.audit import add_audit
 from conductor.service.inbox import branch_regex
 from conductor.service.step import ROBOT_ACTOR, Actor
-from conductor.store.statements import INSERT_AUDIT, TRACKS, insert_new_id
+from conductor.store.statements import TRACKS, insert_new_id
 
 log = structlog.get_logger("conductor.tracks")
 
@@ -30,6 +32,8 @@ log = structlog.get_logger("conductor.tracks")
 SECRET_KEYS = {"github": "github_secret", "gitlab": "gitlab_token", "standard_webhooks": "webhook_secret"}
 NOTIFY_FIELDS = ("slack_url", "webhook_url", "webhook_secret", "events")
 TOP_FIELDS = ("actions_url", "actions_secret")
+# Action settings audited by name only: the signing secrets, and the Slack URL (it is the credential).
+SECRET_ACTION_FIELDS = frozenset({"slack_url", "webhook_secret", "actions_secret"})
 
 
 @dataclass(frozen=True)
@@ -75,22 +79,16 @@ def check_secrets(secrets: dict[str, Any]) -> dict[str, Any]:
 
 
 def _audit(conn: Connection, ctx: Context, track_id: str, kind: AuditKind, actor: Actor, reason: str, data: dict[str, Any]) -> None:
-    conn.execute(
-        INSERT_AUDIT,
-        {
-            "release_id": None,
-            "track_id": track_id,
-            "at": ctx.now(),
-            "actor": actor.name,
-            "kind": kind.value,
-            "from_stage": None,
-            "to_stage": None,
-            "reason": reason,
-            "evaluation_id": None,
-            "event_id": None,
-            "data": data,
-        },
-    )
+    add_audit(conn, ctx, kind, actor.name, reason, track_id=track_id, data=data)
+
+
+def _secret_changes(before: dict[str, Any], after: dict[str, Any], names: Any) -> dict[str, list[str]]:
+    """Which of the secrets `names` a change set (to a new value) and which it removed: names only."""
+    names = sorted(names)
+    return {
+        "set": [k for k in names if after.get(k) and after.get(k) != before.get(k)],
+        "removed": [k for k in names if before.get(k) and not after.get(k)],
+    }
 
 
 def _locked(conn: Connection, track_id: str) -> Any:
@@ -177,28 +175,34 @@ def ensure_track(
 
 
 def update_track(ctx: Context, track_id: str, actor: Actor, changes: TrackChanges) -> str:
-    """Change the given fields; a secret set to null or "" is removed. NotFound if no such track."""
+    """Change the given fields; a secret set to null or "" is removed. NotFound if no such track.
+
+    Audited with each changed field's old and new value (secrets by name); a change that changes
+    nothing (no field given, or each the same as before) writes nothing."""
     if changes.branch_pattern is not None:
         check_branch_pattern(changes.branch_pattern)
     with ctx.db.begin() as conn:
         track = _locked(conn, track_id)
-        values: dict[str, Any] = {}
+        given: dict[str, Any] = {}
         if changes.repository is not None or changes.clear_repository:
-            values["repository"] = changes.repository
+            given["repository"] = changes.repository
         for name in ("branch_pattern", "critical_fix_marker", "four_eyes"):
             if getattr(changes, name) is not None:
-                values[name] = getattr(changes, name)
+                given[name] = getattr(changes, name)
+        values = {k: v for k, v in given.items() if getattr(track, k) != v}
+        data: dict[str, Any] = {k: {"from": getattr(track, k), "to": v} for k, v in values.items()}
         changed = list(values)
         if changes.secrets is not None:
-            merged = dict(track.settings or {})
-            for key in changes.secrets:
-                merged.pop(key, None)
-            merged.update(check_secrets(changes.secrets))
-            values["settings"] = merged
-            changed.append("secrets")
+            before = dict(track.settings or {})
+            merged = {k: v for k, v in before.items() if k not in changes.secrets} | check_secrets(changes.secrets)
+            secrets = _secret_changes(before, merged, changes.secrets)
+            if secrets["set"] or secrets["removed"]:
+                values["settings"] = merged
+                data["secrets"] = secrets
+                changed.append("secrets")
         if values:
             conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(values))
-        _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, ", ".join(changed), {"fields": changed})
+            _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, actor, ", ".join(changed), {"fields": changed, **data})
     log.info("track_updated", track=track_id, fields=changed, actor=actor.name, role=actor.role)
     return track_id
 
@@ -208,13 +212,15 @@ def configure_actions(ctx: Context, track_id: str, actor: Actor | None, changes:
 
     `changes` keys: slack_url, webhook_url, webhook_secret, events (notify.*), actions_url,
     actions_secret. Returns the action settings with secrets masked. ConductorError names a bad
-    field; NotFound an unknown track.
+    field; NotFound an unknown track. Audited like update_track (the Slack URL and the secrets by
+    name only); nothing is written when nothing changes.
     """
     unknown = set(changes) - set(NOTIFY_FIELDS) - set(TOP_FIELDS)
     if unknown:
         raise ConductorError(f"unknown action setting(s) {', '.join(sorted(unknown))}; use {', '.join(NOTIFY_FIELDS + TOP_FIELDS)}")
     with ctx.db.begin() as conn:
         settings = dict(_locked(conn, track_id).settings or {})
+        before = {key: _action_setting(settings, key) for key in changes}
         notify = dict(settings.get("notify") or {})
         for key, value in changes.items():
             target = notify if key in NOTIFY_FIELDS else settings
@@ -229,7 +235,11 @@ def configure_actions(ctx: Context, track_id: str, actor: Actor | None, changes:
         cfg = parse_action_settings(track_id, settings)
         if cfg.notify.webhook_url and not cfg.notify.webhook_secret:
             raise ConductorError(f"track {track_id}: a webhook_url needs a webhook_secret (whsec_...); outgoing webhooks are always signed")
-        conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
+        audited = _action_changes(before, {key: _action_setting(settings, key) for key in changes}, changes)
+        if audited["fields"]:
+            conn.execute(TRACKS.update().where(TRACKS.c.id == track_id).values(settings=settings))
+            who = actor or ROBOT_ACTOR
+            _audit(conn, ctx, track_id, AuditKind.TRACK_UPDATED, who, "actions: " + ", ".join(audited["fields"]), audited)
     log.info("track_actions_configured", track=track_id, fields=sorted(changes), actor=actor.name if actor else None)
     shown = cfg.model_dump(exclude_none=True)
     for part in (shown, shown.get("notify", {})):
@@ -237,6 +247,23 @@ def configure_actions(ctx: Context, track_id: str, actor: Actor | None, changes:
             if part.get(key):
                 part[key] = "whsec_…"
     return shown
+
+
+def _action_setting(settings: dict[str, Any], key: str) -> Any:
+    # notify.webhook_secret signs outgoing webhooks; the top-level webhook_secret checks incoming ones.
+    return (settings.get("notify") or {}).get(key) if key in NOTIFY_FIELDS else settings.get(key)
+
+
+def _action_changes(before: dict[str, Any], after: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The audit data of an action-settings change: {"fields": [...], field: {"from", "to"}, ...,
+    "secrets": {"set": [...], "removed": [...]}} (the secret fields by name only)."""
+    plain = [k for k in changes if k not in SECRET_ACTION_FIELDS and before.get(k) != after.get(k)]
+    data: dict[str, Any] = {k: {"from": before.get(k), "to": after.get(k)} for k in plain}
+    secrets = _secret_changes(before, after, SECRET_ACTION_FIELDS & set(changes))
+    fields = plain + [k for k in sorted(SECRET_ACTION_FIELDS & set(changes)) if k in secrets["set"] + secrets["removed"]]
+    if secrets["set"] or secrets["removed"]:
+        data["secrets"] = secrets
+    return {"fields": fields, **data}
 
 
 def track_secrets(ctx: Context, source: str) -> dict[str, list[str]]:

@@ -180,10 +180,19 @@ class Approval(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: every transition, approval, pause, halt, with actor and reason."""
+    """Append-only: every transition, approval, pause, halt, with actor and reason.
+
+    Hash-chained after it commits (conductor.service.audit): the sealer gives each row its place in
+    the chain (seq), the hash of the row before it (prev_hash) and the hash of its own content and
+    prev_hash (row_hash). Writers insert the content only; the three chain columns stay NULL until
+    the row is sealed."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_release", "release_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_release", "release_id", "id"),
+        # Only unsealed rows are looked up by the sealer: the index holds just those.
+        Index("ix_audit_unsealed", "id", postgresql_where=text("seq IS NULL"), sqlite_where=text("seq IS NULL")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # A release's entry, or (release_id None) a track's: creating or changing a track is audited too.
     release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
@@ -197,6 +206,20 @@ class AuditEntry(Base):
     evaluation_id: Mapped[int | None] = mapped_column(Integer)
     event_id: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seq: Mapped[int | None] = mapped_column(Integer, unique=True)  # the place in the chain: 1, 2, 3, ...
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The chain's head, one row (id 1): the last sealed place and its hash. The sealer locks it,
+    so one sealer runs at a time; verify compares the last sealed row with it (a deleted tail)."""
+
+    __tablename__ = "audit_chain"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime | None]
 
 
 class InboxEvent(Base):

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from conductor.store.models import (
     ApiToken,
     Approval,
+    AuditChain,
     AuditEntry,
     DefinitionRow,
     Evaluation,
@@ -37,6 +38,7 @@ from conductor.store.models import (
 SIGNALS: Table = SignalRow.__table__  # type: ignore[assignment]
 EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
 AUDIT: Table = AuditEntry.__table__  # type: ignore[assignment]
+AUDIT_CHAIN: Table = AuditChain.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxAction.__table__  # type: ignore[assignment]
 TIMERS: Table = Timer.__table__  # type: ignore[assignment]
 INBOX: Table = InboxEvent.__table__  # type: ignore[assignment]
@@ -58,6 +60,12 @@ INSERT_SIGNAL = SIGNALS.insert().inline()
 INSERT_AUDIT = AUDIT.insert().inline()
 INSERT_APPROVAL = APPROVALS.insert().inline()
 INSERT_EVALUATION = EVALUATIONS.insert().returning(EVALUATIONS.c.id)
+
+# What an audit row says: the columns its row_hash covers (conductor.service.audit). seq, prev_hash
+# and row_hash are the chain's, set when the row is sealed.
+_CHAINED = ("id", "release_id", "track_id", "at", "actor", "kind", "from_stage", "to_stage", "reason", "evaluation_id", "event_id", "data")
+AUDIT_CONTENT = tuple(AUDIT.c[name] for name in _CHAINED)
+AUDIT_SEALED = (*AUDIT_CONTENT, AUDIT.c.seq, AUDIT.c.prev_hash, AUDIT.c.row_hash)
 
 
 def _on_conflict_do_nothing(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:

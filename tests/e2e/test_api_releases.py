@@ -68,6 +68,31 @@ def test_tracks_are_created_listed_and_changed_by_admins(client, admin, tokens, 
     assert rows[1].reason == "four_eyes, secrets" and rows[0].actor == rows[1].actor != ""
 
 
+def test_a_track_patch_audits_old_and_new_values_and_an_empty_one_writes_nothing(client, admin, conductor):
+    from sqlalchemy import select
+
+    from conductor.store.models import AuditEntry
+
+    def track_rows():
+        with conductor.db.read() as s:
+            return s.scalars(select(AuditEntry).where(AuditEntry.kind == "track_updated").order_by(AuditEntry.id)).all()
+
+    assert client.patch("/tracks/music-android", json={}, headers=admin).status_code == 200
+    assert client.patch("/tracks/music-android", json={"four_eyes": False}, headers=admin).status_code == 200  # as it was
+    assert track_rows() == []
+    r = client.patch(
+        "/tracks/music-android", json={"branch_pattern": "rel/{version}", "secrets": {"github_secret": "gh-s3cret"}}, headers=admin
+    )
+    assert r.status_code == 200 and r.json()["branch_pattern"] == "rel/{version}"
+    (row,) = track_rows()
+    assert (row.actor, row.track_id, row.release_id) == ("ada", "music-android", None)
+    assert row.data == {
+        "fields": ["branch_pattern", "secrets"],
+        "branch_pattern": {"from": "release/{version}", "to": "rel/{version}"},
+        "secrets": {"set": ["github_secret"], "removed": []},
+    }
+
+
 def test_a_release_walks_to_nightly_on_ci_webhooks(client, rm, tokens, conductor, clock, database):
     r = client.post("/releases", json={"track": "music-android", "release_version": "9.0.0"}, headers=rm)
     assert r.status_code == 201, r.text

@@ -225,3 +225,43 @@ def test_user_text_that_looks_like_markup_is_printed_as_written(env):
     show = run(env, "show", "app/2.0")
     assert reason in show.stdout and "[/]rita" in show.stdout
     assert "MarkupError" not in status.stderr + show.stderr
+
+
+def test_audit_verify_names_a_changed_or_deleted_row_and_export_writes_the_evidence(env, tmp_path):
+    import sqlite3
+
+    url = env["CONDUCTOR_DATABASE_URL"]
+    drive_in_process(url, Path(env["CONDUCTOR_DEFINITIONS_DIR"]))  # a release with an approval, a halt and a resume
+    ok = run(env, "audit", "verify").stdout
+    assert "audit chain ok: 16 sealed row(s); head seq 16 " in ok  # the track's row and the release's 15
+
+    evidence = tmp_path / "evidence.jsonl"
+    p = run(env, "audit", "export", "--release", "app/1.0", "--output", str(evidence))
+    assert f"15 audit row(s) of app/1.0 written to {evidence}" in " ".join(p.stderr.split())
+    lines = [json.loads(line) for line in evidence.read_text().splitlines()]
+    assert [line["seq"] for line in lines] == list(range(2, 17)) and all(len(line["row_hash"]) == 64 for line in lines)
+    approved = next(line for line in lines if line["kind"] == "approved")
+    assert (approved["actor"], approved["reason"], approved["decision"]["verdict"]) == ("rita", "grey but known", "ask")
+    assert {g["gate"] for g in approved["decision"]["gates"]} == {"build", "qa", "crash"}
+    assert [json.loads(line) for line in run(env, "audit", "export", "--release", "1").stdout.splitlines()] == lines
+    assert "unknown release 'app/9.9'" in run(env, "audit", "export", "--release", "app/9.9", ok=False).stderr
+
+    db = sqlite3.connect(url.split("///", 1)[1])
+    with db:
+        db.execute("UPDATE audit_log SET actor = 'mallory' WHERE id = ?", (approved["id"],))
+    bad = run(env, "audit", "verify", ok=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    said = " ".join(bad.stderr.split())
+    assert f"audit chain broken: audit row {approved['id']} (seq {approved['seq']}, approved, release app/1.0 (id 1))" in said
+    assert "content does not match its row_hash" in said
+
+    with db:
+        db.execute("UPDATE audit_log SET actor = 'rita' WHERE id = ?", (approved["id"],))  # put back: the hash matches again
+    run(env, "audit", "verify")
+    gone, after = lines[3], lines[4]
+    with db:
+        db.execute("DELETE FROM audit_log WHERE id = ?", (gone["id"],))
+    db.close()
+    said = " ".join(run(env, "audit", "verify", ok=False).stderr.split())
+    assert f"audit row {after['id']} (seq {after['seq']}, {after['kind']}, release app/1.0 (id 1))" in said
+    assert f"at seq {gone['seq']}, are missing (deleted)" in said

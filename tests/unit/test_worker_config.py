@@ -12,6 +12,7 @@ def settings_env(monkeypatch):
 
     monkeypatch.setenv("CONDUCTOR_BROKER_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("CONDUCTOR_TICK_INTERVAL_S", "7")
+    monkeypatch.setenv("CONDUCTOR_AUDIT_SEAL_INTERVAL_S", "11")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -31,6 +32,22 @@ def test_reliability_settings(settings_env):
     assert [q.name for q in conf["task_queues"]] == [QUEUE]
     schedule = {entry["task"]: entry["schedule"] for entry in conf["beat_schedule"].values()}
     assert schedule[TASK_TICK] == 7 and {TASK_SWEEP_EVENTS, TASK_RELAY_OUTBOX} <= set(schedule)
+
+
+def test_every_periodic_job_is_scheduled_by_beat_and_the_embedded_runner(settings_env):
+    from conductor.dispatch.embedded import EmbeddedRunner
+    from conductor.service.jobs import JOBS
+    from conductor.service.ports import PERIODIC_TASKS, TASK_SEAL_AUDIT
+    from workers.celery import build_config
+
+    schedule = {entry["task"]: entry["schedule"] for entry in build_config()["beat_schedule"].values()}
+    assert set(schedule) == set(PERIODIC_TASKS) <= set(JOBS)
+    assert schedule[TASK_SEAL_AUDIT] == 11  # CONDUCTOR_AUDIT_SEAL_INTERVAL_S
+    runner = EmbeddedRunner(tick_interval_s=1, sweep_interval_s=1, audit_seal_interval_s=13)
+    assert set(runner.intervals) == set(PERIODIC_TASKS) and runner.intervals[TASK_SEAL_AUDIT] == 13
+    import workers
+
+    assert all(workers.app.tasks[name].autoretry_for == () for name in PERIODIC_TASKS)  # Celery tasks, run again by the next beat
 
 
 def test_no_broker_is_a_clear_error(monkeypatch):

@@ -43,7 +43,7 @@ from conductor.read.insights import insights as read_insights
 from conductor.read.page import release_view
 from conductor.read.release import snapshot
 from conductor.service import approvals, releases
-from conductor.service.tokens import session_for
+from conductor.service.tokens import record_sign_in, session_for
 
 log = structlog.get_logger("conductor.dashboard")
 
@@ -318,6 +318,7 @@ def _login_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
         if found is None:
             log.warning("dashboard_login_failed")
             return login_page(request, next, "That token is unknown or revoked.", status=401)
+        record_sign_in(ctx, found, via="dashboard", client=request.client.host if request.client else None)
         resp = RedirectResponse(_safe_next(next) or dash.url(request, "dashboard_overview"), status_code=303)
         dash.sessions.start(request, resp, found.token_id)
         log.info("dashboard_logged_in", actor=found.principal.name, role=found.principal.role)

@@ -92,6 +92,24 @@ def test_login_refuses_unknown_tokens_forged_forms_and_foreign_redirects(quick, 
     assert r.headers["location"] == "/"
 
 
+def test_a_sign_in_is_audited_and_a_refused_one_writes_nothing(quick, role_tokens):
+    from sqlalchemy import select
+
+    from conductor.store.models import AuditEntry
+
+    def sign_ins():
+        with quick.db.read() as s:
+            return s.scalars(select(AuditEntry).where(AuditEntry.kind == "signed_in").order_by(AuditEntry.id)).all()
+
+    Visitor(quick).login("cdt_not-a-token")
+    assert sign_ins() == []
+    assert Visitor(quick).login(role_tokens["viewer"]).status_code == 303
+    (row,) = sign_ins()
+    assert (row.actor, row.release_id, row.track_id, row.reason) == ("vic", None, None, "dashboard sign-in as viewer")
+    assert row.data == {"token": "vic", "token_id": row.data["token_id"], "role": "viewer", "via": "dashboard", "client": "testclient"}
+    assert role_tokens["viewer"] not in str(row.data)
+
+
 def test_revoking_the_token_ends_its_sessions(quick, role_tokens, rm):
     assert rm.client.get("/").status_code == 200
     revoke_token(quick, "rita")

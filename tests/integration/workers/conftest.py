@@ -26,6 +26,7 @@ PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://pos
 TABLES = [
     "api_tokens",
     "audit_log",
+    "audit_chain",
     "approvals",
     "outbox",
     "timers",
