@@ -71,6 +71,9 @@ def postgres_url():
 
 
 TABLES = [
+    "freezes",
+    "source_polls",
+    "store_states",
     "api_tokens",
     "audit_log",
     "audit_chain",

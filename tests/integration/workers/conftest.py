@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parents[3]
 DEFINITIONS = ROOT / "state_definitions"
 PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLES = [
+    "freezes",
+    "source_polls",
+    "store_states",
     "api_tokens",
     "audit_log",
     "audit_chain",
