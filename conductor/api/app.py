@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conductor.api import health, releases, replays, tracks, webhooks
+from conductor.api import freezes, health, releases, replays, tracks, webhooks
 from conductor.api.dashboard import build_router as dashboard_router
 from conductor.api.deps import ApiState
 from conductor.api.errors import install_error_handlers
@@ -138,7 +138,14 @@ def create_app(
     api.state.conductor_api = state
     install_error_handlers(api)
     _add_middleware(api, state, webhook_max_bytes, report_max_bytes, json_max_bytes)
-    for router in (health.build_router(), webhooks.build_router(), tracks.build_router(), releases.build_router(), replays.build_router()):
+    for router in (
+        health.build_router(),
+        webhooks.build_router(),
+        tracks.build_router(),
+        releases.build_router(),
+        replays.build_router(),
+        freezes.build_router(),
+    ):
         api.include_router(router)
 
     def get_context(request: Request) -> Context:
