@@ -19,6 +19,7 @@ from conductor.domain.kinds import AuditKind
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
 from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
 from conductor.read.status import GateLight, Waiting, lights_of, reason_of, stage_index, status_of, view_of, waiting_of
+from conductor.store.freezes import active
 from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, SIGNALS, TRACKS
 
 
@@ -71,6 +72,7 @@ class TrackBoard:
     finished: list[ReleaseCard] = field(default_factory=list)
     store_connected: bool = True  # False: its pipeline moves a store rollout and no store is connected
     digest: str | None = None  # the latest morning digest (conductor.service.digest), as sent
+    frozen: tuple[str, ...] = ()  # the reasons of the freezes covering it now
     digest_at: datetime | None = None
 
 
@@ -191,6 +193,7 @@ def board(ctx: Context) -> Board:
         rows = conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name, TRACKS.c.settings).order_by(TRACKS.c.id)).all()
         tracks = {t.id: t.definition_name for t in rows}
         unconnected = {t.id for t in rows if not (t.settings or {}).get("store")}
+        frozen = {t.id: tuple(f.reason for f in active(conn, t.id, now, dict(t.settings or {})) if f.covers(now)) for t in rows}
         digests = {
             t: (reason, at)
             for t, reason, at in conn.execute(
@@ -214,6 +217,9 @@ def board(ctx: Context) -> Board:
         tid: TrackBoard(tid, definition, "UTC" if tid in with_releases else _track_timezone(ctx, definition))
         for tid, definition in tracks.items()
     }
+    for tid, reasons in frozen.items():
+        if tid in boards:
+            boards[tid].frozen = reasons
     for tid, (text, at) in digests.items():
         if tid in boards:
             boards[tid].digest, boards[tid].digest_at = text, at

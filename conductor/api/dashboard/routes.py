@@ -42,7 +42,7 @@ from conductor.read.board import change_marks
 from conductor.read.insights import insights as read_insights
 from conductor.read.page import release_view
 from conductor.read.release import snapshot
-from conductor.service import approvals, releases
+from conductor.service import approvals, freezes, releases
 from conductor.service.tokens import record_sign_in, session_for
 
 log = structlog.get_logger("conductor.dashboard")
@@ -254,7 +254,16 @@ def build_router(
     dash = Dashboard(secret_key, DEFAULT_POLL_SECONDS if poll_seconds is None else poll_seconds, session_max_age)
     router = APIRouter(include_in_schema=False)
     ctx_dep = Annotated[Context, Depends(get_context)]
-    for register in (_static_routes, _docs_routes, _login_routes, _page_routes, _live_routes, _decision_route, _action_routes):
+    for register in (
+        _static_routes,
+        _docs_routes,
+        _login_routes,
+        _page_routes,
+        _live_routes,
+        _decision_route,
+        _action_routes,
+        _freeze_routes,
+    ):
         register(router, dash, ctx_dep)
     return router
 
@@ -440,6 +449,41 @@ def _decision_route(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
             raise ConductorError("decision must be approve or reject")
 
         return dash.act(request, ctx, release_id, csrf_token, run, "approved" if decision == "approve" else "rejected")
+
+
+def _freeze_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:
+    def track_act(request: Request, ctx: Context, track_id: str, csrf_token: str, action: Callable[[DashboardSession], object]) -> Response:
+        sess = dash.sessions.read(request, ctx)
+        if sess is None:
+            return dash.to_login(request)
+        if not csrf_matches(sess.csrf, csrf_token or request.headers.get(CSRF_HEADER)):
+            return dash.problem(request, sess, 403, "Missing or wrong CSRF token: reload the page and try again.")
+        if not sess.principal.allows(ACTING_ROLE):
+            return dash.problem(
+                request, sess, 403, str(Forbidden(f"{sess.principal.name} is a {sess.principal.role}; this needs {ACTING_ROLE}"))
+            )
+        try:
+            action(sess)
+        except ConductorError as e:
+            return dash.problem(request, sess, e.http_status, str(e))
+        log.info("dashboard_track_action", actor=sess.principal.name, track=track_id, path=request.url.path)
+        return dash.harden(RedirectResponse(dash.url(request, "dashboard_overview"), status_code=303))
+
+    @router.post("/track/{track_id}/freeze", name="dashboard_freeze")
+    def freeze_(request: Request, ctx: ctx_dep, track_id: str, csrf_token: Annotated[str, Form()] = "",
+                reason: Annotated[str, Form()] = "") -> Response:  # fmt: skip
+        def run(sess: DashboardSession) -> object:
+            return freezes.freeze(ctx, sess.principal.actor, need_reason(reason, "a freeze"), track=track_id)
+
+        return track_act(request, ctx, track_id, csrf_token, run)
+
+    @router.post("/track/{track_id}/unfreeze", name="dashboard_unfreeze")
+    def unfreeze_(request: Request, ctx: ctx_dep, track_id: str, csrf_token: Annotated[str, Form()] = "",
+                  reason: Annotated[str, Form()] = "") -> Response:  # fmt: skip
+        def run(sess: DashboardSession) -> object:
+            return freezes.unfreeze(ctx, sess.principal.actor, need_reason(reason, "lifting a freeze"), track=track_id)
+
+        return track_act(request, ctx, track_id, csrf_token, run)
 
 
 def _action_routes(router: APIRouter, dash: Dashboard, ctx_dep: Any) -> None:

@@ -423,3 +423,16 @@ def test_the_release_page_says_what_happens_at_the_store_and_at_the_sources(quic
     page = rm.client.get(f"/release/{rid}").text
     assert "Google Play com.acme.app (service account from env PLAY_KEY): not rolled out yet" in page
     assert "prometheus" in page and "not yet" in page and "never" in page
+
+
+def test_a_release_manager_stops_the_line_from_the_overview_and_lifts_it(quick, clock, rm):
+    rid = drive_to_approval(quick, clock, "1.0")
+    assert "Stop the line" in rm.client.get("/").text
+    assert rm.post("/track/app/freeze", csrf_token=rm.csrf, reason="payments incident").status_code == 303
+    page = rm.client.get("/").text
+    assert "Frozen: payments incident" in page and "Lift the freeze" in page
+    assert rm.post("/track/app/freeze", csrf_token="forged", reason="x").status_code == 403
+    assert rm.post("/track/app/unfreeze", csrf_token=rm.csrf, reason="resolved").status_code == 303
+    assert "Frozen:" not in rm.client.get("/").text
+    kinds = [a.kind for a in quick.snapshot(rid).audit]
+    assert "approval_requested" in kinds
