@@ -258,6 +258,9 @@ class CDEvent(Payload, Generic[C]):
 
     context: CDEventContext
     subject: CDEventSubject[C]
+    # Free-form data the producer adds (CDEvents spec, "customData"); Conductor reads `branch` (or
+    # `ref`) and `sha` from it, so a run on a release branch can be matched to its release.
+    customData: Any = None
 
 
 _MODELS: dict[Kind, type[CDEvent[Any]]] = {
@@ -380,6 +383,19 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     return _cdevent(kind, ce_type, data, base)
 
 
+def _branch_of(custom: Any, subject_id: str) -> str | None:
+    """The branch a pipeline run, build or test run was on: `customData.branch` (or `ref`), else a
+    subject id that is a branch ref (refs/heads/release/8.9.0). None when neither says."""
+    if isinstance(custom, dict):
+        for key in ("branch", "ref"):
+            value = custom.get(key)
+            if isinstance(value, str) and value.strip() and len(value) <= 255:
+                return strip_heads(value.strip())
+    if subject_id.startswith("refs/heads/"):
+        return strip_heads(subject_id)
+    return None
+
+
 def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any]) -> InboundEvent:
     event = validate(_MODELS[kind], data, prefix="data")
     if event.context.type != ce_type:
@@ -410,11 +426,15 @@ def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any]) -> Inbou
         labels.append(f"artifact:{subject.id}")
     elif kind == "branch_created":
         branch = strip_heads(subject.id)
+    branch = branch or _branch_of(event.customData, subject.id)
+    custom = event.customData if isinstance(event.customData, dict) else {}
+    sha = custom.get("sha") if isinstance(custom.get("sha"), str) and 0 < len(custom["sha"]) <= 64 else None
     return InboundEvent(
         **base,
         kind=kind,
         repository=content.repository,
         branch=branch,
+        sha=sha,
         outcome=outcome,
         signals=signals,
         labels=labels,

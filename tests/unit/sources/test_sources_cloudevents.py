@@ -399,3 +399,15 @@ def test_structured_null_data_base64_is_refused(fixture_json):
     with pytest.raises(PayloadInvalid) as info:
         parse_cloudevent({"Content-Type": "application/cloudevents+json"}, json.dumps(envelope).encode())
     assert info.value.field == "data_base64"
+
+
+@pytest.mark.parametrize("name", ["pipelinerun_finished", "build_finished", "testsuiterun_finished"])
+def test_a_run_says_its_branch_through_custom_data_or_a_ref_subject(fixture_json, name):
+    cdevent = fixture_json(f"cdevents/{name}.json")
+    assert parse_cloudevent(*_structured(cdevent)).branch is None  # the real body names no branch: nothing to match on
+    cdevent["customData"] = {"branch": "refs/heads/release/8.9.0", "sha": "a" * 40}
+    event = parse_cloudevent(*_structured(cdevent))
+    assert (event.branch, event.sha) == ("release/8.9.0", "a" * 40)
+    cdevent.pop("customData")
+    cdevent["subject"]["id"] = "refs/heads/release/8.9.1"
+    assert parse_cloudevent(*_structured(cdevent)).branch == "release/8.9.1"
