@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conductor.actions.cdevents import CDEventsConnection
 from conductor.actions.flags.base import FlagClient
 from conductor.actions.flags.flagsmith import FlagsmithFlagsConfig
 from conductor.actions.flags.unleash import UnleashFlagsConfig
@@ -35,7 +36,8 @@ from conductor.domain.errors import InvalidSettings
 STORE_KEY = "store"
 VCS_KEY = "vcs"
 FLAGS_KEY = "flags"
-CONNECTION_KEYS = (STORE_KEY, VCS_KEY, FLAGS_KEY)
+CDEVENTS_KEY = "cdevents"
+CONNECTION_KEYS = (STORE_KEY, VCS_KEY, FLAGS_KEY, CDEVENTS_KEY)
 KINDS = ("play", "appstore", "github", "gitlab", "unleash", "flagsmith")
 
 
@@ -133,6 +135,7 @@ class Connections(BaseModel):
     store: StoreConnection | None = None
     vcs: VcsConnection | None = None
     flags: FlagsConnection | None = None
+    cdevents: CDEventsConnection | None = None
 
 
 def parse_connections(track_id: str, settings: dict[str, Any] | None) -> Connections:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from conductor.actions.base import ActionAdapter, ActionFailed, ActionOutcome, ActionRequest
+from conductor.actions.cdevents import CDEventsSink
 from conductor.actions.connections import flag_client, parse_connections, store_client, vcs_client
 from conductor.actions.endpoint import EndpointAdapter
 from conductor.actions.hands import FlagActions, VcsActions
@@ -63,6 +64,10 @@ class ActionAdapters:
             return VcsActions(vcs_client(conns.vcs, self.client), conns.vcs)
         if conns.flags is not None and action in FLAG_ACTIONS:
             return FlagActions(flag_client(conns.flags, self.client), conns.flags)
+        if action == "emit_cdevent":
+            if conns.cdevents is None:
+                return f"track {track_id} has no CDEvents sink connected"
+            return CDEventsSink(self.client, conns.cdevents)
         if not cfg.actions_url:
             return _nobody(action, track_id)
         secret = cfg.signing_secret

@@ -29,6 +29,7 @@ import structlog
 from sqlalchemy import Connection
 from statemachine.exceptions import TransitionNotAllowed
 
+from conductor.actions.cdevents import EMITTED
 from conductor.clock import Clock
 from conductor.context import Context
 from conductor.domain.definition import CompareGate, Pipeline
@@ -173,6 +174,18 @@ class ReleaseStep:
             "event_id": self.event_id, "data": data or {},
         })  # fmt: skip
         log.info(kind.value, release_id=r.id, release=r.key, actor=actor, from_stage=from_stage, to_stage=to_stage, reason=reason)
+        self._emit(kind, actor, reason, from_stage, to_stage)
+
+    def _emit(self, kind: AuditKind, actor: str, reason: str, from_stage: str | None, to_stage: str | None) -> None:
+        """A fact the track's CDEvents sink hears about (conductor.actions.cdevents), through the outbox."""
+        if kind.value not in EMITTED or not (self.release.track_settings or {}).get("cdevents"):
+            return
+        now = self.now()
+        rollout = to_stage is not None and to_stage in self.pipeline.stages and self.pipeline.stages[to_stage].kind in ("rollout", "final")
+        self.queue_action(f"cde:{kind.value}:{from_stage}:{to_stage}:{now.isoformat()}:{self._written}", "emit_cdevent", {
+            "fact": kind.value, "from": from_stage, "to": to_stage, "actor": actor, "reason": reason[:500], "at": now.isoformat(),
+            "rollout": rollout,
+        })  # fmt: skip
 
     def queue_action(self, key: str, action: str, params: dict[str, Any]) -> None:
         """Queue an outbox action; its idempotency key makes a repeated step queue it once."""
