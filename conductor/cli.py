@@ -612,6 +612,21 @@ def track_vcs(track: str, config: ConfigOpt = None, check: CheckOpt = False, dis
     _connection_cmd("vcs", track, config, check, disconnect, as_)
 
 
+@track_app.command("cdevents")
+def track_cdevents(
+    track: str, config: ConfigOpt = None, check: CheckOpt = False, disconnect: DisconnectOpt = False, as_: AsOpt = None
+) -> None:
+    """Connect TRACK's CDEvents sink ({url, secret: {env|file}}): every stage change, halt, resume and
+    answer is sent there as a CloudEvent."""
+    if check:
+        raise typer.BadParameter(
+            "a CDEvents sink has no read-only call to check; its deliveries show on the release's actions", param_hint="--check"
+        )
+    if not (config or disconnect):
+        raise typer.BadParameter("give --config sink.yaml (url, secret) or --disconnect", param_hint="--config")
+    _connection_cmd("cdevents", track, config, False, disconnect, as_)
+
+
 @track_app.command("flags")
 def track_flags(
     track: str, config: ConfigOpt = None, check: CheckOpt = False, disconnect: DisconnectOpt = False, as_: AsOpt = None
