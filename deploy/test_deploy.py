@@ -259,13 +259,19 @@ def check_podman_runs(base_image: str) -> None:
     say(f"podman runs containers here (runc; cgroups, storage: {info.stdout.strip()})")
 
 
-def build_image(base_image: str) -> None:
+def build_image(base_image: str, workdir: Path) -> str:
+    """Build the Dockerfile; returns the image id, which the containers run (the tag may move
+    under a concurrent run from another checkout)."""
+    iidfile = workdir / "image.id"
     argv = [*podman(), "build", "--network", "host", *ULIMITS, *BUILD_MOUNTS]
-    argv += ["--build-arg", f"BASE_IMAGE={base_image}", "-t", IMAGE, str(ROOT)]
+    argv += ["--build-arg", f"BASE_IMAGE={base_image}", "--iidfile", str(iidfile), "-t", IMAGE, str(ROOT)]
     say("$ " + shlex.join(argv))
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=3600)
     if done.returncode != 0:
         raise DeployFailed(f"podman build failed (exit {done.returncode}); its output is above")
+    image_id = iidfile.read_text().strip().removeprefix("sha256:")
+    say(f"built {IMAGE} ({image_id[:12]})")
+    return image_id
 
 
 # -------------------------------------------------------------------------------- the services
@@ -319,6 +325,8 @@ def create_database(admin_url: str, name: str, stack: contextlib.ExitStack) -> s
     try:
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.errors.DuplicateDatabase:
+        raise DeployFailed(f"database {name} exists already (left by a killed run?): DROP DATABASE {name} and run again") from None
     except psycopg.OperationalError as exc:
         raise DeployFailed(
             f"PostgreSQL at {url.render_as_string(hide_password=True)} does not answer ({str(exc).strip().splitlines()[0]}); "
@@ -478,14 +486,14 @@ def deploy(timings: dict[str, float]) -> None:
     with phase(timings, "base image"):
         ensure_base_image(base_image)
         check_podman_runs(base_image)
-    with phase(timings, "image build"):
-        build_image(base_image)
 
     compose = load_compose()
     names = {role: f"conductor-deploy-{run_id}-{role}" for role in ROLES}
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="conductor-deploy-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        with phase(timings, "image build"):
+            image = build_image(base_image, workdir)
         started: list[str] = []
 
         def remove_containers() -> None:
@@ -522,7 +530,10 @@ def deploy(timings: dict[str, float]) -> None:
 
         with phase(timings, "migrate"):
             started.append(names["migrate"])
-            run(podman_run(compose, "migrate", name=names["migrate"], env_file=env_files["migrate"], detach=False), timeout=timeout)
+            run(
+                podman_run(compose, "migrate", name=names["migrate"], env_file=env_files["migrate"], image=image, detach=False),
+                timeout=timeout,
+            )
             started.remove(names["migrate"])
             say("migrate completed (exit 0): api, worker and beat may start (compose: service_completed_successfully)")
 
@@ -531,7 +542,11 @@ def deploy(timings: dict[str, float]) -> None:
             for role in LONG_RUNNING:
                 started.append(names[role])
                 publish = api_port if role == "api" else None
-                run(podman_run(compose, role, name=names[role], env_file=env_files[role], publish=publish), capture=True, timeout=60)
+                run(
+                    podman_run(compose, role, name=names[role], env_file=env_files[role], image=image, publish=publish),
+                    capture=True,
+                    timeout=60,
+                )
             for role in LONG_RUNNING:
                 check = shlex.join(health_command(compose, role) or [])
                 say(f"waiting for {role}'s health check: {check}")
@@ -541,7 +556,7 @@ def deploy(timings: dict[str, float]) -> None:
         with phase(timings, "token"):
             token_cmd = ["conductor", "token", "create", f"deploy-{run_id}", "--role", "admin"]
             name = f"conductor-deploy-{run_id}-token"
-            argv = podman_run(compose, "migrate", name=name, env_file=env_files["api"], detach=False, extra_command=token_cmd)
+            argv = podman_run(compose, "migrate", name=name, env_file=env_files["api"], image=image, detach=False, extra_command=token_cmd)
             started.append(name)
             token = run(argv, capture=True, timeout=60).stdout.strip().splitlines()[-1]
             started.remove(name)
