@@ -1,6 +1,10 @@
 # One image for every role: `conductor api`, `celery -A workers worker`, `celery -A workers beat`
 # and the `conductor db upgrade` migration step; compose.yaml picks the command.
-FROM python:3.12-slim AS base
+# The base is any Debian-like image with Python 3.11+ and venv: the official slim image by
+# default, or one made from Debian's packages where no image registry is reachable
+# (`make test-deploy`: localhost/debian-python:bookworm, which has `python3` but no `python`).
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE} AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,17 +13,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-RUN python -m venv /opt/venv
+# `python3`: the one name every base has; from here on the venv's `python` comes first on PATH.
+RUN python3 -m venv /opt/venv
 WORKDIR /app
 
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+# Dependencies first: this layer is rebuilt only when pyproject.toml changes (README.md, which
+# pyproject names as the readme, comes later so that editing it does not reinstall everything).
+COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # The code, installed in place: migrations, dashboard assets and state_definitions/ stay where
 # the package looks for them (next to it), with no extra package-data bookkeeping.
+COPY README.md ./
 COPY conductor ./conductor
 COPY workers ./workers
 COPY state_definitions ./state_definitions

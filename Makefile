@@ -9,7 +9,7 @@ RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-deploy bench lint clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed on PATH"; exit 1; }
@@ -32,13 +32,19 @@ demo: $(RUNTIME)
 # The architecture and style, kept by tools: import contracts (pyproject's [tool.importlinter]),
 # ruff (lint and format), mypy (strict on the domain, the unit of work and the read model).
 lint: $(STAMP)
-	$(BIN)/ruff check conductor workers tests bench
-	$(BIN)/ruff format --check conductor workers tests bench
+	$(BIN)/ruff check conductor workers tests bench deploy
+	$(BIN)/ruff format --check conductor workers tests bench deploy
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The container image, built and run with podman against this machine's PostgreSQL and a
+# throwaway Redis: migrate, api, worker and beat as compose.yaml wires them, one signed webhook,
+# one transition (deploy/test_deploy.py says what it proves and how).
+test-deploy: $(RUNTIME)
+	$(BIN)/python deploy/test_deploy.py
 
 bench: $(STAMP)
 	@for b in latency throughput scale dashboard sources; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
