@@ -66,7 +66,8 @@ def test_events_flow_through_the_same_jobs_as_the_workers(conductor, runner):
     snap = conductor.snapshot(rid)
     assert snap.release.stage == "nightly"
     assert sorted(o.status for o in snap.outbox) == ["done", "done"]
-    assert len(runner.done.keys) == 2
+    release_actions = [k for k in runner.done.keys if not k.startswith("digest:")]  # the runner also sends the morning digest
+    assert len(release_actions) == 2
 
 
 def test_retryable_errors_are_retried_with_backoff(conductor, runner, monkeypatch):
