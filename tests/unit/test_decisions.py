@@ -7,7 +7,9 @@ from conductor.domain.decisions import Verdict, decide, next_schedule_time
 from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.loader import load_pipeline
 
-MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "state_definitions" / "mobile_weekly.yaml")
+# decide() itself, on a frozen copy of the weekly train with fixed-band crash and ANR gates; the shipped,
+# tuned definition has its own tests (test_mobile_weekly.py).
+MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "definitions" / "mobile_weekly.yaml")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
 
 
