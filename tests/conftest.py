@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFINITIONS = ROOT / "state_definitions"
+SHIPPED_DEFINITIONS = ROOT / "state_definitions"
+# What the service's scenario tests run on: a frozen copy of the weekly train with fixed-band crash
+# and ANR gates (their scripts are written against those bands), not the shipped, tuned one.
+DEFINITIONS = ROOT / "tests" / "fixtures" / "definitions"
 FIXTURES = Path(os.environ.get("CONDUCTOR_FIXTURES_DIR", ROOT.parent / "shared" / "fixtures"))
 PG_URL = os.environ.get("CONDUCTOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

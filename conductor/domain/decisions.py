@@ -51,17 +51,29 @@ class Decision:
     @property
     def fingerprint(self) -> str:
         """The question this decision puts: verdict, each gate's outcome and reason, and the commits
-        behind an unreviewed change. The same while values only move within their bands."""
+        behind an unreviewed change. The same while values only move within their bands.
+
+        A question to a human (ASK) is about the gates in doubt for a reason more data will not
+        settle (a grey zone, stale data, no baseline, an unreviewed change) and, for the rest,
+        only whether the robot stopped waiting for data: a gate it still waits for and a gate that
+        passed read the same. So a gate that settles while the question is open (the rerun passed,
+        the comparison cleared the tolerance) narrows the question without changing it: the card
+        stays, its approval still holds, and a rejection of "go on without that data" is not asked
+        again while the robot only waits for data. A gate falling into a new doubt changes it."""
         body = {
             "transition": self.transition,
             "verdict": self.verdict.value,
-            "gates": [
-                {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value,
-                 **({"commits": sorted(c.get("sha", "") for c in r.inputs.get("commits", []))} if "commits" in r.inputs else {})}
-                for r in self.results
-            ],
-        }  # fmt: skip
+            "gates": [self._question_of(r) for r in self.results],
+        }
         return _digest(body)
+
+    def _question_of(self, r: GateResult) -> dict[str, Any]:
+        if self.verdict is Verdict.ASK and (r.outcome is Outcome.PASS or r.reason in WAITING_REASONS):
+            return {"gate": r.gate, "outcome": "pass_or_waiting"}
+        question: dict[str, Any] = {"gate": r.gate, "outcome": r.outcome.value, "reason": r.reason.value}
+        if "commits" in r.inputs:
+            question["commits"] = sorted(c.get("sha", "") for c in r.inputs["commits"])
+        return question
 
     @property
     def evidence_digest(self) -> str:

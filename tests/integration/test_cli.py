@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEFINITIONS
+from tests.conftest import SHIPPED_DEFINITIONS
 
 QUICK = """\
 name: quick
@@ -134,12 +134,12 @@ def test_validate_reports_every_problem_and_exits_1(env, tmp_path):
     assert any(f"{bad}:8: gates.crash: bad threshold band" in line for line in lines)
     assert any(f"{bad}:18: transitions.0.to: unknown stage 'betta'" in line for line in lines)
     assert any(f"{bad}:18: transitions.0.gates.0: unknown gate 'bild'" in line for line in lines)
-    ok = run(env, "validate", str(DEFINITIONS))
+    ok = run(env, "validate", str(SHIPPED_DEFINITIONS))
     assert "ok mobile_weekly" in ok.stdout and "ok desktop" in ok.stdout
 
 
 def test_diagram_prints_mermaid(env):
-    out = run(env, "diagram", str(DEFINITIONS / "mobile_weekly.yaml")).stdout
+    out = run(env, "diagram", str(SHIPPED_DEFINITIONS / "mobile_weekly.yaml")).stdout
     assert out.startswith("stateDiagram-v2") and "beta --> rollout_1 : Advance" in out
     by_name = run(env, "diagram", "quick").stdout  # a name in CONDUCTOR_DEFINITIONS_DIR
     assert by_name.startswith("stateDiagram-v2") and "beta --> rollout : Advance" in by_name

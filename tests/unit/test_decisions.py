@@ -7,7 +7,9 @@ from conductor.domain.decisions import Verdict, decide, next_schedule_time
 from conductor.domain.gates import GateContext, SignalValue, Signoff
 from conductor.domain.loader import load_pipeline
 
-MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "state_definitions" / "mobile_weekly.yaml")
+# decide() itself, on a frozen copy of the weekly train with fixed-band crash and ANR gates; the shipped,
+# tuned definition has its own tests (test_mobile_weekly.py).
+MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "definitions" / "mobile_weekly.yaml")
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # a Monday
 
 
@@ -100,6 +102,25 @@ def test_the_question_ignores_time_and_values_within_their_band_but_the_evidence
     assert c.fingerprint == a.fingerprint and c.evidence_digest != a.evidence_digest  # new numbers, the same question
     worse = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.2, now, "crashlytics", 50000))
     assert decide(MOBILE, "beta", GateContext(now, T0, "h1", worse, SIGNED)).fingerprint != a.fingerprint  # another band
+
+
+def test_a_question_narrows_as_the_data_it_waited_for_settles_and_changes_on_a_new_doubt():
+    now = T0 + timedelta(days=3)  # soak and max_wait are over: the robot asks instead of waiting
+    a = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now, open_blockers=None)))
+    assert a.verdict is Verdict.ASK and "still waiting" in a.summary and "no_blockers" in a.summary
+    # The tracker reports: only the sign-offs are still awaited. The same question, on fresher evidence.
+    b = decide(MOBILE, "beta", GateContext(now, T0, "h1", good(now)))
+    assert b.verdict is Verdict.ASK and "no_blockers" not in b.summary
+    assert b.fingerprint == a.fingerprint and b.evidence_digest != a.evidence_digest
+    # A gate falling into a doubt more data will not settle is another question.
+    grey = good(now, crash_free_sessions=SignalValue("crash_free_sessions", 99.3, now, "crashlytics", 50000))
+    c = decide(MOBILE, "beta", GateContext(now, T0, "h1", grey))
+    assert c.verdict is Verdict.ASK and c.fingerprint != b.fingerprint
+    # Waiting (not yet asking) keeps the full question: which gates it waits for.
+    early = now - timedelta(hours=12)
+    w1 = decide(MOBILE, "beta", GateContext(early, T0, "h1", good(early, open_blockers=None)))
+    w2 = decide(MOBILE, "beta", GateContext(early, T0, "h1", good(early)))
+    assert w1.verdict is w2.verdict is Verdict.WAIT and w1.fingerprint != w2.fingerprint
 
 
 def test_evidence_records_inputs_thresholds_sources_and_ages():
