@@ -146,7 +146,7 @@ def replay(ctx: Context, pipeline: Pipeline, *, track: str | None = None, since:
         cols = (AUDIT.c.release_id, AUDIT.c.at, AUDIT.c.kind, AUDIT.c.actor, AUDIT.c.from_stage, AUDIT.c.to_stage, AUDIT.c.id)
         for a in conn.execute(select(*cols).where(AUDIT.c.release_id.in_(ids)).order_by(AUDIT.c.id)):
             audit[a.release_id].append(a)
-        history = _History(conn, tracks, pipeline)
+        history = _History(conn, tracks, pipeline, audit)
     final = {s for s, st in pipeline.stages.items() if st.kind == "final"}
     done = [_replay_release(pipeline, r, audit[r.id], history, now, final) for r in releases]
     return ReplayReport(pipeline.name, tuple(tracks), cutoff, tuple(done), _totals(done, recorded=True), _totals(done, recorded=False))
@@ -166,7 +166,7 @@ def _tracks(conn: Connection, pipeline: Pipeline, track: str | None) -> list[str
 class _History:
     """Every recorded signal of the tracks' releases, to answer "what did the robot see at t"."""
 
-    def __init__(self, conn: Connection, tracks: list[str], pipeline: Pipeline) -> None:
+    def __init__(self, conn: Connection, tracks: list[str], pipeline: Pipeline, audit: dict[int, list[Any]]) -> None:
         t = SIGNALS.c
         rows = conn.execute(
             select(t.release_id, t.name, t.value, t.samples, t.events, t.stage, t.source, t.sha, t.error, t.actor, t.observed_at,
@@ -181,25 +181,51 @@ class _History:
             self.by_release[r.release_id].append(_Row(*r[:13]))
             self.names[r.release_id] = f"{r.track_id}/{r.version}"
         self.production = {s for s, st in pipeline.stages.items() if st.kind in ("rollout", "final")}
+        # Each release's stage over time (its moves), for "which release was in production at t".
+        self.moves = {rid: [(a.at, a.to_stage) for a in rows if a.kind in MOVES and a.to_stage] for rid, rows in audit.items()}
 
-    def baselines(self, pipeline: Pipeline, release_id: int, stage: str) -> dict[str, _BaselineCursor]:
+    def stage_at(self, release_id: int, t: datetime) -> str | None:
+        stage = None
+        for at, to in self.moves.get(release_id, ()):
+            if at > t:
+                break
+            stage = to
+        return stage
+
+    def baselines(self, pipeline: Pipeline, release_id: int, stage: str) -> dict[str, _BaselineCursor | _ProductionBaseline]:
         """For each compare gate of the stage's way out, its baseline as time moves forward."""
         transition = pipeline.advance_from(stage)
-        found: dict[str, _BaselineCursor] = {}
+        found: dict[str, _BaselineCursor | _ProductionBaseline] = {}
         for name in transition.gates if transition else ():
             gate = pipeline.gates[name]
             if isinstance(gate, CompareGate) and gate.signal not in found:
                 previous = gate.baseline == "previous"
-                rings = {stage} if previous else self.production
                 rows = [
                     r
                     for rel, rows in self.by_release.items()
                     if (rel < release_id if previous else rel != release_id)
                     for r in rows
-                    if r.name == gate.signal and r.stage in rings and r.value is not None and r.error is None
+                    if r.name == gate.signal and (r.stage == stage or not previous) and r.value is not None and r.error is None
                 ]
-                found[gate.signal] = _BaselineCursor(sorted(rows, key=lambda r: (r.recorded_at, r.id)), self.names)
+                ordered = sorted(rows, key=lambda r: (r.recorded_at, r.id))
+                found[gate.signal] = _BaselineCursor(ordered, self.names) if previous else _ProductionBaseline(ordered, self)
         return found
+
+
+class _ProductionBaseline:
+    """The production baseline at time t as BASELINE_IN_PRODUCTION finds it live: the newest value,
+    from any ring, of the newest other release that is in a rollout or final stage at t."""
+
+    def __init__(self, rows: list[_Row], history: _History) -> None:
+        self.rows, self.history = rows, history
+
+    def at(self, t: datetime) -> Baseline | None:
+        h = self.history
+        live = [r for r in self.rows if r.recorded_at <= t and h.stage_at(r.release_id, t) in h.production]
+        if not live:
+            return None
+        b = max(live, key=lambda r: (r.release_id, r.observed_at, r.id))
+        return Baseline(h.names[b.release_id], SignalValue(b.name, b.value, b.observed_at, b.source, b.samples, b.sha, None, b.events))
 
 
 class _BaselineCursor:

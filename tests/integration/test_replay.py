@@ -135,7 +135,7 @@ def test_conductor_replay_runs_on_the_demo_database_and_changes_nothing(tmp_path
     db = tmp_path / "demo.db"
     digest = _dump(db)
     tighter = tmp_path / "tighter.yaml"
-    from tests.conftest import DEFINITIONS
+    from tests.conftest import SHIPPED_DEFINITIONS as DEFINITIONS
 
     text = (DEFINITIONS / "mobile_weekly.yaml").read_text()
     assert "min_soak: 1d\n" in text

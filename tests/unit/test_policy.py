@@ -12,7 +12,7 @@ from conductor.domain.kinds import WaitKind
 from conductor.domain.loader import load_pipeline
 from conductor.domain.policy import Freeze, NightPolicy, Policy, exposure, raises_exposure
 
-MOBILE = load_pipeline(Path(__file__).resolve().parents[2] / "state_definitions" / "mobile_weekly.yaml")
+MOBILE = load_pipeline(Path(__file__).resolve().parents[1] / "fixtures" / "definitions" / "mobile_weekly.yaml")  # fixed bands
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 
 
