@@ -40,7 +40,8 @@ def print_decision(console: Console, evaluation) -> None:
         table.add_column(col)
     for g in ev["gates"]:
         inp = g["inputs"]
-        thr = ", ".join(f"{k}={inp[k]}" for k in ("better", "pass", "fail", "min_samples", "max", "min") if inp.get(k) is not None)
+        keys = ("better", "pass", "fail", "tolerance", "floor", "baseline", "min_samples", "max", "min")
+        thr = ", ".join(f"{k}={inp[k]}" for k in keys if inp.get(k) is not None)
         age = next(iter(g.get("ages_s", {}).values()), None)
         value = inp.get("value", "")
         if "teams" in inp:

@@ -1,9 +1,13 @@
 """`conductor demo`: two weekly releases of music-android on a compressed clock, embedded SQLite.
 
-Release A walks every stage; at beta its crash-free rate lands in the grey zone, the robot
-pauses, prints the decision card, and a scripted release manager approves it. Release B halts
-by itself at rollout_1 on a bad crash-free rate. Signals come from `SimulatedSources`, the demo's
-stand-in for CI, the crash reporter and the bug tracker; everything else is the real engine.
+Release A (8.8.0) is the track's first: its crash and ANR rates have nothing to be compared with,
+so the robot pauses at each ring and a scripted release manager approves. Release B (8.9.0) starts
+a week later and is compared with A ring by ring; at its 1 % store rollout its crash-free rate is
+0.6 pp worse than A's in production, and the statistical gate halts it by itself, the card saying
+by how much and how sure; the kill switch turns its flags off. Signals come from
+`SimulatedSources`, the demo's stand-in for CI, the crash reporter and the bug tracker; the branch
+cuts and flags go to the repository's contract fakes of GitHub and Unleash; everything else is the
+real engine.
 """
 
 from __future__ import annotations
@@ -92,11 +96,18 @@ def _stage_bar(order: list[str], stage: str, halted: bool) -> Text:
 
 DONE = ("released", "halted", "cancelled")
 NARRATED = (AuditKind.TRANSITIONED, AuditKind.HALTED, AuditKind.APPROVAL_REQUESTED, AuditKind.APPROVED, AuditKind.RESUMED)
-APPROVAL_REASON = "99.3% crash-free at beta is within noise of 8.8's 99.4%; the crash cluster is a known OEM issue"
+APPROVAL_REASON = "first release on this track: nothing to compare with yet; the numbers look normal for a release"
+B_STARTS_AFTER = timedelta(days=7)  # next week's train
 
 
 class Scenario:
-    """The two releases, their simulated sources and the scripted release manager, an hour at a time."""
+    """Two weekly releases, their simulated sources and the scripted release manager, an hour at a time.
+
+    A (8.8.0) is the track's first release: with no earlier release to compare its crash and ANR
+    rates with, the compare gates cannot decide, and the robot asks a release manager at each ring.
+    B (8.9.0), a week later, is judged against A, ring by ring, and in its 1 % store rollout against
+    A in production: its crash-free rate is 0.6 percentage points worse, and the robot halts it
+    by itself once it is 99 % sure the regression is beyond the 0.25 pp that matters."""
 
     def __init__(self, c: Conductor, clock: ManualClock, seed: int, hands: DemoHands | None = None, runtime: Any = None):
         self.c, self.clock, self.hands, self.runtime = c, clock, hands, runtime
@@ -107,15 +118,24 @@ class Scenario:
             for key, connection in hands.connections().items():
                 connect(c, TRACK, Actor("demo-admin", "admin"), key, connection)
         self.seen_actions: set[int] = set()
-        self.a = c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
-        self.b = c.start_release(TRACK, "8.8.1", RELEASE_MANAGER)
-        self.profiles = {
-            self.a: Profile({"alpha": 99.71, "beta": 99.31, "rollout_1": 99.78, "rollout_100": 99.81}, sha="9f8e7d6c5b4a"),
-            self.b: Profile({"alpha": 99.62, "beta": 99.66, "rollout_1": 98.20, "rollout_100": 99.7}, sha="1234abcd5678"),
-        }
+        self.a = c.start_release(TRACK, "8.8.0", RELEASE_MANAGER)
+        self.b: int | None = None
+        self.b_starts = clock.now + B_STARTS_AFTER
+        self.profiles = {self.a: Profile({"alpha": 99.71, "beta": 99.69, "rollout_1": 99.78, "rollout_100": 99.80}, sha="9f8e7d6c5b4a")}
         self.sources = SimulatedSources(c, clock, seed)
         self.order = c.snapshot(self.a).pipeline.stage_order()
-        self.seen_audit = {self.a: 0, self.b: 0}
+        self.seen_audit = {self.a: 0}
+        self.cards_shown = 0
+        self.halt_shown: set[int] = set()
+
+    def releases(self) -> list[int]:
+        return [self.a] + ([self.b] if self.b is not None else [])
+
+    def _start_b(self) -> None:
+        if self.b is None and self.clock.now >= self.b_starts:
+            self.b = self.c.start_release(TRACK, "8.9.0", RELEASE_MANAGER)
+            self.profiles[self.b] = Profile({"alpha": 99.70, "beta": 99.69, "rollout_1": 99.20, "rollout_100": 99.7}, sha="1234abcd5678")
+            self.seen_audit[self.b] = 0
 
     def _narrate_actions(self, console: Console, snap: Any) -> None:
         """The robot's hands at work: the branch cut, the kill switch (done, failed or skipped, and why)."""
@@ -130,19 +150,20 @@ class Scenario:
         t = Table(title=f"simulated time {self.clock.now:%a %d %b %H:%M} UTC")
         for col in ("release", "stages", "status", "waiting for"):
             t.add_column(col)
-        for rid in (self.a, self.b):
+        for rid in self.releases():
             snap = self.c.snapshot(rid)
             bar = _stage_bar(self.order, snap.release.halted_from or snap.release.stage, snap.status == "halted")
             t.add_row(Text(snap.key), bar, snap.status, Text(snap.waiting_for[:70]))
         return Group(t)
 
     def finished(self) -> bool:
-        return all(self.c.snapshot(rid).status in DONE for rid in (self.a, self.b))
+        return self.b is not None and all(self.c.snapshot(rid).status in DONE for rid in self.releases())
 
     def hour(self, console: Console) -> None:
         """One simulated hour: the sources report, the robot judges, timers fire, the release manager answers."""
         self.clock.advance(STEP)
-        for rid in (self.a, self.b):
+        self._start_b()
+        for rid in self.releases():
             snap = self.c.snapshot(rid)
             if snap.status not in DONE:
                 self.sources.report(rid, snap.release.stage, snap.release.entered_stage_at, self.profiles[rid])
@@ -152,7 +173,7 @@ class Scenario:
             from conductor.service.jobs import relay_outbox
 
             relay_outbox(self.runtime)  # the actions the hour queued: branch cut, kill switch, ...
-        for rid in (self.a, self.b):
+        for rid in self.releases():
             snap = self.c.snapshot(rid)
             self._narrate_actions(console, snap)
             for entry in snap.audit[self.seen_audit[rid] :]:
@@ -160,11 +181,17 @@ class Scenario:
                     arrow = f"{entry.from_stage} -> {entry.to_stage}" if entry.to_stage else entry.from_stage
                     console.print(Text(f"{entry.at:%a %H:%M}  {snap.key:22} {entry.kind:18} {arrow}  {entry.reason[:60]}"))
             self.seen_audit[rid] = len(snap.audit)
-            if snap.pending is not None and rid == self.a:
-                console.print("\n[bold yellow]Release A paused for approval[/]; the decision card:")
-                print_decision(console, snap.pending)
-                console.print(f"[bold]{RELEASE_MANAGER.name}[/] approves decision {snap.pending.id}: {APPROVAL_REASON}\n")
+            if snap.pending is not None:
+                if self.cards_shown == 0:
+                    console.print(f"\n[bold yellow]{snap.key} paused for approval[/]; the decision card:")
+                    print_decision(console, snap.pending)
+                self.cards_shown += 1
+                console.print(Text(f"{RELEASE_MANAGER.name} approves decision {snap.pending.id} of {snap.key}: {APPROVAL_REASON}"))
                 self.c.approve(rid, RELEASE_MANAGER, APPROVAL_REASON, evaluation_id=snap.pending.id, fingerprint=snap.pending.fingerprint)
+            if snap.status == "halted" and snap.latest is not None and rid not in self.halt_shown:
+                self.halt_shown.add(rid)
+                console.print(f"\n[bold red]{snap.key} halted by the robot[/]; the decision card says by how much and how sure:")
+                print_decision(console, snap.latest)
 
 
 def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path | None = None) -> int:
@@ -176,10 +203,10 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     log_path = tmp / "conductor.log"
     configure_logging("json", "INFO", stream=log_path.open("a"))
     url = f"sqlite:///{tmp / 'demo.db'}"
-    # A Monday 08:00 UTC two weeks back, so the story (about ten days) has ended by now and the
+    # A Monday 08:00 UTC three weeks back, so the story (about 17 days) has ended by now and the
     # dashboard shows it as history; branch day is Friday 10:00 Europe/Stockholm.
     today = datetime.now(UTC).date()
-    monday = today - timedelta(days=today.weekday() + 14)
+    monday = today - timedelta(days=today.weekday() + 21)
     clock = ManualClock(datetime(monday.year, monday.month, monday.day, 8, 0, tzinfo=UTC))
     settings = Settings(database_url=url, definitions_dir=PACKAGE_DEFINITIONS, broker_url=None)
     c = wire(settings, clock=clock)
@@ -193,7 +220,8 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
         console.print("(no tests/fakes here: the branch cut and the kill switch are skipped; run make demo from a checkout to see them)")
     else:
         console.print(f"GitHub and Unleash: the repository's contract fakes at {hands.server.url}; kill switch {hands.flags()}")
-    console.print("Release A = music-android/8.9.0 (grey zone at beta), release B = music-android/8.8.1 (bad crash rate at 1%)\n")
+    console.print("Release A = music-android/8.8.0, the track's first (nothing to compare with: the robot asks at each ring);")
+    console.print("release B = music-android/8.9.0 a week later (0.6 pp worse crash-free at 1%: the statistical gate halts it)\n")
     end = clock.now + MAX_SIM
     with Live(scenario.board(), console=console, refresh_per_second=8, transient=False) as live:
         while clock.now < end and not scenario.finished():
@@ -201,7 +229,7 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
             live.update(scenario.board())
             if speed > 0:
                 time.sleep(1.0 / speed)
-    final = {rid: c.snapshot(rid) for rid in (scenario.a, scenario.b)}
+    final = {rid: c.snapshot(rid) for rid in scenario.releases()}
     from conductor.service.digest import digest
 
     console.print("\n[bold]The morning digest[/] (sent to Slack at 09:00 on working days; here the last 24 hours):")
@@ -214,7 +242,8 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     console.print()
     for snap in final.values():
         print_timeline(console, snap)
-    a, b = final[scenario.a].release, final[scenario.b].release
+    a = final[scenario.a].release
+    b = final[scenario.b].release if scenario.b is not None else a
     ok = a.stage == "released" and b.stage == "halted"
     console.print(
         f"\nA: {a.stage}, B: {b.stage} (halted from {b.halted_from}); "
