@@ -60,12 +60,22 @@ def print_decision(console: Console, evaluation) -> None:
     console.print(Text(f"summary: {ev['summary']}"))
 
 
+# Rows that crowd a timeline: counted under it, shown by `conductor show --json` and the dashboard.
+FOLDED = ("signals_recorded", "action_skipped")
+
+
 def print_timeline(console: Console, snap) -> None:
     t = Table(title=Text(f"Timeline of {snap.release.key}"))
     for col in ("at", "what", "from", "to", "actor", "reason"):
         t.add_column(col)
+    folded = {k: 0 for k in FOLDED}
     for a in snap.audit:
+        if a.kind in folded:
+            folded[a.kind] += 1
+            continue
         t.add_row(fmt_time(a.at), a.kind, a.from_stage or "", a.to_stage or "", plain(a.actor), plain(a.reason))
+    if any(folded.values()):
+        t.caption = f"and {folded['signals_recorded']} signal reports, {folded['action_skipped']} skipped actions (conductor show --json)"
     console.print(t)
 
 
