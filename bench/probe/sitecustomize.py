@@ -58,8 +58,8 @@ def _install() -> None:
 
     store_event = webhooks.store_event
 
-    def probed_store_event(c, event):
-        stored = store_event(c, event)
+    def probed_store_event(c, event, *args, **kwargs):
+        stored = store_event(c, event, *args, **kwargs)
         mark("stored", f"{event.delivery_id}={stored.event_id}")
         return stored
 
