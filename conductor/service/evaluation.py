@@ -44,7 +44,10 @@ def policy_of(step: ReleaseStep) -> Policy | None:
     """The track's night policy (Track.settings["night"], validated when it was set; one that no
     longer validates is logged and left out)."""
     settings = step.release.track_settings or {}
-    freezes = active(step.conn, step.release.track_id, step.now(), settings)
+    # The freezes table is read only when the release row said some are open (usually none).
+    freezes = (
+        active(step.conn, step.release.track_id, step.now(), settings) if (step.release.open_freezes or settings.get("blackouts")) else ()
+    )
     night = None
     if raw := settings.get("night"):
         try:

@@ -20,9 +20,9 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Update, bindparam, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Select, Update, bindparam, func, or_, select, tuple_
 
-from conductor.store.statements import EVALUATIONS, RELEASES, TRACKS
+from conductor.store.statements import EVALUATIONS, FREEZES, RELEASES, TRACKS
 
 
 class StaleRelease(Exception):
@@ -60,6 +60,7 @@ class ReleaseRecord:
     last_evaluation_stage: str | None = None
     last_evaluation_fingerprint: str | None = None
     last_evaluation_digest: str | None = None
+    open_freezes: int = 0  # freezes not lifted for its track or for all (conductor.store.freezes)
     locked: bool = False  # read with FOR UPDATE: nobody else changes it until the transaction ends
 
     def __post_init__(self) -> None:
@@ -119,6 +120,12 @@ _LOCK = select(
     _last_evaluation("stage"),
     _last_evaluation("fingerprint"),
     _last_evaluation("digest"),
+    # Freezes not lifted for the track or for all tracks: read with the row, so the common case (none)
+    # costs no round trip; when there are, conductor.store.freezes reads which cover now.
+    select(func.count())
+    .where(FREEZES.c.lifted_at.is_(None), or_(FREEZES.c.track_id == RELEASES.c.track_id, FREEZES.c.track_id.is_(None)))
+    .scalar_subquery()
+    .label("open_freezes"),
 ).join(TRACKS, TRACKS.c.id == RELEASES.c.track_id)
 _DIGITS = re.compile(r"[0-9]{1,18}")
 # How a release is named: by id, by ids, by track and version, by (track, version) pairs.
