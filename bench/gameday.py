@@ -20,9 +20,10 @@ THE WORLD (every part real, only the vendors are fakes)
   build_green and tests_pass_rate (from CI webhooks); every later transition on crash_free_sessions
   (pass >= 99.5 with 1000 samples, fail < 99.0); the rollout stages halt on a failing gate.
   `gameday_pulled` is the same pipeline with longer soaks, for tracks whose crash-free rate is
-  pulled from Sentry (a poll at most every 30 s, the product's floor, must see a drop in time).
+  pulled from Sentry: a poll at most every 30 s (the product's floor) must see a drop before the
+  release is through its three rollout stages of 18 s.
 - Time: the processes run on the system clock (conductor.clock.system_clock, as deployed); the
-  night is compressed by the definitions: soaks of 5-15 s where a real train has hours. Nothing in
+  night is compressed by the definitions: soaks of 5-18 s where a real train has hours. Nothing in
   the product is patched; shifting the clock of other processes (libfaketime) would also skew
   Redis, PostgreSQL and Celery timeouts, which are part of what is under test.
 - 4 tracks (20 releases in the full night, 6 in --quick):
@@ -126,7 +127,7 @@ transitions:
   - {{from: rollout_25, to: rollout_100, min_soak: {soak}s, gates: [crash_free], on_fail: halt, actions: [{{action: set_rollout}}]}}
   - {{from: rollout_100, to: released, min_soak: {soak}s, gates: [crash_free], on_fail: halt}}
 """
-SOAKS = {"gameday": (5, 8), "gameday_pulled": (5, 15)}  # (beta, each rollout stage), seconds
+SOAKS = {"gameday": (5, 8), "gameday_pulled": (5, 18)}  # (beta, each rollout stage), seconds
 MIN_SOAK = {
     name: {"branch": 0, "beta": beta, "rollout_5": soak, "rollout_25": soak, "rollout_100": soak} for name, (beta, soak) in SOAKS.items()
 }
