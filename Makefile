@@ -47,7 +47,7 @@ test-deploy: $(RUNTIME)
 	$(BIN)/python deploy/test_deploy.py
 
 bench: $(STAMP)
-	@for b in latency throughput scale dashboard sources decisions; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
+	@for b in latency throughput scale dashboard sources decisions gameday; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

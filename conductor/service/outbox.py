@@ -25,6 +25,7 @@ from sqlalchemy import Connection, select
 from conductor.actions.base import ActionFailed, ActionOutcome, ActionRequest, ReleaseRef
 from conductor.actions.registry import ActionAdapters
 from conductor.context import Context
+from conductor.domain.actions import STORE_ACTIONS
 from conductor.domain.kinds import FINISHED_ACTIONS, ROBOT, ActionStatus, AuditKind
 from conductor.service import store_state
 from conductor.service.step import ReleaseStep, lock_one
@@ -97,6 +98,7 @@ def run_action(
             return ActionRun(None)
         if row.status != ActionStatus.PENDING and not (row.status == ActionStatus.SENDING and row.next_attempt_at <= now):
             return ActionRun(row.status, row.release_id)
+        newer = _newer_store_action(conn, row)
         release = lock_one(conn, row.release_id, lock=False)  # read only: the action is about it
         settings = conn.execute(select(TRACKS.c.settings).where(TRACKS.c.id == release.track_id)).scalar()
         attempt = row.attempts + 1
@@ -118,6 +120,9 @@ def run_action(
     structlog.contextvars.bind_contextvars(release_id=release.id, action_id=action_id)
     error: ActionFailed | None = None
     outcome: ActionOutcome | None = None
+    if newer is not None:
+        detail = f"superseded by {newer.action} (action {newer.id}), queued after it: the newest store action says what the store should be"
+        return _record(ctx, action_id, attempt, ActionOutcome("skipped", detail), None, max_attempts=max_attempts, rng=rng)
     try:
         outcome = adapters.run(request, release.track_id, dict(settings or {}))
     except ActionFailed as exc:
@@ -125,6 +130,22 @@ def run_action(
     except Exception as exc:  # an adapter bug: record it like any failure, never lose the action
         error = ActionFailed(f"{request.action}: {exc.__class__.__name__}: {exc}")
     return _record(ctx, action_id, attempt, outcome, error, max_attempts=max_attempts, rng=rng)
+
+
+def _newer_store_action(conn: Connection, row: Any) -> Any:
+    """For a production store action (rollout, halt, resume), the release's newest store action
+    queued after it, if any. Each sets the whole production state, so once a newer one exists
+    this one is stale: a set_rollout delayed by a store outage and retried after the halt that
+    followed it would roll the halted build out again (and a late submit would lower a rollout
+    already raised). Skipped, with the reason, instead of performed."""
+    if row.action not in STORE_ACTIONS:
+        return None
+    return conn.execute(
+        select(OUTBOX.c.id, OUTBOX.c.action)
+        .where(OUTBOX.c.release_id == row.release_id, OUTBOX.c.action.in_(STORE_ACTIONS), OUTBOX.c.id > row.id)
+        .order_by(OUTBOX.c.id.desc())
+        .limit(1)
+    ).first()
 
 
 def _record(

@@ -198,3 +198,30 @@ def test_a_store_connection_is_checked_before_it_is_kept(database, clock, tmp_pa
     from conductor.read.tracks import get_track
 
     assert "store" not in get_track(c, "shop").settings
+
+
+def test_a_rollout_delayed_by_a_store_outage_never_undoes_the_halt_that_followed_it(world, play, clock):
+    """Found by bench/gameday.py: a set_rollout refused during a Play outage (503, Retry-After) was
+    retried after the halt that followed it and rolled the halted build out again."""
+    from conductor.service.jobs import relay_outbox, sync_stores, tick
+
+    c = world.conductor
+    rid = c.start_release("shop", "2.0", RM)
+    c.set_build(rid, "200", RM)
+    crash(world, rid, 99.8)
+    assert production(play)[0]["userFraction"] == 0.01
+    play.server.fault("POST", r"/edits$", status=503, headers={"Retry-After": "7200"})  # Play is down for the next call
+    clock.advance(timedelta(hours=1))
+    tick(world.runtime)
+    assert c.snapshot(rid).release.stage == "rollout_100"
+    assert outbox(world, rid)[("set_rollout", "pending")].attempts == 1  # refused: back in two hours
+    crash(world, rid, 98.0)  # the drop: halted, and the halt reaches Play
+    assert production(play)[0] == {"name": "2.0", "versionCodes": ["200"], "status": "halted", "userFraction": 0.01}
+    clock.advance(timedelta(hours=3))
+    relay_outbox(world.runtime)  # the delayed rollout is due now
+    assert production(play)[0] == {"name": "2.0", "versionCodes": ["200"], "status": "halted", "userFraction": 0.01}
+    skipped = outbox(world, rid)[("set_rollout", "skipped")]
+    assert skipped.last_error.startswith("superseded by halt_rollout")
+    assert sync_stores(world.runtime) == 0  # what Conductor last set is what Play says: halted
+    assert c.snapshot(rid).release.stage == "halted"
+    assert play.server.violations == []
