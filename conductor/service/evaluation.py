@@ -74,8 +74,10 @@ def judge(step: ReleaseStep, trigger: str) -> Decision | None:
     r = step.release
     last: Decision | None = None
     for _ in range(MAX_STEPS_PER_EVALUATION):
-        if r.paused or step.pipeline.stages[r.stage].kind in ("final", "cancelled", "halted"):
+        if step.pipeline.stages[r.stage].kind in ("final", "cancelled", "halted"):
             return last
+        if r.paused:
+            return _halt_while_paused(step, trigger)
         d = current_decision(step)
         if d is None:
             return last
@@ -134,6 +136,22 @@ def _act(step: ReleaseStep, d: Decision, ev: EvaluationRef, new_question: bool) 
             # rollout stage); only new data halts again.
             return
         halt(step, ROBOT, d.summary, ev.id)
+
+
+def _halt_while_paused(step: ReleaseStep, trigger: str) -> Decision | None:
+    """A paused release (by a person, or for store drift) takes no step forward, but a failed gate
+    in a rollout stage still halts it: stopping a bad rollout never waits for a resume."""
+    d = current_decision(step)
+    if d is None or d.verdict is not Verdict.HALT:
+        return None
+    ev = _stored(step, d, trigger)
+    r = step.release
+    if r.rejected_fingerprint in (ev.digest, ev.fingerprint):
+        return d
+    was = r.pause_reason
+    r.paused, r.pause_reason = False, None  # the halt supersedes the pause: one resume brings it back
+    halt(step, ROBOT, f"{d.summary} (while paused: {was})", ev.id)
+    return d
 
 
 def advance(step: ReleaseStep, ev: EvaluationRef, actor: str, reason: str) -> None:

@@ -347,10 +347,10 @@ def test_a_400_is_not_retryable_and_gives_the_stores_message(world):
     assert not exc.value.retryable and world.fake.commits == [] and world.fake.open_edits() == [] and world.fake.violations == []
 
 
-def test_halting_or_resuming_what_is_not_rolled_out_is_refused_before_any_change(world):
-    with pytest.raises(ActionFailed, match="build 890 is not on the production track") as exc:
-        world.store().halt("890", "8.9.0")
-    assert not exc.value.retryable
+def test_halting_what_was_never_rolled_out_is_done_and_resuming_it_is_refused(world):
+    # A halt's job is that nobody gets the build: a build that never reached production is halted already.
+    state = world.store().halt("890", "8.9.0")
+    assert state.status == "none" and world.fake.commits == []
     world.fake.seed(PACKAGE, "production", [{"name": "8.9.0", "versionCodes": ["890"], "status": "draft"}, BASE])
     with pytest.raises(ActionFailed, match="is a draft release, not rolled out"):
         world.store().resume("890", "8.9.0")

@@ -342,3 +342,21 @@ def test_system_clock_moved_by_time_machine(database, catalog):
         traveller.move_to(datetime(2026, 11, 30, 14, 0, tzinfo=UTC))  # Monday 09:00 New York
         c.tick()
         assert stage_of(c, rid) == "beta_channel"
+
+
+def test_a_paused_rollout_still_halts_on_a_failed_gate_and_takes_no_step_forward(conductor, clock):
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.8)
+    assert stage_of(conductor, rid) == "rollout_1"
+    conductor.pause(rid, RM, "store drift: someone changed the rollout in the console")
+    clock.advance(timedelta(days=2))
+    feed_ring(conductor, rid, crash=99.9)
+    conductor.tick()
+    assert stage_of(conductor, rid) == "rollout_1"  # good data: no step forward while paused
+    feed_ring(conductor, rid, crash=97.0)
+    snap = conductor.snapshot(rid)
+    assert (snap.release.stage, snap.release.paused) == ("halted", False)
+    halted = [a for a in snap.audit if a.kind == "halted"][-1]
+    assert "while paused: store drift" in halted.reason
+    assert conductor.resume(rid, RM, "rolled back the config") == "rollout_1"

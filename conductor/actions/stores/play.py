@@ -131,7 +131,9 @@ class PlayStore:
 
     def halt(self, build: str, version: str) -> StoreRollout:
         def decide(track: Track) -> Release | None:
-            current = self._rolled_out(track, build, version, "halt")
+            current = _release_of(track, build)
+            if current is None or current.get("status") not in ("inProgress", "halted", "completed"):
+                return None  # never rolled out (its submit was superseded): nobody gets it, nothing to halt
             return None if current.get("status") == "halted" else _resend(current, status="halted")
 
         _check_build(build)
