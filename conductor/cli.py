@@ -965,13 +965,27 @@ def audit_export(
 def demo(
     speed: Annotated[float, typer.Option(help="Simulated hours per real second.")] = 60.0,
     seed: int = 7,
+    serve_after: Annotated[bool, typer.Option("--serve", help="Then open the demo's database in the dashboard (conductor serve).")] = False,
+    port: Annotated[int, typer.Option(help="With --serve: the port.")] = 8000,
 ) -> None:
     """Walk two weekly releases through the pipeline on a compressed clock (embedded SQLite)."""
-    from conductor.demo import run_demo
+    from conductor.demo import demo_dir, run_demo
 
     # Piped output (make demo in CI) would wrap the tables at 80 columns; give them room.
     console = out if out.is_terminal else Console(width=150)
-    raise typer.Exit(run_demo(console, speed=speed, seed=seed))
+    code = run_demo(console, speed=speed, seed=seed)
+    if not serve_after or code != 0:
+        raise typer.Exit(code)
+    import os
+
+    from conductor.config import get_settings
+    from conductor.service.tokens import create_token
+
+    os.environ["CONDUCTOR_DATABASE_URL"] = f"sqlite:///{demo_dir() / 'demo.db'}"
+    get_settings.cache_clear()
+    token = create_token(_conductor(), f"demo-{os.getpid()}", "admin")
+    out.print(Text(f"\nthe demo's dashboard: sign in at http://127.0.0.1:{port} with this token: {token}"))
+    serve(host="127.0.0.1", port=port)
 
 
 def main() -> None:

@@ -253,13 +253,18 @@ def run_demo(console: Console, speed: float = 60.0, seed: int = 7, workdir: Path
     return 0 if ok else 1
 
 
+def demo_dir() -> Path:
+    """Where the demo keeps its database and logs (the user cache directory)."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("conductor")) / "demo"
+
+
 def _fresh_demo_dir() -> Path:
     """The demo's one directory (database and logs), emptied at each run: nothing piles up in /tmp."""
     import shutil
 
-    from platformdirs import user_cache_dir
-
-    path = Path(user_cache_dir("conductor")) / "demo"
+    path = demo_dir()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
@@ -272,8 +277,8 @@ def _next_steps(console: Console, url: str) -> None:
     prog = sys.argv[0] if Path(sys.argv[0]).name == "conductor" else "conductor"
     console.print("\n[bold]What to try next[/]")
     for line in (
-        f"  look at it in the dashboard:  CONDUCTOR_DATABASE_URL={url} {prog} serve",
-        f"                                (then `{prog} token create me --role admin` with the same URL, and sign in)",
+        f"  look at it in the dashboard:  {prog} demo --serve   (runs it again, then serves its database with a token)",
+        f"                                or CONDUCTOR_DATABASE_URL={url} {prog} serve",
         f"  try another definition on it: CONDUCTOR_DATABASE_URL={url} {prog} replay --definition my.yaml",
         "  walk a release yourself:      the 5-minute tour in README.md (the `trial` pipeline)",
     ):
