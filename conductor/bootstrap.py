@@ -18,7 +18,7 @@ from typing import Any, Literal
 from conductor.actions.http import make_client
 from conductor.actions.registry import ActionAdapters
 from conductor.clock import Clock, system_clock
-from conductor.config import Settings
+from conductor.config import Settings, load_settings
 from conductor.domain.loader import DefinitionCatalog
 from conductor.facade import Conductor
 from conductor.service.jobs import Runtime
@@ -70,7 +70,7 @@ def build(
     "embedded" (an in-process runner; the caller starts and stops `app.runner`) or "inline" (jobs
     run at once; tests and scripts). Default: celery when a broker URL is set, else embedded.
     `context` reuses an existing Conductor (tests), `adapters` replaces the action adapters."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     mode = mode or ("celery" if settings.broker_url else "embedded")
     ctx = context or conductor(settings)
     adapters = adapters or ActionAdapters(make_client(settings.action_timeout_s))

@@ -6,8 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from conductor.domain.errors import ConductorError
+from conductor.sources.cloudevents import CDEventMapping
 
 PACKAGE_DEFINITIONS = Path(__file__).resolve().parent.parent / "state_definitions"
 
@@ -31,6 +34,9 @@ class Settings(BaseSettings):
     # GitHub and GitLab sign no timestamp or delivery id: a captured body could be sent again under
     # a new delivery id. Within this window the same body is taken as a duplicate (0: off).
     replay_window_s: float = Field(default=86400.0, ge=0)
+    # Where inbound CDEvents producers put a run's branch or repository, when not in customData or
+    # the subject: a JSON list of {"field", "path", "pattern", "value", "types"} (CDEventMapping).
+    cdevents_map: list[CDEventMapping] = Field(default_factory=list)
     # Execution (workers/ and the embedded runner in conductor/runner.py). Redis only carries
     # work: whatever waits longer than sweep_grace_s is enqueued again from the database.
     tick_interval_s: float = Field(default=10.0, gt=0)
@@ -62,6 +68,29 @@ class Settings(BaseSettings):
     dashboard_poll_seconds: float = Field(default=3.0, gt=0)
 
 
+class SettingsInvalid(ConductorError):
+    """The environment's settings do not validate; the message names each variable and why."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; SettingsInvalid naming every bad variable (its value is
+    not repeated: it may be a secret) instead of pydantic's traceback."""
+    try:
+        return Settings()
+    except SettingsError as exc:  # a complex value (a list, a mapping) that is not JSON
+        field = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+        where = f"CONDUCTOR_{field.upper()}" if field else "a setting"
+        raise SettingsInvalid(f"bad settings: {where}: not valid JSON ({exc.__cause__ or exc})") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            where = f"CONDUCTOR_{loc[0].upper()}" if loc else "the settings"
+            inner = f" ({'.'.join(loc)})" if len(loc) > 1 else ""
+            problems.append(f"{where}{inner}: {error['msg']}")
+        raise SettingsInvalid("bad settings: " + "; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

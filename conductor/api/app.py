@@ -111,9 +111,9 @@ def create_app(
     a given app is its owner's to start and close. Raises ConductorError for an unusable
     configuration (a malformed webhook secret)."""
     from conductor.bootstrap import build
-    from conductor.config import Settings
+    from conductor.config import load_settings
 
-    settings = settings or (app.settings if app is not None else Settings())
+    settings = settings or (app.settings if app is not None else load_settings())
     _check_webhook_secrets(settings)
     own = app is None
     wired = app or build(settings)

@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import structlog
@@ -334,7 +335,8 @@ def standard(state: ApiState) -> Callable[[bytes, dict[str, str]], Verifier]:
     ),
 )
 async def cloudevents(request: Request, state: State, _q: NoParams) -> JSONResponse:
-    return await receive(request, state, "cloudevents", "standard_webhooks", standard(state), parse_cloudevent)
+    parser = partial(parse_cloudevent, mappings=state.settings.cdevents_map)
+    return await receive(request, state, "cloudevents", "standard_webhooks", standard(state), parser)
 
 
 @router.post(

@@ -11,6 +11,11 @@ CDEvent type -> kind:
 ``pipelinerun.finished`` -> pipeline_finished, ``build.finished`` -> build_finished,
 ``testsuiterun.finished`` -> tests_finished, ``artifact.published`` -> artifact_published,
 ``branch.created`` -> branch_created; any other type -> ignored.
+
+What matches a run to its release is its repository and branch. The branch is taken from, in
+order: the operator's declared mappings (``CDEventMapping``, CONDUCTOR_CDEVENTS_MAP),
+``customData.branch`` (or ``ref``), a ``refs/heads/...`` subject id; the repository from the
+subject's ``content.repository``, a declared mapping, ``customData.repository``.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import binascii
 import hmac
 import json
 import re
-from collections.abc import Mapping
+import string
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
@@ -353,7 +359,72 @@ def _envelope(h: dict[str, str], body: bytes) -> tuple[dict[str, str], Any]:
     return attrs, data
 
 
-def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InboundEvent:
+class CDEventMapping(BaseModel):
+    """Where a producer puts a run's branch (or repository), declared by the operator
+    (CONDUCTOR_CDEVENTS_MAP, a JSON list of these), for producers that neither put it in
+    ``customData`` nor use a branch ref as the subject id (Tekton names the PipelineRun).
+
+    ``field``: ``branch`` (the default) or ``repository`` (``owner/name`` as the track names it).
+
+    ``path``: a dotted path into the CDEvent (the CloudEvent's data), e.g. ``customData.git.branch``
+    or ``subject.content.pipelineName``. ``pattern``: a regular expression the whole value must
+    match (``re.fullmatch``); without ``branch`` the branch is its first group (or the whole value
+    when it has none). ``value``: a template of the pattern's named groups, e.g.
+    ``release/{version}`` for ``android-release-(?P<version>[0-9.]+)``. ``types``: the CDEvent
+    types (``pipelinerun.finished``, ...) it applies to; empty: all. A value that is missing, not a
+    string or does not match gives nothing and the next mapping (then the built-in places) is tried.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: Literal["branch", "repository"] = "branch"
+    path: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+    pattern: re.Pattern[str] | None = None
+    value: str | None = Field(default=None, min_length=1)
+    types: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _template_names_groups(self) -> CDEventMapping:
+        if self.value is None:
+            return self
+        if self.pattern is None:
+            raise ValueError("value (a template) needs a pattern whose named groups it uses")
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(self.value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"value template {self.value!r}: {exc}") from None
+        unknown = sorted(n for n in names if n not in self.pattern.groupindex)
+        if unknown:
+            raise ValueError(f"value template {self.value!r} names {', '.join(unknown)}, which the pattern has no named group for")
+        return self
+
+    def find(self, cdevent: Any, cd_type: str) -> str | None:
+        """What this mapping finds in `cdevent` (the data object) of type `cd_type`
+        (``subject.predicate``), or None."""
+        if self.types and cd_type not in self.types:
+            return None
+        value: Any = cdevent
+        for part in self.path.split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        if not isinstance(value, str) or not value.strip():
+            return None
+        value = value.strip()
+        if self.pattern is not None:
+            match = self.pattern.fullmatch(value)
+            if match is None:
+                return None
+            if self.value is not None:
+                value = self.value.format(**{k: v or "" for k, v in match.groupdict().items()})
+            elif match.groups():
+                value = match.group(1) or ""
+        if not value or len(value) > 255:
+            return None
+        return strip_heads(value) if self.field == "branch" else value
+
+
+def parse_cloudevent(headers: Mapping[str, str], body: bytes, mappings: Sequence[CDEventMapping] = ()) -> InboundEvent:
     """Normalize a CloudEvent carrying a CDEvent (authenticate with ``verify_standard_webhook`` first).
 
     The dedupe key is the ``webhook-id`` header, falling back to the CloudEvent ``id``.
@@ -362,6 +433,7 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     ``specversion`` is not 1.0; the JSON is malformed (``body``); a CDEvents type has no object data
     (``data``), its ``data.context.type`` differs from the CE type, or a needed field is missing
     (its dotted path under ``data``). Non-CDEvents types and unhandled CDEvents come back ``ignored``.
+    `mappings`: the operator's declared places of a run's branch or repository.
     """
     h = lower_headers(headers)
     attrs, data = _envelope(h, body)
@@ -380,7 +452,11 @@ def parse_cloudevent(headers: Mapping[str, str], body: bytes) -> InboundEvent:
     kind = _KINDS.get((match["subject"], match["predicate"]))
     if kind is None:
         return InboundEvent(**base, kind="ignored", reason=f"CDEvent {match['subject']}.{match['predicate']} is not handled")
-    return _cdevent(kind, ce_type, data, base)
+    cd_type = f"{match['subject']}.{match['predicate']}"
+    declared = {
+        name: next((v for m in mappings if m.field == name and (v := m.find(data, cd_type))), None) for name in ("branch", "repository")
+    }
+    return _cdevent(kind, ce_type, data, base, declared)
 
 
 def _branch_of(custom: Any, subject_id: str) -> str | None:
@@ -396,7 +472,7 @@ def _branch_of(custom: Any, subject_id: str) -> str | None:
     return None
 
 
-def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any]) -> InboundEvent:
+def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any], declared: dict[str, str | None]) -> InboundEvent:
     event = validate(_MODELS[kind], data, prefix="data")
     if event.context.type != ce_type:
         raise PayloadInvalid(
@@ -426,13 +502,17 @@ def _cdevent(kind: Kind, ce_type: str, data: Any, base: dict[str, Any]) -> Inbou
         labels.append(f"artifact:{subject.id}")
     elif kind == "branch_created":
         branch = strip_heads(subject.id)
-    branch = branch or _branch_of(event.customData, subject.id)
+    branch = branch or declared["branch"] or _branch_of(event.customData, subject.id)
     custom = event.customData if isinstance(event.customData, dict) else {}
     sha = custom.get("sha") if isinstance(custom.get("sha"), str) and 0 < len(custom["sha"]) <= 64 else None
+    custom_repository = _repository_id(custom.get("repository"))
+    if custom_repository is not None and len(custom_repository) > 255:
+        custom_repository = None
+    repository = content.repository or declared["repository"] or custom_repository
     return InboundEvent(
         **base,
         kind=kind,
-        repository=content.repository,
+        repository=repository,
         branch=branch,
         sha=sha,
         outcome=outcome,

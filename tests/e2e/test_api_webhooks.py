@@ -462,3 +462,41 @@ def test_same_delivery_ten_times_concurrently_stores_one_event(api_app, database
     assert sum(not r.json()["duplicate"] for r in responses) == 1
     rows = inbox_rows(database)
     assert len(rows) == 1 and rows[0].delivery_id == "concurrent-1"
+
+
+def test_a_tekton_style_run_matches_its_release_through_a_declared_mapping(make_api, api_settings, conductor, clock, tokens, fixtures_root):
+    """A producer that names the run after the release (and the repository in its own customData)
+    matches the release once the operator declares where to look (CONDUCTOR_CDEVENTS_MAP)."""
+    from fastapi.testclient import TestClient
+
+    from conductor.sources.cloudevents import CDEventMapping
+
+    rid = cut_branch(conductor, clock, "9.0.0")
+    cdevent = json.loads((fixtures_root / "cdevents" / "pipelinerun_finished.json").read_text())
+    cdevent["subject"]["content"] |= {"pipelineName": "music-android-release-9.0.0", "outcome": "success"}
+    cdevent["customData"] = {"git": {"repository": "acme/music-android"}}
+    cdevent["context"]["timestamp"] = clock.now.isoformat()
+    undeclared, declared = (
+        api_settings,
+        api_settings.model_copy(
+            update={
+                "cdevents_map": [
+                    CDEventMapping(
+                        path="subject.content.pipelineName", pattern=r"music-android-release-(?P<v>[0-9.]+)", value="release/{v}"
+                    ),
+                    CDEventMapping(field="repository", path="customData.git.repository"),
+                ]
+            }
+        ),
+    )
+    outcomes = []
+    for n, settings in enumerate((undeclared, declared)):
+        with TestClient(make_api(settings)) as client:
+            headers, body = cloudevent_request(cdevent, "structured", f"tekton-{n}", clock.now)
+            r = client.post("/webhooks/cloudevents", content=body, headers=headers)
+            assert r.status_code == 202, r.text
+            outcomes.append(event_outcome(client, r.json(), tokens["viewer"]))
+    assert outcomes[0]["release_id"] is None and "no repository" in outcomes[0]["note"]
+    assert outcomes[1]["release_id"] == rid
+    build = next(g for g in conductor.snapshot(rid).latest.evidence["gates"] if g["gate"] == "build_green")
+    assert (build["outcome"], build["inputs"]["source"]) == ("pass", "cloudevents")

@@ -180,6 +180,14 @@ def test_usage_errors_are_a_usage_line_and_exit_2_never_a_traceback(env, args, w
     assert words in p.stdout + p.stderr and "Traceback" not in p.stderr
 
 
+def test_bad_settings_are_one_line_naming_each_variable_never_a_traceback(env):
+    bad = {**env, "CONDUCTOR_TICK_INTERVAL_S": "-1", "CONDUCTOR_CDEVENTS_MAP": '[{"path": "subject.id", "pattern": "("}]'}
+    p = run(bad, "track", "list", ok=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "CONDUCTOR_TICK_INTERVAL_S: Input should be greater than 0" in p.stderr
+    assert "CONDUCTOR_CDEVENTS_MAP (cdevents_map.0.pattern)" in p.stderr
+
+
 def test_help_does_not_tag_flags_with_types(env):
     shown = run(env, "start", "--help").stdout
     assert "--help" in shown and "<bool>" not in shown and "--install-completion" not in shown

@@ -10,6 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from conductor.sources.cloudevents import (
+    CDEventMapping,
     cloudevent_binary_headers,
     cloudevent_structured,
     parse_cloudevent,
@@ -411,3 +412,84 @@ def test_a_run_says_its_branch_through_custom_data_or_a_ref_subject(fixture_json
     cdevent.pop("customData")
     cdevent["subject"]["id"] = "refs/heads/release/8.9.1"
     assert parse_cloudevent(*_structured(cdevent)).branch == "release/8.9.1"
+
+
+# --------------------------------------------------------------------------- declared mappings
+
+TEKTON_LIKE = [
+    # A pipeline named after the release it builds: android-release-8.9.0 -> release/8.9.0
+    {"path": "subject.content.pipelineName", "pattern": r"android-release-(?P<version>[0-9.]+)", "value": "release/{version}"},
+    {"field": "repository", "path": "customData.git.repo"},
+    {"path": "customData.git.branch", "types": ["testsuiterun.finished"]},
+]
+
+
+def _mappings(raw: list[dict]) -> list[CDEventMapping]:
+    return [CDEventMapping.model_validate(m) for m in raw]
+
+
+def test_a_declared_mapping_finds_the_branch_and_repository(fixture_json):
+    cdevent = fixture_json("cdevents/pipelinerun_finished.json")
+    cdevent["subject"]["content"]["pipelineName"] = "android-release-8.9.0"
+    cdevent["customData"] = {"git": {"repo": "acme/music-android"}}
+    event = parse_cloudevent(*_structured(cdevent), mappings=_mappings(TEKTON_LIKE))
+    assert (event.branch, event.repository) == ("release/8.9.0", "acme/music-android")
+    assert parse_cloudevent(*_structured(cdevent)).branch is None  # undeclared: nothing to match on
+
+
+def test_a_mapping_that_does_not_match_falls_through_to_the_built_in_places(fixture_json):
+    cdevent = fixture_json("cdevents/pipelinerun_finished.json")  # pipelineName "myPipeline": no match
+    cdevent["customData"] = {"branch": "release/8.9.1", "repository": {"id": "acme/music-android"}}
+    event = parse_cloudevent(*_structured(cdevent), mappings=_mappings(TEKTON_LIKE))
+    assert (event.branch, event.repository) == ("release/8.9.1", "acme/music-android")
+
+
+def test_a_mapping_applies_to_its_types_only(fixture_json):
+    run = fixture_json("cdevents/pipelinerun_finished.json")
+    run["customData"] = {"git": {"branch": "refs/heads/release/8.9.2"}}
+    assert parse_cloudevent(*_structured(run), mappings=_mappings(TEKTON_LIKE)).branch is None
+    suite = fixture_json("cdevents/testsuiterun_finished.json")
+    suite["customData"] = {"git": {"branch": "refs/heads/release/8.9.2"}}
+    assert parse_cloudevent(*_structured(suite), mappings=_mappings(TEKTON_LIKE)).branch == "release/8.9.2"
+
+
+def test_a_pattern_without_a_template_takes_its_first_group(fixture_json):
+    cdevent = fixture_json("cdevents/build_finished.json")
+    cdevent["subject"]["id"] = "build-release/8.9.3-42"
+    mapping = _mappings([{"path": "subject.id", "pattern": r"build-(.+)-\d+"}])
+    assert parse_cloudevent(*_structured(cdevent), mappings=mapping).branch == "release/8.9.3"
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"path": "subject..id"}, "path"),
+        ({"path": "subject.id", "value": "release/{version}"}, "needs a pattern"),
+        ({"path": "subject.id", "pattern": "(?P<v>.+)", "value": "release/{version}"}, "no named group for"),
+        ({"path": "subject.id", "pattern": "(unclosed"}, "pattern"),
+        ({"path": "subject.id", "field": "sha"}, "field"),
+        ({"path": "subject.id", "colour": "red"}, "colour"),
+    ],
+)
+def test_a_bad_mapping_is_refused_at_start_naming_the_setting(monkeypatch, raw, says):
+    from conductor.config import SettingsInvalid, load_settings
+
+    monkeypatch.setenv("CONDUCTOR_CDEVENTS_MAP", json.dumps([raw]))
+    with pytest.raises(SettingsInvalid) as info:
+        load_settings()
+    assert "CONDUCTOR_CDEVENTS_MAP (cdevents_map.0" in str(info.value) and says in str(info.value)
+
+
+def test_a_mapping_that_is_not_json_is_refused_naming_the_setting(monkeypatch):
+    from conductor.config import SettingsInvalid, load_settings
+
+    monkeypatch.setenv("CONDUCTOR_CDEVENTS_MAP", "[{")
+    with pytest.raises(SettingsInvalid, match="CONDUCTOR_CDEVENTS_MAP: not valid JSON"):
+        load_settings()
+
+
+def test_mappings_come_from_the_environment(monkeypatch):
+    from conductor.config import load_settings
+
+    monkeypatch.setenv("CONDUCTOR_CDEVENTS_MAP", json.dumps(TEKTON_LIKE))
+    assert [m.field for m in load_settings().cdevents_map] == ["branch", "repository", "branch"]
