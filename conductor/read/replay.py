@@ -208,7 +208,7 @@ class _History:
                     if r.name == gate.signal and (r.stage == stage or not previous) and r.value is not None and r.error is None
                 ]
                 ordered = sorted(rows, key=lambda r: (r.recorded_at, r.id))
-                found[gate.signal] = _BaselineCursor(ordered, self.names) if previous else _ProductionBaseline(ordered, self)
+                found[gate.signal] = _BaselineCursor(ordered, self, pipeline) if previous else _ProductionBaseline(ordered, self)
         return found
 
 
@@ -229,23 +229,27 @@ class _ProductionBaseline:
 
 
 class _BaselineCursor:
-    """A compare gate's baseline at time t, as the live robot's query would have found it then: the
-    newest value recorded by t of the newest release with one (BASELINE_IN_RING, ..._PRODUCTION)."""
+    """A compare gate's baseline at time t, as the live robot's query (BASELINE_IN_RING) would have
+    found it then: the newest value recorded by t of the newest release with one that was not
+    halted or cancelled at t."""
 
-    def __init__(self, rows: list[_Row], names: dict[int, str]) -> None:
-        self.rows, self.names, self.next = rows, names, 0
-        self.best: _Row | None = None
+    def __init__(self, rows: list[_Row], history: _History, pipeline: Pipeline) -> None:
+        self.rows, self.history, self.next = rows, history, 0
+        self.stopped = {s for s in (pipeline.halt_stage, pipeline.cancel_stage) if s is not None}
+        self.best: dict[int, _Row] = {}  # per release, its newest value recorded so far
 
     def at(self, t: datetime) -> Baseline | None:
         while self.next < len(self.rows) and self.rows[self.next].recorded_at <= t:
             r = self.rows[self.next]
             self.next += 1
-            if self.best is None or (r.release_id, r.observed_at, r.id) > (self.best.release_id, self.best.observed_at, self.best.id):
-                self.best = r
-        b = self.best
+            best = self.best.get(r.release_id)
+            if best is None or (r.observed_at, r.id) > (best.observed_at, best.id):
+                self.best[r.release_id] = r
+        h = self.history
+        b = next((self.best[rid] for rid in sorted(self.best, reverse=True) if h.stage_at(rid, t) not in self.stopped), None)
         if b is None:
             return None
-        return Baseline(self.names[b.release_id], SignalValue(b.name, b.value, b.observed_at, b.source, b.samples, b.sha, None, b.events))
+        return Baseline(h.names[b.release_id], SignalValue(b.name, b.value, b.observed_at, b.source, b.samples, b.sha, None, b.events))
 
 
 class _Cursor:

@@ -335,7 +335,8 @@ class ReleaseStep:
     def _baseline(self, gate: CompareGate) -> Baseline | None:
         r = self.release
         if gate.baseline == "previous":
-            params: dict[str, Any] = {"name": gate.signal, "stage": r.stage, "track_id": r.track_id, "release_id": r.id}
+            stopped = [s for s in (self.pipeline.halt_stage, self.pipeline.cancel_stage) if s is not None]
+            params: dict[str, Any] = {"name": gate.signal, "stage": r.stage, "track_id": r.track_id, "release_id": r.id, "stopped": stopped}
             row = self.conn.execute(BASELINE_IN_RING, params).first()
         else:
             stages = [s for s, st in self.pipeline.stages.items() if st.kind in ("rollout", "final")]

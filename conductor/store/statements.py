@@ -159,14 +159,17 @@ def _latest_signals(many: bool):  # noqa: ANN202 (a Select of a fixed shape)
 
 
 # A compare gate's baseline: the newest value of a signal that the previous release of the track
-# recorded in the same ring (ix_signals_baseline), or that the production release recorded.
+# recorded in the same ring (ix_signals_baseline), or that the production release recorded. A
+# release that is halted or cancelled now (`stopped`: its pipeline's stages of those kinds) is no
+# baseline: it was stopped for its numbers, and a release no worse than a bad one is not good.
 _BASELINE_COLUMNS = (RELEASES.c.track_id, RELEASES.c.version, SIGNALS.c.name, SIGNALS.c.value, SIGNALS.c.observed_at,
                      SIGNALS.c.source, SIGNALS.c.samples, SIGNALS.c.events, SIGNALS.c.sha)  # fmt: skip
 BASELINE_IN_RING = (
     select(*_BASELINE_COLUMNS)
     .join(RELEASES, RELEASES.c.id == SIGNALS.c.release_id)
     .where(SIGNALS.c.name == bindparam("name"), SIGNALS.c.stage == bindparam("stage"), RELEASES.c.track_id == bindparam("track_id"),
-           SIGNALS.c.release_id < bindparam("release_id"), SIGNALS.c.value.is_not(None), SIGNALS.c.error.is_(None))
+           SIGNALS.c.release_id < bindparam("release_id"), SIGNALS.c.value.is_not(None), SIGNALS.c.error.is_(None),
+           RELEASES.c.stage.not_in(bindparam("stopped", expanding=True)))
     .order_by(SIGNALS.c.release_id.desc(), SIGNALS.c.observed_at.desc(), SIGNALS.c.id.desc())
     .limit(1)
 )  # fmt: skip

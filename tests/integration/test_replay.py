@@ -106,6 +106,44 @@ def test_a_compare_gate_would_have_halted_a_release_the_fixed_band_only_asked_ab
     assert by["app/1.1"].replayed_hours is None and by["app/1.1"].recorded_hours is not None
 
 
+CANCELLABLE = COMPARED.replace("  halted: {kind: halted}\n", "  halted: {kind: halted}\n  cancelled: {kind: cancelled}\n")
+
+
+@pytest.fixture
+def compared(database, clock, tmp_path):
+    """The train with the compare gate (and a cancelled stage), live."""
+    from conductor.domain.loader import DefinitionCatalog
+    from conductor.facade import Conductor
+
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    (defs / "train.yaml").write_text(CANCELLABLE)
+    c = Conductor(database, DefinitionCatalog(defs), clock)
+    c.ensure_track("app", "train")
+    return c
+
+
+def test_a_halted_and_cancelled_release_is_no_baseline(compared, clock):
+    """1.1 halts for its crash rate and is cancelled; 1.2 with the same bad numbers is judged
+    against 1.0 (the last release not stopped), so it halts too: no worse than a bad release is not
+    good. Replay finds the same baseline at the same moments."""
+    from conductor.domain.loader import parse_pipeline
+    from conductor.read.replay import replay
+
+    good = _run(compared, clock, "1.0", {"beta": 99.8, "rollout": 99.8})
+    bad = _run(compared, clock, "1.1", {"beta": 99.8, "rollout": 99.3})
+    assert [compared.snapshot(r).release.stage for r in (good, bad)] == ["released", "halted"]
+    compared.cancel(bad, RM, "crash in the new player")
+    again = _run(compared, clock, "1.2", {"beta": 99.8, "rollout": 99.3})
+    snap = compared.snapshot(again)
+    assert snap.release.stage == "halted"
+    crash = next(g for g in snap.latest.evidence["gates"] if g["gate"] == "crash")
+    assert crash["inputs"]["baseline_release"] == "app/1.0" and crash["outcome"] == "fail"
+
+    report = replay(compared, parse_pipeline(CANCELLABLE, "train.yaml"))
+    assert report.differing == 0 and report.recorded == report.replayed
+
+
 def test_replay_names_a_missing_track_and_a_definition_no_track_uses(train):
     from conductor.domain.errors import NotFound
     from conductor.domain.loader import parse_pipeline
