@@ -180,6 +180,7 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
                     "waiting_for": snap.waiting_for,
                     "pending_decision": snap.pending.id if snap.pending else None,
                     "fingerprint": snap.pending.fingerprint if snap.pending else None,
+                    "late_decision": snap.late.id if snap.late else None,
                     "build": r.build,
                     "store": snap.store.line if snap.store else None,
                     "audit": [
@@ -200,6 +201,11 @@ def show(release: str, as_json: Annotated[bool, typer.Option("--json")] = False)
         out.print(Text(f"store build: {r.build or 'unknown'}; {snap.store.line}"))
     if snap.pending is not None:
         print_decision(out, snap.pending)
+    elif snap.late is not None:
+        out.print(
+            Text(f"decision {snap.late.id} went unanswered by its deadline; `conductor approve {r.key}` (or reject) still answers it")
+        )
+        print_decision(out, snap.late)
     elif snap.latest is not None:
         print_decision(out, snap.latest)
     print_timeline(out, snap)

@@ -219,6 +219,11 @@ class ReleaseDetail(ReleaseSummary):
     unreviewed_commits: list[dict[str, Any]] = Field(description="Commits on the release branch without the critical-fix marker")
     latest_decision: DecisionOut | None
     pending_decision: DecisionOut | None = Field(description="The decision waiting for approval, with its evidence")
+    late_decision: DecisionOut | None = Field(
+        default=None,
+        description="A question unanswered by its approval deadline (escalated, the release held on it) that can still be "
+        "approved or rejected while its evidence stands",
+    )
     timeline: list[TimelineEntry]
     actions: list[ActionOut]
     timers: list[TimerOut]

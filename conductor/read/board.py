@@ -17,7 +17,7 @@ from conductor.domain.definition import Pipeline
 from conductor.domain.errors import ConductorError
 from conductor.domain.kinds import AuditKind
 from conductor.read.records import EvaluationInfo, ReleaseInfo, build
-from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS
+from conductor.read.release import EVALUATION_COLUMNS, RELEASE_COLUMNS, late_question
 from conductor.read.status import GateLight, Waiting, lights_of, reason_of, stage_index, status_of, view_of, waiting_of
 from conductor.store.freezes import active
 from conductor.store.statements import AUDIT, EVALUATIONS, RELEASES, SIGNALS, TRACKS
@@ -92,6 +92,7 @@ def card_of(
     pending: EvaluationInfo | None,
     latest_final_id: int | None,
     now: datetime,
+    late: bool = False,
 ) -> ReleaseCard:
     """A release's card: the same status, lights and wait as every other surface (conductor.read.status)."""
     pa = None
@@ -121,13 +122,13 @@ def card_of(
         halted_from=release.halted_from,
         paused=release.paused,
         lights=lights_of(pipeline, release, latest),
-        waiting=waiting_of(pipeline, release, latest, pending, now),
+        waiting=waiting_of(pipeline, release, latest, pending, now, late),
         entered_stage_at=release.entered_stage_at,
         time_in_stage=now - release.entered_stage_at,
         timezone=pipeline.timezone,
         pending=pa,
         updated_at=release.updated_at,
-        reason=reason_of(pipeline, release, latest, status),
+        reason=reason_of(pipeline, release, latest, status, late),
     )
 
 
@@ -207,6 +208,7 @@ def board(ctx: Context) -> Board:
         by_id = evaluations_by_id(
             ctx, conn, sorted(set(newest.values()) | {r.pending_evaluation_id for r in releases if r.pending_evaluation_id})
         )
+        late = {r.id for r in releases if r.id in newest and late_question(conn, r, by_id.get(newest[r.id])) is not None}
     orders = {h: tuple(p.stage_order()) for h, p in pipelines.items()}
     latest_final: dict[str, tuple[datetime, int]] = {}
     for r in releases:
@@ -237,6 +239,7 @@ def board(ctx: Context) -> Board:
             by_id.get(r.pending_evaluation_id) if r.pending_evaluation_id else None,
             latest_final.get(r.track_id, (None, None))[1],
             now,
+            r.id in late,
         )
         tb = boards.setdefault(r.track_id, TrackBoard(r.track_id, "?", p.timezone))
         tb.timezone = p.timezone

@@ -55,7 +55,8 @@ class DecisionCard:
     summary: str
     target: str | None
     shadow: tuple[GateRow, ...] = ()  # shadow gates, each with what it would have done
-    # pending: asks a release manager; halted / held: the evaluation that stopped the release; latest: the last judgement
+    # pending: asks a release manager; late: asked, unanswered by its deadline, still answerable;
+    # halted / held: the evaluation that stopped the release; latest: the last judgement
     kind: str = "latest"
 
 
@@ -232,7 +233,10 @@ def release_view(ctx: Context, ref: int | str) -> ReleaseView:
         if name in by_name
     )
     latest_final = r.id if p.stages[r.stage].kind == "final" else None
-    rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now)
-    card = deciding_card(p, rc, snap.pending or snap.latest, snap.pending is not None, now)
+    rc = card_of(p, tuple(p.stage_order()), r, snap.latest, snap.pending, latest_final, now, snap.late is not None)
+    if snap.late is not None:  # unanswered by its deadline: still answerable, on its freshest card
+        card: DecisionCard | None = decision_card(p, snap.late, True, now, "late")
+    else:
+        card = deciding_card(p, rc, snap.pending or snap.latest, snap.pending is not None, now)
     marks = tuple((a.at, a.to_stage) for a in snap.audit if a.kind in MOVES and a.to_stage)
     return ReleaseView(snap, rc, card, series, marks, now, timeline(snap.audit), sources)

@@ -21,6 +21,7 @@ from conductor.domain.errors import NotFound
 from conductor.domain.kinds import ReleaseStatus
 from conductor.read.records import ActionInfo, AuditInfo, EvaluationInfo, ReleaseInfo, TimerInfo, build, columns
 from conductor.read.status import GateLight, Waiting, lights_of, status_of, waiting_of
+from conductor.store.questions import unanswered_escalation
 from conductor.store.releases import release_filter, where_release
 from conductor.store.statements import AUDIT, AUDIT_CONTENT, EVALUATIONS, OUTBOX, RELEASES, STORE_STATES, TIMERS, TRACKS
 
@@ -118,6 +119,9 @@ class ReleaseSnapshot:
     timers: tuple[TimerInfo, ...] = ()
     store: StoreView | None = None
     read_at: datetime | None = field(default=None, compare=False)
+    # The question on the latest evidence went unanswered by its deadline (escalated, held on it)
+    # and still stands: a release manager can answer it late (conductor.store.questions).
+    late: EvaluationInfo | None = None
 
     @classmethod
     def of(
@@ -127,6 +131,7 @@ class ReleaseSnapshot:
         latest: EvaluationInfo | None,
         pending: EvaluationInfo | None,
         now: datetime,
+        late: EvaluationInfo | None = None,
         **rows: Any,
     ) -> ReleaseSnapshot:
         status = status_of(pipeline, release, latest, pending)
@@ -139,9 +144,10 @@ class ReleaseSnapshot:
             latest,
             pending,
             status,
-            waiting_of(pipeline, release, latest, pending, now),
+            waiting_of(pipeline, release, latest, pending, now, late is not None),
             lights_of(pipeline, release, latest),
             read_at=now,
+            late=late,
             **rows,
         )
 
@@ -235,6 +241,11 @@ class ReleaseSnapshot:
         return DecisionView.of(self.pending, True) if self.pending is not None else None
 
     @property
+    def late_decision(self) -> DecisionView | None:
+        """The question that went unanswered by its deadline and can still be answered."""
+        return DecisionView.of(self.late, True) if self.late is not None else None
+
+    @property
     def timeline(self) -> tuple[AuditInfo, ...]:
         return self.audit
 
@@ -252,6 +263,22 @@ def _one_release(conn: Connection, ref: int | str) -> ReleaseInfo:
     if row is None:
         raise NotFound(f"unknown release {ref!r}")
     return build(ReleaseInfo, row)
+
+
+def late_question(conn: Connection, release: ReleaseInfo, latest: EvaluationInfo | None) -> EvaluationInfo | None:
+    """The latest evaluation, when it puts a question that went unanswered by its deadline and can
+    still be answered (its freshest card); None otherwise (one query, and only for a release held
+    on a question)."""
+    held = (
+        release.pending_evaluation_id is None
+        and latest is not None
+        and latest.verdict == "ask"
+        and latest.stage == release.stage
+        and release.rejected_fingerprint == latest.fingerprint
+    )
+    if not held or latest is None:
+        return None
+    return latest if unanswered_escalation(conn, release.id, release.stage, release.rejected_fingerprint) is not None else None
 
 
 def evaluation(conn: Connection, evaluation_id: int) -> EvaluationInfo | None:
@@ -284,7 +311,8 @@ def snapshot(ctx: Context, ref: int | str) -> ReleaseSnapshot:
         )
         pipeline = ctx.pinned(conn, release.definition_hash)
         store = _store_view(conn, release, outbox)
-    return ReleaseSnapshot.of(pipeline, release, latest, pending, ctx.now(), audit=audit, outbox=outbox, timers=timers, store=store)
+        late = late_question(conn, release, latest)
+    return ReleaseSnapshot.of(pipeline, release, latest, pending, ctx.now(), late, audit=audit, outbox=outbox, timers=timers, store=store)
 
 
 def _store_view(conn: Connection, release: ReleaseInfo, outbox: tuple[ActionInfo, ...]) -> StoreView:
@@ -333,6 +361,7 @@ def summaries(ctx: Context, conn: Connection, releases: list[ReleaseInfo]) -> li
             latest.get(r.id),
             evaluations.get(r.pending_evaluation_id) if r.pending_evaluation_id else None,
             now,
+            late_question(conn, r, latest.get(r.id)),
         )
         for r in releases
     ]

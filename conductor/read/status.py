@@ -99,9 +99,15 @@ def _waiting_gates(pipeline: Pipeline, gates: list[dict[str, Any]]) -> tuple[lis
 
 
 def waiting_of(
-    pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, pending: EvaluationInfo | None, now: datetime
+    pipeline: Pipeline,
+    release: ReleaseInfo,
+    latest: EvaluationInfo | None,
+    pending: EvaluationInfo | None,
+    now: datetime,
+    late: bool = False,
 ) -> Waiting:
-    """What the release waits for: a soak end, the schedule, an approval, a signal, a sign-off, a fix, a human."""
+    """What the release waits for: a soak end, the schedule, an approval, a signal, a sign-off, a fix, a human.
+    `late`: the question on its latest evidence went unanswered by its deadline and can still be answered."""
     kind = pipeline.stages[release.stage].kind
     if kind == "final":
         return Waiting(WaitKind.DONE, "nothing (released)")
@@ -131,8 +137,12 @@ def waiting_of(
     if latest.verdict in ("hold", "halt"):
         failed = [g["gate"] for g in ev.get("gates", []) if g.get("outcome") == "fail"]
         return Waiting(WaitKind.FIX, "a fix for " + ", ".join(failed) if failed else latest.summary)
+    if latest.verdict == "ask" and late:
+        return Waiting(
+            WaitKind.APPROVAL, "a late answer: the question was unanswered by its deadline (approve or reject it), or new evidence"
+        )
     if latest.verdict == "ask":
-        return Waiting(WaitKind.DATA, "new evidence (the question on this evidence was answered no, or timed out)")
+        return Waiting(WaitKind.DATA, "new evidence (the question on this evidence was answered no)")
     return Waiting(WaitKind.ADVANCING, "nothing (advancing)")
 
 
@@ -140,7 +150,9 @@ def _gate_lines(ev: EvaluationInfo, outcome: str, word: str) -> str:
     return "; ".join(f"{g['gate']} {word}: {g.get('detail') or outcome}" for g in ev.gates if g.get("outcome") == outcome)
 
 
-def reason_of(pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, status: ReleaseStatus) -> str | None:
+def reason_of(
+    pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo | None, status: ReleaseStatus, late: bool = False
+) -> str | None:
     """Why a halted or held release stopped, in one line, from the evaluation that stopped it: its
     failed gates with value and threshold ('crash_free failed: 98.2 ≤ 99'). None for any other status."""
     if status == ReleaseStatus.HALTED:
@@ -150,7 +162,7 @@ def reason_of(pipeline: Pipeline, release: ReleaseInfo, latest: EvaluationInfo |
         return None
     if latest.verdict == "ask":
         unclear = _gate_lines(latest, "inconclusive", "unclear") or latest.summary
-        return f"not approved (rejected, or unanswered in time): {unclear}"
+        return f"{'unanswered by its deadline' if late else 'not approved'}: {unclear}"
     failed = _gate_lines(latest, "fail", "failed") or latest.summary
     if latest.verdict == "halt":  # resumed by a human over this evidence: held until it changes
         return f"{failed} (resumed over it; held until the evidence changes)"

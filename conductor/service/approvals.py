@@ -13,6 +13,7 @@ from conductor.domain.policy import raises_exposure
 from conductor.service.evaluation import advance, current_decision, evaluate, halt, judge
 from conductor.service.step import Actor, EvaluationRef, ReleaseStep, open_step
 from conductor.store.freezes import active
+from conductor.store.questions import unanswered_escalation
 from conductor.store.statements import EVALUATIONS
 
 _EVALUATION = select(EVALUATIONS.c.id, EVALUATIONS.c.release_id, EVALUATIONS.c.stage, EVALUATIONS.c.fingerprint,
@@ -23,11 +24,16 @@ def _pending(step: ReleaseStep, evaluation_id: int | None) -> tuple[EvaluationRe
     """The decision waiting for an answer (its ref and evidence); NotPaused or StaleApproval otherwise.
 
     An answer may name an earlier card of the same question (fresher evidence refreshed it since):
-    it still answers it. A card of another question is stale."""
+    it still answers it. A card of another question is stale. A question whose deadline passed
+    unanswered (escalated, the release held on it) can still be answered late while it stands."""
     r = step.release
-    if r.pending_evaluation_id is None:
+    row = (
+        step.conn.execute(_EVALUATION.where(EVALUATIONS.c.id == r.pending_evaluation_id)).one()
+        if r.pending_evaluation_id is not None
+        else unanswered_escalation(step.conn, r.id, r.stage, r.rejected_fingerprint)
+    )
+    if row is None:
         raise NotPaused(f"release {r.key} is not waiting for approval (stage {r.stage})")
-    row = step.conn.execute(_EVALUATION.where(EVALUATIONS.c.id == r.pending_evaluation_id)).one()
     if evaluation_id is not None and evaluation_id != row.id:
         named = step.conn.execute(_EVALUATION.where(EVALUATIONS.c.id == evaluation_id)).first()
         if named is None or named.release_id != r.id or named.fingerprint != row.fingerprint:
@@ -46,7 +52,7 @@ def _not_frozen(step: ReleaseStep) -> None:
         raise IllegalTransition(f"{step.release.key} is frozen ({why}): lift the freeze first (conductor unfreeze), then approve")
 
 
-def check_four_eyes(step: ReleaseStep, evidence: dict[str, Any], actor: Actor) -> None:
+def check_four_eyes(step: ReleaseStep, evidence: dict[str, Any], actor: Actor, decision_id: int) -> None:
     """Forbidden when the track asks for four eyes and the actor authored a commit behind the
     decision: any commit pushed to the release branch since the last approval (marked as a
     critical fix or not), or one the decision's evidence names."""
@@ -59,7 +65,7 @@ def check_four_eyes(step: ReleaseStep, evidence: dict[str, Any], actor: Actor) -
     if mine:
         raise Forbidden(
             f"four-eyes: {actor.name} authored {mine[0].get('sha', '?')[:10]} on the release branch, behind decision "
-            f"{r.pending_evaluation_id}; another release manager must approve it"
+            f"{decision_id}; another release manager must approve it"
         )
 
 
@@ -85,7 +91,7 @@ def approve(
             ev, evidence = _pending(step, evaluation_id)
             if fingerprint is not None and fingerprint != ev.fingerprint:
                 raise StaleApproval(f"fingerprint {fingerprint[:12]} does not match decision {ev.id} ({ev.fingerprint[:12]})")
-            check_four_eyes(step, evidence, actor)
+            check_four_eyes(step, evidence, actor, ev.id)
             _not_frozen(step)
             now = current_decision(step)
             if now is None or now.fingerprint != ev.fingerprint:

@@ -233,6 +233,60 @@ def test_approval_deadline_escalates_and_holds(conductor, clock):
     assert any(o.params.get("event") == "approval_escalated" for o in snap.outbox)
 
 
+def test_an_escalated_question_can_still_be_answered_late(conductor, clock):
+    """Asked at night, unanswered by the deadline, escalated and held: the release manager who
+    comes in later approves it (naming the card they saw), as long as the question still stands."""
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.3)
+    asked = conductor.snapshot(rid).pending
+    clock.advance(timedelta(hours=11))
+    feed_ring(conductor, rid, crash=99.3)  # the same values again: the same question
+    clock.advance(timedelta(hours=1))
+    conductor.tick()
+    held = conductor.snapshot(rid)
+    assert held.pending is None and held.status == "held" and held.late is not None and held.late.fingerprint == asked.fingerprint
+    assert "unanswered by its deadline" in held.waiting.text and held.late_decision is not None
+    assert (
+        conductor.approve(rid, RM, "read the crash clusters this morning", evaluation_id=asked.id, fingerprint=asked.fingerprint)
+        == "rollout_1"
+    )
+    snap = conductor.snapshot(rid)
+    assert snap.late is None and [a.kind for a in snap.audit if a.kind in ("approved", "transitioned")][-2:] == ["approved", "transitioned"]
+
+
+def test_a_late_answer_is_refused_once_it_was_answered(conductor, clock):
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.3)
+    asked = conductor.snapshot(rid).pending
+    clock.advance(timedelta(hours=11))
+    feed_ring(conductor, rid, crash=99.3)  # the same values again: the same question
+    clock.advance(timedelta(hours=1))
+    conductor.tick()
+    # A late rejection answers it: nothing is left to approve.
+    assert conductor.reject(rid, RM, "the crash cluster is new") == "beta"
+    assert conductor.snapshot(rid).late is None
+    with pytest.raises(NotPaused):
+        conductor.approve(rid, RM, "changed my mind", evaluation_id=asked.id)
+
+
+def test_a_late_approval_is_refused_once_the_evidence_moved_on(conductor, clock):
+    other = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, other)
+    beta_ready(conductor, clock, other, crash=99.3)
+    card = conductor.snapshot(other).pending
+    clock.advance(timedelta(hours=11))
+    feed_ring(conductor, other, crash=99.3)
+    clock.advance(timedelta(hours=1))
+    conductor.tick()
+    assert conductor.snapshot(other).late is not None
+    feed_ring(conductor, other, crash=98.0, samples=90000)
+    with pytest.raises(StaleApproval):
+        conductor.approve(other, RM, "late", evaluation_id=card.id, fingerprint=card.fingerprint)
+    assert stage_of(conductor, other) == "beta"
+
+
 def test_bad_input_names_the_thing_and_writes_nothing(conductor, clock, database):
     rid = conductor.start_release("music-android", "9.0.0", RM)
     before = counts(database)

@@ -436,3 +436,30 @@ def test_a_release_manager_stops_the_line_from_the_overview_and_lifts_it(quick, 
     assert "Frozen:" not in rm.client.get("/").text
     kinds = [a.kind for a in quick.snapshot(rid).audit]
     assert "approval_requested" in kinds
+
+
+def test_a_question_unanswered_by_its_deadline_is_offered_for_a_late_answer(quick, clock, rm):
+    from datetime import timedelta
+
+    rid = drive_to_approval(quick, clock, "1.0")
+    clock.advance(timedelta(hours=5))
+    quick.record_signal(rid, "crash_free_sessions", 99.2, samples=500, source="crashlytics")  # the same grey value
+    clock.advance(timedelta(hours=5))
+    quick.record_signal(rid, "crash_free_sessions", 99.2, samples=500, source="crashlytics")
+    clock.advance(timedelta(hours=3))
+    quick.tick()
+    snap = quick.snapshot(rid)
+    assert snap.pending is None and snap.late is not None, [a.kind for a in snap.audit]
+    page = rm.client.get(f"/release/{rid}")
+    assert "unanswered by its deadline, you can still answer it" in page.text and 'id="approve-button"' in page.text
+    overview = rm.client.get("/")
+    assert "a late answer" in overview.text
+    r = rm.post(
+        f"/release/{rid}/decision",
+        csrf_token=rm.csrf,
+        decision="approve",
+        reason="seen this morning: a known device",
+        evaluation_id=str(snap.late.id),
+        fingerprint=snap.late.fingerprint,
+    )
+    assert r.status_code == 303 and quick.snapshot(rid).release.stage == "rollout"
