@@ -174,6 +174,10 @@ class CompareGate(_SignalGate):
     baseline: Literal["previous", "production"] = "previous"
     floor: float | None = None
     min_samples: int = Field(default=0, ge=0)
+    # The rate to compare with while no release has one yet (a track's first release in a ring, or
+    # its first with Conductor): the app's known rate, in the signal's unit (99.6 for 99.6 %
+    # crash-free). Without it such a comparison is inconclusive, and the release is asked about.
+    reference: float | None = Field(default=None, ge=0)
 
 
 Gate = Annotated[ThresholdGate | CountGate | SignoffGate | CompareGate, Field(discriminator="kind")]
@@ -357,6 +361,14 @@ def cross_check(raw: Any) -> list[Problem]:
             problems.append((("gates", name, "signal"), f"unknown signal {gate['signal']!r}; declare it under signals"))
         elif gate.get("kind") == "compare" and isinstance(spec, dict) and spec.get("type") not in ("percent", "ratio"):
             problems.append((("gates", name, "signal"), f"a compare gate compares rates: {gate['signal']!r} must be a percent or a ratio"))
+        elif gate.get("kind") == "compare" and isinstance(spec, dict):
+            top = 100 if spec.get("type") == "percent" else 1
+            for key in ("reference", "floor"):
+                value = gate.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value <= top:
+                    problems.append(
+                        (("gates", name, key), f"{value:g} is not a rate of {gate['signal']!r}: a {spec.get('type')} is 0 to {top}")
+                    )
     sources_seen: set[Hashable] = set()
     edges: dict[Hashable, list[Hashable]] = {}
     for i, t in enumerate(raw_sections.transitions):

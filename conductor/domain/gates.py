@@ -265,17 +265,22 @@ def evaluate_compare(name: str, gate: CompareGate, ctx: GateContext, scale: floa
         return GateResult(name, Outcome.FAIL, Reason.BELOW_FLOOR, f"{v:g} is worse than the floor {gate.floor:g}", inputs, ages)
     base = ctx.baselines.get(gate.signal)
     base_counts = _proportion(base.signal, scale) if base is not None else None
-    if base is None or base_counts is None:
+    if base is not None and base_counts is not None:
+        against, base_value = base.release, base.signal.value
+    elif gate.reference is not None:
+        against, base_value = f"the reference {gate.reference:g}", gate.reference
+        base_counts = _reference_counts(gate.reference, scale)
+    else:
         return GateResult(name, Outcome.INCONCLUSIVE, Reason.NO_BASELINE, f"no earlier release to compare {gate.signal} with",
                           inputs, ages)  # fmt: skip
     c = compare_rates(*counts, *base_counts, better=gate.better, tolerance=gate.tolerance / scale, alpha=gate.alpha, beta=gate.beta)
     unit = "pp" if scale == 100 else ""
     inputs |= {
-        "baseline_release": base.release, "baseline_value": base.signal.value, "baseline_samples": base_counts[1],
+        "baseline_release": against, "baseline_value": base_value, "baseline_samples": base_counts[1],
         "baseline_events": base_counts[0], "regression": c.regression * scale, "regression_low": c.lower * scale,
         "regression_high": c.upper * scale,
     }  # fmt: skip
-    by = f"{c.regression * scale:+.3g}{unit} vs {base.release} (between {c.lower * scale:+.3g} and {c.upper * scale:+.3g})"
+    by = f"{c.regression * scale:+.3g}{unit} vs {against} (between {c.lower * scale:+.3g} and {c.upper * scale:+.3g})"
     if c.verdict == "fail":
         sure = f"{(1 - gate.alpha):.0%} sure it is worse by more than {gate.tolerance:g}{unit}"
         return GateResult(name, Outcome.FAIL, Reason.REGRESSED, f"regressed {by}; {sure}", inputs, ages)
@@ -283,6 +288,17 @@ def evaluate_compare(name: str, gate: CompareGate, ctx: GateContext, scale: floa
         sure = f"{(1 - gate.beta):.0%} sure any regression is under {gate.tolerance:g}{unit}"
         return GateResult(name, Outcome.PASS, Reason.WITHIN_TOLERANCE, f"{by}; {sure}", inputs, ages)
     return GateResult(name, Outcome.INCONCLUSIVE, Reason.NEEDS_MORE_DATA, f"{by}; {_needs(c.needed, sig, ctx)}", inputs, ages)
+
+
+# A reference rate is known, not measured: it enters the comparison as a baseline so large that its
+# own uncertainty vanishes (a billion exposures: a variance below 1e-9 of the rate's), which turns
+# the two-sample test into the one-sample test against a fixed rate without a second code path.
+REFERENCE_EXPOSURES = 1_000_000_000
+
+
+def _reference_counts(reference: float, scale: float) -> tuple[int, int]:
+    rate = min(max(reference / scale, 0.0), 1.0)
+    return round(rate * REFERENCE_EXPOSURES), REFERENCE_EXPOSURES
 
 
 def _needs(needed: int | None, sig: SignalValue, ctx: GateContext) -> str:

@@ -144,6 +144,19 @@ def test_a_halted_and_cancelled_release_is_no_baseline(compared, clock):
     assert report.differing == 0 and report.recorded == report.replayed
 
 
+def test_a_reference_rate_judges_the_first_release_instead_of_asking(train, clock):
+    from conductor.domain.loader import parse_pipeline
+    from conductor.read.replay import replay
+
+    _run(train, clock, "1.0", {"beta": 99.8, "rollout": 99.8})
+    without = replay(train, parse_pipeline(COMPARED, "train.yaml")).releases[0]
+    assert "ask" in {d.verdict for d in without.replayed}  # no earlier release: nothing to compare with
+    referenced = COMPARED.replace("floor: 99.0,", "floor: 99.0, reference: 99.8,")
+    with_reference = replay(train, parse_pipeline(referenced, "train.yaml")).releases[0]
+    assert "ask" not in {d.verdict for d in with_reference.replayed}
+    assert [(d.stage, d.verdict) for d in with_reference.replayed] == [("beta", "advance"), ("rollout", "advance")]
+
+
 def test_replay_names_a_missing_track_and_a_definition_no_track_uses(train):
     from conductor.domain.errors import NotFound
     from conductor.domain.loader import parse_pipeline

@@ -136,3 +136,47 @@ def test_reruns_wait_before_failing_and_a_passing_rerun_is_flaky_not_failing():
     assert flaky.outcome is Outcome.PASS and "an earlier run did not pass" in flaky.detail
     # Without a commit there is nothing to rerun: judged at once.
     assert run(0.95, 1, sha=None).reason is Reason.IN_FAIL_BAND
+
+
+REFERENCED = CRASH_FREE.model_copy(update={"reference": 99.8})
+
+
+def test_without_a_baseline_a_reference_rate_stands_in():
+    same = judge(99.8, 400_000, base_value=None, gate=REFERENCED)
+    assert same.outcome is Outcome.PASS and "vs the reference 99.8" in same.detail
+    worse = judge(99.45, 400_000, base_value=None, gate=REFERENCED)
+    assert worse.outcome is Outcome.FAIL and worse.reason is Reason.REGRESSED and worse.inputs["baseline_release"] == "the reference 99.8"
+    # A reference is known exactly: the test against it is at least as sure as against a measured
+    # baseline of the same rate (its interval is never wider).
+    measured = judge(99.75, 100_000)
+    referenced = judge(99.75, 100_000, base_value=None, gate=REFERENCED)
+    width = lambda r: r.inputs["regression_high"] - r.inputs["regression_low"]  # noqa: E731
+    assert width(referenced) < width(measured)
+
+
+def test_a_measured_baseline_wins_over_the_reference():
+    r = judge(99.45, 400_000, base_value=99.5, gate=REFERENCED)
+    assert r.inputs["baseline_release"] == "music/8.7.0" and r.outcome is not Outcome.FAIL
+
+
+def test_a_reference_or_floor_outside_the_signal_range_names_the_field():
+    from conductor.domain.errors import DefinitionError
+    from conductor.domain.loader import parse_pipeline
+
+    text = """\
+name: t
+signals:
+  crash_free: {type: percent}
+gates:
+  crash: {kind: compare, signal: crash_free, better: higher, tolerance: 0.1, reference: 996}
+stages:
+  beta: {}
+  done: {kind: final}
+transitions:
+  - {from: beta, to: done, gates: [crash]}
+"""
+    with pytest.raises(DefinitionError) as info:
+        parse_pipeline(text, "t.yaml")
+    assert [(p.line, p.field) for p in info.value.problems if "0 to 100" in p.message] == [(5, "gates.crash.reference")], (
+        info.value.problems
+    )
