@@ -4,7 +4,8 @@ At the start of each track's working day (09:00 in its pipeline's time zone, Mon
 release manager reads: what moved overnight; what is paused, and waiting for whom; what halted
 and why. Items are ranked by risk: the users a release exposes (its stage's share; a halted
 release counts the stage it halted in) times how bad its signal is (a failed gate 3, a question
-2, a pause 1).
+2, a pause 1). A release held on a failed gate, or on a question nobody answered by its deadline
+(it can still be answered), is listed with what it waits for.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from conductor.context import Context
 from conductor.domain.definition import Pipeline
 from conductor.domain.errors import ConductorError
 from conductor.domain.kinds import MOVES, ROBOT, AuditKind
-from conductor.store.statements import AUDIT, INSERT_AUDIT, RELEASES, TRACKS
+from conductor.store.questions import unanswered_escalation
+from conductor.store.statements import AUDIT, EVALUATIONS, INSERT_AUDIT, RELEASES, TRACKS
 
 log = structlog.get_logger("conductor.digest")
 
@@ -102,9 +104,10 @@ def digest(ctx: Context, track_id: str, since: datetime, until: datetime) -> Dig
                                                                          AUDIT.c.kind == AuditKind.APPROVAL_REQUESTED)).first()
             for r in releases if r.pending_evaluation_id
         }  # fmt: skip
+        held = _held(conn, [r for r in releases if _may_be_held(pipelines[r.id], r)], tz=ZoneInfo(_zone(pipelines)))
     items: list[DigestItem] = []
     by_id = {r.id: r for r in releases}
-    zone = next(iter(pipelines.values())).timezone if pipelines else "UTC"
+    zone = _zone(pipelines)
     tz = ZoneInfo(zone)
     for r in releases:
         p = pipelines[r.id]
@@ -117,6 +120,8 @@ def digest(ctx: Context, track_id: str, since: datetime, until: datetime) -> Dig
             items.append(_item(r, "asking", f"waits for a release manager since {a.at.astimezone(tz):%a %H:%M}: {a.reason}", exp))
         elif r.paused:
             items.append(_item(r, "paused", f"paused: {r.pause_reason}", exp))
+        elif (h := held.get(r.id)) is not None:
+            items.append(_item(r, *h, exp))
     for m in moves:
         if m.kind in MOVES and m.kind != AuditKind.HALTED and m.to_stage:
             r = by_id[m.release_id]
@@ -127,6 +132,40 @@ def digest(ctx: Context, track_id: str, since: datetime, until: datetime) -> Dig
             )
     items.sort(key=lambda i: (-i.risk, -SEVERITY[i.kind], i.release))
     return Digest(track_id, since, until, tuple(items), zone)
+
+
+def _zone(pipelines: dict[int, Pipeline]) -> str:
+    return next(iter(pipelines.values())).timezone if pipelines else "UTC"
+
+
+def _may_be_held(pipeline: Pipeline, r: Any) -> bool:
+    return pipeline.stages[r.stage].kind in ("stage", "rollout") and not r.paused and r.pending_evaluation_id is None
+
+
+def _held(conn: Any, releases: list[Any], tz: ZoneInfo) -> dict[int, tuple[str, str]]:
+    """For each release held in its stage by its latest judgement: (kind, what it waits for)."""
+    if not releases:
+        return {}
+    e = EVALUATIONS.c
+    newest = select(func.max(e.id)).where(e.release_id.in_([r.id for r in releases])).group_by(e.release_id)
+    latest = {row.release_id: row for row in conn.execute(select(e.release_id, e.stage, e.verdict, e.evidence, e.created_at)
+                                                          .where(e.id.in_(newest)))}  # fmt: skip
+    out: dict[int, tuple[str, str]] = {}
+    for r in releases:
+        ev = latest.get(r.id)
+        if ev is None or ev.stage != r.stage or ev.verdict not in ("hold", "ask", "halt"):
+            continue
+        summary = (ev.evidence or {}).get("summary", "")
+        if ev.verdict == "ask" and unanswered_escalation(conn, r.id, r.stage, r.rejected_fingerprint) is not None:
+            out[r.id] = ("asking", f"unanswered by its deadline (asked about {ev.created_at.astimezone(tz):%a %H:%M}): "
+                                   f"waits for a release manager's late answer: {summary}")  # fmt: skip
+        elif ev.verdict == "ask":
+            out[r.id] = ("held", f"held in {r.stage}: not approved; waits for new evidence: {summary}")
+        elif ev.verdict == "halt":
+            out[r.id] = ("held", f"held in {r.stage} after a resume over failing evidence; waits for new evidence: {summary}")
+        else:
+            out[r.id] = ("held", f"held in {r.stage}: {summary}; waits for a fix")
+    return out
 
 
 def _item(r: Any, kind: str, text: str, exposure: float) -> DigestItem:

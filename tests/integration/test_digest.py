@@ -64,3 +64,33 @@ def test_a_digest_that_could_not_be_sent_is_tried_again(conductor, clock):
     sent: list = []
     assert send_due(conductor, slack(sent, status=503)).failed == ["music-android"]
     assert send_due(conductor, slack(sent)).sent == ["music-android"]
+
+
+def test_a_question_left_unanswered_overnight_is_in_the_digest_and_can_still_be_answered(conductor, clock):
+    from conductor.service.digest import digest
+
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=99.3)  # grey: asked
+    asked = conductor.snapshot(rid).pending
+    clock.advance(timedelta(hours=11))
+    feed_ring(conductor, rid, crash=99.3)
+    clock.advance(timedelta(hours=1))
+    conductor.tick()  # the deadline passes: escalated, held on the question
+    now = conductor.now()
+    (item,) = [i for i in digest(conductor, "music-android", now - timedelta(days=1), now).items if i.kind != "moved"]
+    assert item.kind == "asking" and "unanswered by its deadline" in item.text and "late answer" in item.text
+    conductor.approve(rid, RM, "fine, read it this morning", evaluation_id=asked.id, fingerprint=asked.fingerprint)
+    assert [i.kind for i in digest(conductor, "music-android", now - timedelta(days=1), conductor.now()).items if i.kind != "moved"] == []
+
+
+def test_a_release_held_on_a_failed_gate_is_in_the_digest(conductor, clock):
+    from conductor.service.digest import digest
+
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    to_beta(conductor, clock, rid)
+    beta_ready(conductor, clock, rid, crash=97.5)  # fails in beta: held before the store
+    assert conductor.snapshot(rid).status == "held"
+    now = conductor.now()
+    (item,) = [i for i in digest(conductor, "music-android", now - timedelta(days=1), now).items if i.kind != "moved"]
+    assert item.kind == "held" and "held in beta" in item.text and "waits for a fix" in item.text and "crash" in item.text
