@@ -29,12 +29,14 @@ from conductor.domain.actions import STORE_ACTIONS
 from conductor.domain.kinds import FINISHED_ACTIONS, ROBOT, ActionStatus, AuditKind
 from conductor.service import store_state
 from conductor.service.step import ReleaseStep, lock_one
-from conductor.store.statements import OUTBOX, TRACKS
+from conductor.store.statements import OUTBOX, RELEASES, TRACKS
 
 log = structlog.get_logger("conductor.outbox")
 
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
+# How often a store action that waits behind another release's (of the same app) looks again.
+STORE_QUEUE_RECHECK = timedelta(seconds=30)
 
 
 def backoff(attempt: int, rng: random.Random | None = None) -> timedelta:
@@ -100,6 +102,9 @@ def run_action(
             return ActionRun(row.status, row.release_id)
         newer = _newer_store_action(conn, row)
         release = lock_one(conn, row.release_id, lock=False)  # read only: the action is about it
+        ahead = _store_action_ahead(conn, row, release.track_id) if newer is None else None
+        if ahead is not None:
+            return _wait_behind(conn, row, ahead, now)
         settings = conn.execute(select(TRACKS.c.settings).where(TRACKS.c.id == release.track_id)).scalar()
         attempt = row.attempts + 1
         conn.execute(
@@ -146,6 +151,34 @@ def _newer_store_action(conn: Connection, row: Any) -> Any:
         .order_by(OUTBOX.c.id.desc())
         .limit(1)
     ).first()
+
+
+def _store_action_ahead(conn: Connection, row: Any, track_id: str) -> Any:
+    """An unfinished production store action of another release of the same app (track) queued
+    before this one, if any: one app's store actions go in the order they were queued, so a
+    rollout retried through a store outage cannot land after the next release's submit and
+    replace it on the production track. A halt never waits: it goes at once."""
+    if row.action not in STORE_ACTIONS or row.action == "halt_rollout":
+        return None
+    return conn.execute(
+        select(OUTBOX.c.id, OUTBOX.c.action, OUTBOX.c.next_attempt_at, RELEASES.c.track_id, RELEASES.c.version)
+        .join(RELEASES, RELEASES.c.id == OUTBOX.c.release_id)
+        .where(RELEASES.c.track_id == track_id, OUTBOX.c.release_id != row.release_id, OUTBOX.c.id < row.id,
+               OUTBOX.c.action.in_(STORE_ACTIONS), OUTBOX.c.status.in_((ActionStatus.PENDING.value, ActionStatus.SENDING.value)))
+        .order_by(OUTBOX.c.id)
+        .limit(1)
+    ).first()  # fmt: skip
+
+
+def _wait_behind(conn: Connection, row: Any, ahead: Any, now: Any) -> ActionRun:
+    """Leave the row pending (no attempt spent) until the action ahead of it is finished."""
+    due = max(now + STORE_QUEUE_RECHECK, ahead.next_attempt_at or now)
+    why = f"waits for {ahead.action} of {ahead.track_id}/{ahead.version} (action {ahead.id}): one app's store actions go in order"
+    conn.execute(
+        OUTBOX.update().where(OUTBOX.c.id == row.id).values(status=ActionStatus.PENDING.value, next_attempt_at=due, last_error=why)
+    )
+    log.info("action_waits", action_id=row.id, action=row.action, release_id=row.release_id, behind=ahead.id, until=due.isoformat())
+    return ActionRun(ActionStatus.PENDING.value, row.release_id)
 
 
 def _record(

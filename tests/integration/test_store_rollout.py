@@ -225,3 +225,37 @@ def test_a_rollout_delayed_by_a_store_outage_never_undoes_the_halt_that_followed
     assert sync_stores(world.runtime) == 0  # what Conductor last set is what Play says: halted
     assert c.snapshot(rid).release.stage == "halted"
     assert play.server.violations == []
+
+
+def test_one_apps_store_actions_go_in_order_so_a_late_rollout_never_replaces_the_next_release(world, play, clock):
+    """2.0's rise to 100 % is held up by a Play outage while 2.1 reaches its 1 %: 2.1's submit waits
+    until 2.0's rollout has landed, then goes out beside it (done the other way round, 2.0's
+    completed release would have taken 2.1 off the production track)."""
+    from conductor.service.jobs import relay_outbox, tick
+
+    c = world.conductor
+    play.apps[PACKAGE].bundles.add("210")
+    first = c.start_release("shop", "2.0", RM)
+    c.set_build(first, "200", RM)
+    crash(world, first, 99.8)
+    play.server.fault("POST", r"/edits$", status=503, headers={"Retry-After": "7200"})
+    clock.advance(timedelta(hours=1))
+    tick(world.runtime)
+    assert outbox(world, first)[("set_rollout", "pending")].attempts == 1  # refused: back in two hours
+    second = c.start_release("shop", "2.1", RM)
+    c.set_build(second, "210", RM)
+    crash(world, second, 99.8)
+    assert c.snapshot(second).release.stage == "rollout_1"
+    waiting = outbox(world, second)[("submit_to_store", "pending")]
+    assert waiting.attempts == 0 and waiting.last_error.startswith("waits for set_rollout of shop/2.0")
+    assert production(play)[0] == {"name": "2.0", "versionCodes": ["200"], "status": "inProgress", "userFraction": 0.01}
+    clock.advance(timedelta(hours=3))
+    relay_outbox(world.runtime)  # 2.0's rollout lands; 2.1's submit looks again a little later
+    clock.advance(timedelta(minutes=1))
+    relay_outbox(world.runtime)
+    assert production(play) == [
+        {"name": "2.1", "versionCodes": ["210"], "status": "inProgress", "userFraction": 0.01},
+        {"name": "2.0", "versionCodes": ["200"], "status": "completed"},
+    ]
+    assert outbox(world, second)[("submit_to_store", "done")].attempts == 1
+    assert play.server.violations == []
