@@ -877,6 +877,26 @@ def freezes(track: ScopeTrack = None) -> None:
     out.print(table)
 
 
+@app.command("skip-cut")
+def skip_cut(
+    track: Annotated[str, typer.Option("--track", help="The track whose next branch cut is skipped.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")],
+    undo: Annotated[bool, typer.Option("--undo", help="Bring the skipped cuts back.")] = False,
+    as_: AsOpt = None,
+) -> None:
+    """Skip TRACK's next scheduled branch cut (a holiday, a hack week): releases waiting for it wait
+    for the one after. Nothing is frozen. --undo brings skipped cuts back."""
+    from conductor.service.freezes import restore_cuts, skip_next_cut
+
+    c, who = _conductor(), _actor(as_)
+    if undo:
+        n = restore_cuts(c, who, reason, track=track)
+        out.print(Text(f"{track}: {n} skipped branch cut(s) restored" if n else f"{track}: no branch cut is skipped"))
+        return
+    cut = skip_next_cut(c, who, reason, track=track)
+    out.print(Text(f"{track}: the branch cut of {fmt_time(cut)} is skipped"))
+
+
 @app.command()
 def calendar(file: Annotated[Path, typer.Option("--file", help="YAML: timezone, freezes, holidays, blackouts.")], track: ScopeTrack = None,
              every: ScopeAll = False, as_: AsOpt = None) -> None:  # fmt: skip

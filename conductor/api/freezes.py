@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from conductor.api.deps import Admin, NoParams, ReleaseManager, SingleValues, State, Viewer
 from conductor.api.errors import error_responses
 from conductor.api.schemas import Reason, Request, TrackId
-from conductor.service.freezes import freeze, list_freezes, set_calendar, unfreeze
+from conductor.service.freezes import freeze, list_freezes, restore_cuts, set_calendar, skip_next_cut, unfreeze
 
 
 class FreezeIn(Request):
@@ -31,6 +31,16 @@ class CalendarIn(Request):
     calendar: dict[str, Any] = Field(
         description="timezone, freezes [{from, to, reason}], holidays [{date, reason}], blackouts [{days, from, to}]"
     )
+
+
+class SkipCutIn(Request):
+    track: TrackId = Field(description="The track whose next scheduled branch cut is skipped")
+    reason: Reason
+
+
+class SkipCutOut(BaseModel):
+    track: str
+    skipped: datetime = Field(description="The branch cut that will not happen")
 
 
 class FreezeOut(BaseModel):
@@ -68,5 +78,16 @@ def build_router() -> APIRouter:
                  summary="Replace a freeze calendar: code freezes, holidays (no branch cut), blackout hours (admin)")  # fmt: skip
     def calendar(body: CalendarIn, state: State, principal: Admin, _q: NoParams) -> dict[str, int]:
         return set_calendar(state.conductor, principal.actor, body.calendar, track=body.track)
+
+    @router.post("/skip-cut", status_code=201, response_model=SkipCutOut,
+                 responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+                 summary="Skip a track's next scheduled branch cut; nothing is frozen (release manager)")  # fmt: skip
+    def skip_cut(body: SkipCutIn, state: State, principal: ReleaseManager, _q: NoParams) -> SkipCutOut:
+        return SkipCutOut(track=body.track, skipped=skip_next_cut(state.conductor, principal.actor, body.reason, track=body.track))
+
+    @router.post("/skip-cut/undo", response_model=dict[str, int], responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503),
+                 summary="Bring back a track's skipped branch cuts (release manager)")  # fmt: skip
+    def restore(body: SkipCutIn, state: State, principal: ReleaseManager, _q: NoParams) -> dict[str, int]:
+        return {"restored": restore_cuts(state.conductor, principal.actor, body.reason, track=body.track)}
 
     return router

@@ -79,10 +79,14 @@ class Decision:
     def evidence_digest(self) -> str:
         """A hash of everything judged (values, samples, thresholds, outcomes), not of when: a
         re-report of the same value (new row, new timestamp) is not new evidence; a new value is."""
-        body = {
+        body: dict[str, Any] = {
             "fingerprint": self.fingerprint,
             "inputs": [{k: v for k, v in r.inputs.items() if k != "observed_at"} for r in self.results],
         }
+        if self.wait in (WaitKind.SCHEDULE, WaitKind.FREEZE, WaitKind.NIGHT) and self.not_before is not None:
+            # When it may go is part of what was decided when a calendar says it (a skipped branch
+            # cut, a freeze's end, the morning window): a new time is a new card.
+            body["not_before"] = self.not_before.isoformat()
         return _digest(body)
 
     def evidence(self) -> dict[str, Any]:

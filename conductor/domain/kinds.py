@@ -47,6 +47,8 @@ class AuditKind(StrEnum):
     FROZEN = "frozen"
     UNFROZEN = "unfrozen"
     CALENDAR_SET = "calendar_set"
+    BRANCH_CUT_SKIPPED = "branch_cut_skipped"  # the next scheduled branch cut will not happen (track row)
+    BRANCH_CUT_RESTORED = "branch_cut_restored"
     # Global rows (no release, no track): who holds which token, and who signed in to the dashboard.
     TOKEN_CREATED = "token_created"
     TOKEN_REVOKED = "token_revoked"

@@ -101,6 +101,7 @@ class Freeze:
     ends_at: datetime | None = None
     scope: str = "track"  # track, all, calendar
     skip_branch_cut: bool = False
+    holds: bool = True  # False: it only skips a branch cut (conductor skip-cut), exposure may rise
 
     def covers(self, now: datetime) -> bool:
         return self.starts_at <= now and (self.ends_at is None or now < self.ends_at)
@@ -127,7 +128,7 @@ class Policy:
         """(why, until, kind) when the transition must wait; None when it may go. kind: freeze, night."""
         if not raises_exposure(pipeline, transition):
             return None
-        active = [f for f in self.freezes if f.covers(now)]
+        active = [f for f in self.freezes if f.holds and f.covers(now)]
         if active:
             ends = [f.ends_at for f in active]
             until = None if any(e is None for e in ends) else max(e for e in ends if e is not None)

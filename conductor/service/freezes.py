@@ -6,6 +6,8 @@ exposure happens (conductor.domain.policy); halts and cancels still do.
 - A calendar (a YAML file per track or for all tracks) lists code freezes (from, to), holidays
   (whole days in the calendar's time zone: frozen, and the day's branch cut is skipped) and weekly
   blackout hours (e.g. Fridays from 15:00). Setting a calendar replaces the scope's calendar rows.
+- "Skip the next branch cut" (`conductor skip-cut --track T`) moves a track's next scheduled cut to
+  the one after, freezing nothing; `--undo` brings it back.
 - Everything is audited; lifting a freeze re-judges the releases it held.
 """
 
@@ -22,8 +24,10 @@ from sqlalchemy import Connection, delete, or_, select
 from conductor.context import Context
 from conductor.domain.errors import ConductorError, InvalidSettings, NotFound
 from conductor.domain.kinds import AuditKind
+from conductor.domain.policy import Policy
+from conductor.domain.schedules import next_schedule_time
 from conductor.service.step import Actor, open_step
-from conductor.store.freezes import DAYS
+from conductor.store.freezes import DAYS, SKIP, active
 from conductor.store.statements import FREEZES, INSERT_AUDIT, RELEASES, TRACKS
 
 log = structlog.get_logger("conductor.freezes")
@@ -71,6 +75,56 @@ def unfreeze(ctx: Context, actor: Actor, reason: str, *, track: str | None = Non
         if ids:
             conn.execute(FREEZES.update().where(f.id.in_(ids)).values(lifted_at=now, lifted_by=actor.name))
             _audit(conn, ctx, track, actor, AuditKind.UNFROZEN, reason, {"freeze_ids": ids, "scope": track or "all"})
+    if ids:
+        rejudge(ctx, track)
+    return len(ids)
+
+
+def _cut_schedule(ctx: Context, conn: Connection, track: str) -> tuple[Any, str]:
+    """The track's pipeline and the schedule of its branch cut (its first scheduled transition)."""
+    row = conn.execute(select(TRACKS.c.definition_name).where(TRACKS.c.id == track)).first()
+    if row is None:
+        raise NotFound(f"unknown track {track!r}")
+    pipeline = ctx.catalog.get(row.definition_name)
+    schedule = next((t.schedule for t in pipeline.transitions if t.schedule), None)
+    if schedule is None:
+        raise ConductorError(f"track {track!r} ({pipeline.name}) has no scheduled branch cut to skip")
+    return pipeline, schedule
+
+
+def skip_next_cut(ctx: Context, actor: Actor, reason: str, *, track: str) -> datetime:
+    """Skip the track's next scheduled branch cut (not one already skipped): releases waiting for it
+    wait for the one after. Freezes nothing. Returns the skipped cut's time."""
+    if not reason.strip():
+        raise ConductorError("skipping a branch cut needs a reason")
+    now = ctx.now()
+    with ctx.db.begin() as conn:
+        pipeline, schedule = _cut_schedule(ctx, conn, track)
+        skipping = Policy(freezes=active(conn, track, now))
+        cut = skipping.skip_cuts(pipeline, schedule, next_schedule_time(pipeline, schedule, now))
+        row = {"track_id": track, "reason": reason, "source": SKIP, "actor": actor.name, "starts_at": cut - timedelta(minutes=1),
+               "ends_at": cut + timedelta(minutes=1), "skip_branch_cut": True, "created_at": now}  # fmt: skip
+        fid = conn.execute(FREEZES.insert().returning(FREEZES.c.id), row).scalar()
+        _audit(
+            conn, ctx, track, actor, AuditKind.BRANCH_CUT_SKIPPED, reason, {"freeze_id": fid, "cut": cut.isoformat(), "schedule": schedule}
+        )
+    log.info("branch_cut_skipped", track=track, cut=cut.isoformat(), reason=reason, actor=actor.name)
+    rejudge(ctx, track)  # the waiting releases' cards name the new time
+    return cut
+
+
+def restore_cuts(ctx: Context, actor: Actor, reason: str, *, track: str) -> int:
+    """Undo the skips of the track's coming branch cuts (not holidays: those are its calendar's). How many."""
+    if not reason.strip():
+        raise ConductorError("restoring a branch cut needs a reason")
+    now = ctx.now()
+    with ctx.db.begin() as conn:
+        _check_track(conn, track)
+        f = FREEZES.c
+        ids = list(conn.scalars(select(f.id).where(f.track_id == track, f.source == SKIP, f.lifted_at.is_(None), f.ends_at > now)))
+        if ids:
+            conn.execute(FREEZES.update().where(f.id.in_(ids)).values(lifted_at=now, lifted_by=actor.name))
+            _audit(conn, ctx, track, actor, AuditKind.BRANCH_CUT_RESTORED, reason, {"freeze_ids": ids})
     if ids:
         rejudge(ctx, track)
     return len(ids)

@@ -12,8 +12,10 @@ from conductor.domain.policy import Freeze
 from conductor.store.statements import FREEZES
 
 DAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+# The source of a row that only skips one branch cut (conductor skip-cut): it freezes nothing.
+SKIP = "skip"
 
-__all__ = ["DAYS", "active"]
+__all__ = ["DAYS", "SKIP", "active"]
 
 
 def active(conn: Connection, track_id: str, now: datetime, settings: dict[str, Any] | None = None) -> tuple[Freeze, ...]:
@@ -24,7 +26,10 @@ def active(conn: Connection, track_id: str, now: datetime, settings: dict[str, A
             f.lifted_at.is_(None), or_(f.track_id == track_id, f.track_id.is_(None)), or_(f.ends_at.is_(None), f.ends_at > now)
         )
     ).all()
-    out = [Freeze(r.reason, r.starts_at, r.ends_at, "all" if r.track_id is None else r.source, r.skip_branch_cut) for r in rows]
+    out = [
+        Freeze(r.reason, r.starts_at, r.ends_at, "all" if r.track_id is None else r.source, r.skip_branch_cut, holds=r.source != SKIP)
+        for r in rows
+    ]
     blackout = _blackout_at(now, (settings or {}).get("blackouts") or [], (settings or {}).get("blackouts_timezone", "UTC"))
     if blackout is not None:
         out.append(blackout)

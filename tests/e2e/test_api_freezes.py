@@ -22,3 +22,18 @@ def test_freeze_list_and_lift_over_rest(client, tokens):
     ok = client.post("/freezes/calendar", json={"calendar": {"holidays": [{"date": "2026-12-25"}]}}, headers=admin)
     assert ok.json() == {"freezes": 0, "holidays": 1, "blackouts": 0}
     assert client.post("/freezes", json={"track": "nope", "reason": "x"}, headers=rm).status_code == 404
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+def test_skip_the_next_branch_cut_over_rest(client, tokens, clock):
+    rm, viewer = (bearer(tokens[r]) for r in ("release_manager", "viewer"))
+    body = {"track": "music-android", "reason": "hack week"}
+    r = client.post("/freezes/skip-cut", json=body, headers=rm)
+    assert r.status_code == 201, r.text
+    skipped = r.json()["skipped"]
+    assert [(f["source"], f["reason"]) for f in client.get("/freezes", headers=viewer).json()] == [("skip", "hack week")]
+    assert client.post("/freezes/skip-cut", json=body, headers=viewer).status_code == 403
+    assert client.post("/freezes/skip-cut", json=body | {"track": "web"}, headers=rm).status_code == 404
+    assert client.post("/freezes/skip-cut", json={"track": "music-android"}, headers=rm).status_code == 422
+    assert client.post("/freezes/skip-cut/undo", json=body, headers=rm).json() == {"restored": 1}
+    assert client.post("/freezes/skip-cut", json=body, headers=rm).json()["skipped"] == skipped

@@ -188,6 +188,12 @@ def test_bad_settings_are_one_line_naming_each_variable_never_a_traceback(env):
     assert "CONDUCTOR_CDEVENTS_MAP (cdevents_map.0.pattern)" in p.stderr
 
 
+def test_skip_cut_names_a_pipeline_without_a_scheduled_cut(env):
+    run(env, "start", "app", "1.0", "--definition", "quick")
+    p = run(env, "skip-cut", "--track", "app", "--reason", "hack week", ok=False)
+    assert p.returncode == 1 and "track 'app' (quick) has no scheduled branch cut to skip" in p.stderr
+
+
 def test_help_does_not_tag_flags_with_types(env):
     shown = run(env, "start", "--help").stdout
     assert "--help" in shown and "<bool>" not in shown and "--install-completion" not in shown

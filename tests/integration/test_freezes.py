@@ -74,6 +74,41 @@ def test_a_holiday_skips_the_branch_cut_and_a_calendar_is_checked(conductor, clo
         set_calendar(conductor, RM, {"blackouts": [{"days": ["FUNDAY"], "from": "15:00", "to": "24:00"}]}, track="music-android")
 
 
+def test_skipping_the_next_branch_cut_moves_it_a_week_and_freezes_nothing(conductor, clock):
+    from conductor.service.freezes import list_freezes, restore_cuts, skip_next_cut
+
+    rid = conductor.start_release("music-android", "9.0.0", RM)
+    clock.now = BRANCH_DAY - timedelta(days=1)
+    assert skip_next_cut(conductor, RM, "hack week", track="music-android") == BRANCH_DAY
+    assert skip_next_cut(conductor, RM, "and the week after", track="music-android") == BRANCH_DAY + timedelta(days=7)
+    assert restore_cuts(conductor, RM, "changed our minds about the second week", track="music-android") == 2
+    assert skip_next_cut(conductor, RM, "hack week", track="music-android") == BRANCH_DAY
+    clock.now = BRANCH_DAY
+    conductor.tick()
+    assert stage_of(conductor, rid) == "trunk"
+    assert conductor.snapshot(rid).latest.evidence["summary"] == "schedule until 2026-12-04T09:00:00+00:00"
+    # Nothing is frozen: the overview shows no freeze, even at the moment of the skipped cut.
+    from conductor.read.board import board
+
+    assert [f["source"] for f in list_freezes(conductor, "music-android")] == ["skip"]
+    assert [tb.frozen for tb in board(conductor).tracks] == [()]
+    kinds = [a.kind for a in conductor.snapshot(rid).audit]
+    assert "branch_cut_skipped" not in kinds  # a track's row, not the release's
+    clock.now = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    conductor.tick()
+    assert stage_of(conductor, rid) == "branch"
+
+
+def test_skipping_a_cut_names_what_is_wrong(conductor, clock):
+    from conductor.domain.errors import ConductorError, NotFound
+    from conductor.service.freezes import skip_next_cut
+
+    with pytest.raises(NotFound, match="unknown track 'web'"):
+        skip_next_cut(conductor, RM, "x", track="web")
+    with pytest.raises(ConductorError, match="needs a reason"):
+        skip_next_cut(conductor, RM, " ", track="music-android")
+
+
 def test_blackout_hours_hold_like_a_freeze(conductor, clock):
     from conductor.service.freezes import set_calendar
 
