@@ -748,27 +748,13 @@ class GameDay:
 
     def slot_free(self, p: ReleasePlan, stages: dict[tuple[str, str], tuple[int, str]]) -> bool:
         """On a Play track, one release past its branch at a time (Play has one staged rollout): the
-        earlier ones are released or halted, and their store actions have landed (a release manager
-        sees "halting at the store" or a pending rollout until then)."""
+        earlier ones are released or halted. Their store actions may still be waiting out an
+        outage: Conductor sends one app's store actions in order, so the next release's submit
+        waits for them (conductor/service/outbox.py)."""
         if not p.track.play:
             return True
         earlier = [q for q in self.releases if q.track is p.track and q.start_at < p.start_at]
-        if not all(q.key in stages and stages[q.key][1] in TERMINAL for q in earlier):
-            return False
-        from sqlalchemy import text
-
-        ids = [q.rid for q in earlier]
-        if not ids:
-            return True
-        try:
-            with self.c.db.engine.connect() as conn:
-                busy = conn.scalar(
-                    text("SELECT count(*) FROM outbox WHERE release_id = ANY(:ids) AND status IN ('pending', 'sending') "
-                         "AND action IN ('submit_to_store', 'set_rollout', 'halt_rollout', 'resume_rollout')"), {"ids": ids},
-                )  # fmt: skip
-        except Exception:
-            return False
-        return busy == 0
+        return all(q.key in stages and stages[q.key][1] in TERMINAL for q in earlier)
 
     def direct(self, deadline: float) -> bool:
         """Feed the releases as the night goes; True when every release reached a terminal stage."""
