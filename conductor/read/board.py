@@ -34,6 +34,7 @@ class PendingApproval:
     asked_at: datetime
     age: timedelta
     timezone: str = "UTC"  # the track pipeline's, for the times in the summary
+    late: bool = False  # unanswered by its deadline (escalated, the release held on it): still answerable
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +97,19 @@ def card_of(
 ) -> ReleaseCard:
     """A release's card: the same status, lights and wait as every other surface (conductor.read.status)."""
     pa = None
-    if pending is not None:
+    asked = pending if pending is not None else (latest if late else None)
+    if asked is not None:
         pa = PendingApproval(
             release.id,
             release.key,
-            pending.id,
+            asked.id,
             release.stage,
-            pending.target or "",
-            pending.summary,
-            pending.created_at,
-            now - pending.created_at,
+            asked.target or "",
+            asked.summary,
+            asked.created_at,
+            now - asked.created_at,
             pipeline.timezone,
+            late=pending is None,
         )
     status = status_of(pipeline, release, latest, pending)
     return ReleaseCard(

@@ -453,7 +453,8 @@ def test_a_question_unanswered_by_its_deadline_is_offered_for_a_late_answer(quic
     page = rm.client.get(f"/release/{rid}")
     assert "unanswered by its deadline, you can still answer it" in page.text and 'id="approve-button"' in page.text
     overview = rm.client.get("/")
-    assert "a late answer" in overview.text
+    assert "a late answer" in overview.text  # the release's card
+    assert 'Pending approvals <span class="count">1</span>' in overview.text and ", unanswered by its deadline</span>" in overview.text
     r = rm.post(
         f"/release/{rid}/decision",
         csrf_token=rm.csrf,
