@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 # The container image, built and run with podman against this machine's PostgreSQL and a
 # throwaway Redis: migrate, api, worker and beat as compose.yaml wires them, one signed webhook,

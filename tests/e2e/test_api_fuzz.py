@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -48,6 +49,7 @@ def _fuzzer(operation, mode: GenerationMode, auth: dict[str, str], ran: dict[str
     return fuzz
 
 
+@pytest.mark.long
 def test_api_conforms_to_its_schema(api_app, conductor, clock, tokens, database):
     ask_for_approval(conductor, clock)  # release 1 with decision pending: small ids hit real rows
     auth = bearer(tokens["admin"])

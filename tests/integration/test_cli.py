@@ -92,6 +92,7 @@ def drive_in_process(database_url: str, defs: Path) -> list[tuple]:
     return snap.release.stage, [(a.kind, a.from_stage, a.to_stage, a.actor, a.reason) for a in snap.audit]
 
 
+@pytest.mark.long
 def test_a_release_rebuilt_in_a_new_process_each_step_ends_like_one_process(env, tmp_path):
     for step in SCRIPT:
         run(env, *step)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +26,7 @@ def _load_bench() -> ModuleType:
 bench = _load_bench()
 
 
+@pytest.mark.long
 def test_the_shipped_train_meets_every_target_on_the_quick_bench():
     # One test, not one per target: under xdist each worker would run the simulation again.
     results = bench.simulate(releases=300, seed=7, definition=ROOT / "state_definitions" / "mobile_weekly.yaml", jobs=1)

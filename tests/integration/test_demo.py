@@ -8,9 +8,11 @@ import subprocess
 import sys
 from io import StringIO
 
+import pytest
 from rich.console import Console
 
 
+@pytest.mark.long
 def test_demo_walks_a_to_released_and_halts_b_and_replay_reads_its_database(tmp_path):
     from conductor.demo import run_demo
 

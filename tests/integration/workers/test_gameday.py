@@ -31,6 +31,7 @@ def unavailable(config, what: str, how: str) -> None:
     pytest.skip(f"{what} not found; {how}")
 
 
+@pytest.mark.long
 def test_the_quick_game_day_loses_nothing_doubles_nothing_and_halts_every_bad_release_at_once(pytestconfig):
     sys.path.insert(0, str(BENCH))
     try:
