@@ -150,6 +150,20 @@ def conductor(database, catalog, clock):
     return c
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_found():
+    """What a test configures of structlog (the demo, an in-process CLI command, a server) ends
+    with it: a later test capturing logs sees structlog's defaults, whatever ran before it."""
+    yield
+    import structlog
+
+    import conductor.logging
+
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    conductor.logging._configured = False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The long tests first: with `--dist worksteal` (the Makefile's) the worker that runs them
     hands its short ones to the other, so both finish together instead of one waiting a minute
