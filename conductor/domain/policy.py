@@ -106,6 +106,10 @@ class Freeze:
     def covers(self, now: datetime) -> bool:
         return self.starts_at <= now and (self.ends_at is None or now < self.ends_at)
 
+    def holds_at(self, now: datetime) -> bool:
+        """It holds exposure back at `now` (a skipped branch cut never does)."""
+        return self.holds and self.covers(now)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -128,7 +132,7 @@ class Policy:
         """(why, until, kind) when the transition must wait; None when it may go. kind: freeze, night."""
         if not raises_exposure(pipeline, transition):
             return None
-        active = [f for f in self.freezes if f.holds and f.covers(now)]
+        active = [f for f in self.freezes if f.holds_at(now)]
         if active:
             ends = [f.ends_at for f in active]
             until = None if any(e is None for e in ends) else max(e for e in ends if e is not None)

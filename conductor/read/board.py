@@ -197,7 +197,7 @@ def board(ctx: Context) -> Board:
         rows = conn.execute(select(TRACKS.c.id, TRACKS.c.definition_name, TRACKS.c.settings).order_by(TRACKS.c.id)).all()
         tracks = {t.id: t.definition_name for t in rows}
         unconnected = {t.id for t in rows if not (t.settings or {}).get("store")}
-        frozen = {t.id: tuple(f.reason for f in active(conn, t.id, now, dict(t.settings or {})) if f.holds and f.covers(now)) for t in rows}
+        frozen = {t.id: tuple(f.reason for f in active(conn, t.id, now, dict(t.settings or {})) if f.holds_at(now)) for t in rows}
         digests = {
             t: (reason, at)
             for t, reason, at in conn.execute(

@@ -46,9 +46,8 @@ def _not_frozen(step: ReleaseStep) -> None:
     transition = step.pipeline.advance_from(step.release.stage)
     if transition is None or not raises_exposure(step.pipeline, transition):
         return
-    frozen = [
-        f for f in active(step.conn, step.release.track_id, step.now(), step.release.track_settings) if f.holds and f.covers(step.now())
-    ]
+    now = step.now()
+    frozen = [f for f in active(step.conn, step.release.track_id, now, step.release.track_settings) if f.holds_at(now)]
     if frozen:
         why = "; ".join(f.reason for f in frozen)
         raise IllegalTransition(f"{step.release.key} is frozen ({why}): lift the freeze first (conductor unfreeze), then approve")

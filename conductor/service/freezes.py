@@ -66,15 +66,22 @@ def unfreeze(ctx: Context, actor: Actor, reason: str, *, track: str | None = Non
     """Lift the manual freezes of a track (or of all tracks); re-judge what they held. How many."""
     if not reason.strip():
         raise ConductorError("lifting a freeze needs a reason")
+    f = FREEZES.c
+    scope = f.track_id.is_(None) if track is None else f.track_id == track
+    return _lift(ctx, actor, reason, track, AuditKind.UNFROZEN, scope, f.source == "manual")
+
+
+def _lift(ctx: Context, actor: Actor, reason: str, track: str | None, kind: AuditKind, *where: Any) -> int:
+    """Lift the freeze rows `where` selects (not lifted yet), audit it as `kind`, re-judge the
+    track's releases; how many rows."""
     now = ctx.now()
+    f = FREEZES.c
     with ctx.db.begin() as conn:
         _check_track(conn, track)
-        f = FREEZES.c
-        scope = f.track_id.is_(None) if track is None else f.track_id == track
-        ids = list(conn.scalars(select(f.id).where(scope, f.source == "manual", f.lifted_at.is_(None))))
+        ids = list(conn.scalars(select(f.id).where(f.lifted_at.is_(None), *where)))
         if ids:
             conn.execute(FREEZES.update().where(f.id.in_(ids)).values(lifted_at=now, lifted_by=actor.name))
-            _audit(conn, ctx, track, actor, AuditKind.UNFROZEN, reason, {"freeze_ids": ids, "scope": track or "all"})
+            _audit(conn, ctx, track, actor, kind, reason, {"freeze_ids": ids, "scope": track or "all"})
     if ids:
         rejudge(ctx, track)
     return len(ids)
@@ -117,17 +124,8 @@ def restore_cuts(ctx: Context, actor: Actor, reason: str, *, track: str) -> int:
     """Undo the skips of the track's coming branch cuts (not holidays: those are its calendar's). How many."""
     if not reason.strip():
         raise ConductorError("restoring a branch cut needs a reason")
-    now = ctx.now()
-    with ctx.db.begin() as conn:
-        _check_track(conn, track)
-        f = FREEZES.c
-        ids = list(conn.scalars(select(f.id).where(f.track_id == track, f.source == SKIP, f.lifted_at.is_(None), f.ends_at > now)))
-        if ids:
-            conn.execute(FREEZES.update().where(f.id.in_(ids)).values(lifted_at=now, lifted_by=actor.name))
-            _audit(conn, ctx, track, actor, AuditKind.BRANCH_CUT_RESTORED, reason, {"freeze_ids": ids})
-    if ids:
-        rejudge(ctx, track)
-    return len(ids)
+    f = FREEZES.c
+    return _lift(ctx, actor, reason, track, AuditKind.BRANCH_CUT_RESTORED, f.track_id == track, f.source == SKIP, f.ends_at > ctx.now())
 
 
 def rejudge(ctx: Context, track: str | None) -> int:

@@ -10,7 +10,7 @@ import httpx
 
 from conductor.actions import ActionAdapters
 from conductor.service import Actor
-from tests.integration.test_service import beta_ready, feed_ring, to_beta
+from tests.integration.test_service import beta_ready, feed_ring, to_beta, unanswered_overnight
 
 RM = Actor("rita", "release_manager")
 SLACK = {"notify": {"slack_url": "https://hooks.slack.test/services/T/B/x"}}
@@ -69,14 +69,7 @@ def test_a_digest_that_could_not_be_sent_is_tried_again(conductor, clock):
 def test_a_question_left_unanswered_overnight_is_in_the_digest_and_can_still_be_answered(conductor, clock):
     from conductor.service.digest import digest
 
-    rid = conductor.start_release("music-android", "9.0.0", RM)
-    to_beta(conductor, clock, rid)
-    beta_ready(conductor, clock, rid, crash=99.3)  # grey: asked
-    asked = conductor.snapshot(rid).pending
-    clock.advance(timedelta(hours=11))
-    feed_ring(conductor, rid, crash=99.3)
-    clock.advance(timedelta(hours=1))
-    conductor.tick()  # the deadline passes: escalated, held on the question
+    rid, asked = unanswered_overnight(conductor, clock)  # escalated, held on the question
     now = conductor.now()
     (item,) = [i for i in digest(conductor, "music-android", now - timedelta(days=1), now).items if i.kind != "moved"]
     assert item.kind == "asking" and "unanswered by its deadline" in item.text and "late answer" in item.text

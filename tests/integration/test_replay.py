@@ -32,17 +32,22 @@ COMPARED = TRAIN.replace(
 )
 
 
-@pytest.fixture
-def train(database, clock, tmp_path):
+def _live(database, clock, tmp_path, definition: str):
+    """A Conductor whose track `app` runs `definition` (as train.yaml)."""
     from conductor.domain.loader import DefinitionCatalog
     from conductor.facade import Conductor
 
     defs = tmp_path / "defs"
     defs.mkdir()
-    (defs / "train.yaml").write_text(TRAIN)
+    (defs / "train.yaml").write_text(definition)
     c = Conductor(database, DefinitionCatalog(defs), clock)
     c.ensure_track("app", "train")
     return c
+
+
+@pytest.fixture
+def train(database, clock, tmp_path):
+    return _live(database, clock, tmp_path, TRAIN)
 
 
 def _run(c, clock, version: str, crash: dict[str, float], per_hour: int = 20_000) -> int:
@@ -105,15 +110,7 @@ CANCELLABLE = COMPARED.replace("  halted: {kind: halted}\n", "  halted: {kind: h
 @pytest.fixture
 def compared(database, clock, tmp_path):
     """The train with the compare gate (and a cancelled stage), live."""
-    from conductor.domain.loader import DefinitionCatalog
-    from conductor.facade import Conductor
-
-    defs = tmp_path / "defs"
-    defs.mkdir()
-    (defs / "train.yaml").write_text(CANCELLABLE)
-    c = Conductor(database, DefinitionCatalog(defs), clock)
-    c.ensure_track("app", "train")
-    return c
+    return _live(database, clock, tmp_path, CANCELLABLE)
 
 
 def test_a_halted_and_cancelled_release_is_no_baseline(compared, clock):

@@ -62,6 +62,21 @@ def beta_ready(c, clock, rid, crash):
     return feed_ring(c, rid, crash=crash)
 
 
+def unanswered_overnight(c, clock, version="9.0.0"):
+    """A release asked about in beta (crash-free in the grey zone) whose question nobody answers:
+    the same values again after 11 h, then the 12 h deadline passes (escalated, held). Returns the
+    release id and the card that was asked."""
+    rid = c.start_release("music-android", version, RM)
+    to_beta(c, clock, rid)
+    beta_ready(c, clock, rid, crash=99.3)
+    asked = c.snapshot(rid).pending
+    clock.advance(timedelta(hours=11))
+    feed_ring(c, rid, crash=99.3)  # the same values again: the same question
+    clock.advance(timedelta(hours=1))
+    c.tick()
+    return rid, asked
+
+
 def test_start_pins_definition_and_waits_for_branch_day(conductor, clock):
     rid = conductor.start_release("music-android", "9.0.0", RM)
     snap = conductor.snapshot(rid)
@@ -236,14 +251,7 @@ def test_approval_deadline_escalates_and_holds(conductor, clock):
 def test_an_escalated_question_can_still_be_answered_late(conductor, clock):
     """Asked at night, unanswered by the deadline, escalated and held: the release manager who
     comes in later approves it (naming the card they saw), as long as the question still stands."""
-    rid = conductor.start_release("music-android", "9.0.0", RM)
-    to_beta(conductor, clock, rid)
-    beta_ready(conductor, clock, rid, crash=99.3)
-    asked = conductor.snapshot(rid).pending
-    clock.advance(timedelta(hours=11))
-    feed_ring(conductor, rid, crash=99.3)  # the same values again: the same question
-    clock.advance(timedelta(hours=1))
-    conductor.tick()
+    rid, asked = unanswered_overnight(conductor, clock)
     held = conductor.snapshot(rid)
     assert held.pending is None and held.status == "held" and held.late is not None and held.late.fingerprint == asked.fingerprint
     assert "unanswered by its deadline" in held.waiting.text and held.late_decision is not None
@@ -256,14 +264,7 @@ def test_an_escalated_question_can_still_be_answered_late(conductor, clock):
 
 
 def test_a_late_answer_is_refused_once_it_was_answered(conductor, clock):
-    rid = conductor.start_release("music-android", "9.0.0", RM)
-    to_beta(conductor, clock, rid)
-    beta_ready(conductor, clock, rid, crash=99.3)
-    asked = conductor.snapshot(rid).pending
-    clock.advance(timedelta(hours=11))
-    feed_ring(conductor, rid, crash=99.3)  # the same values again: the same question
-    clock.advance(timedelta(hours=1))
-    conductor.tick()
+    rid, asked = unanswered_overnight(conductor, clock)
     # A late rejection answers it: nothing is left to approve.
     assert conductor.reject(rid, RM, "the crash cluster is new") == "beta"
     assert conductor.snapshot(rid).late is None
@@ -272,14 +273,7 @@ def test_a_late_answer_is_refused_once_it_was_answered(conductor, clock):
 
 
 def test_a_late_approval_is_refused_once_the_evidence_moved_on(conductor, clock):
-    other = conductor.start_release("music-android", "9.0.0", RM)
-    to_beta(conductor, clock, other)
-    beta_ready(conductor, clock, other, crash=99.3)
-    card = conductor.snapshot(other).pending
-    clock.advance(timedelta(hours=11))
-    feed_ring(conductor, other, crash=99.3)
-    clock.advance(timedelta(hours=1))
-    conductor.tick()
+    other, card = unanswered_overnight(conductor, clock)
     assert conductor.snapshot(other).late is not None
     feed_ring(conductor, other, crash=98.0, samples=90000)
     with pytest.raises(StaleApproval):
