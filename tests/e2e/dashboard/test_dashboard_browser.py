@@ -233,3 +233,34 @@ def test_api_docs_render_from_vendored_swagger_ui(page, site):
     page.goto(f"{site.base_url}/docs")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Conductor")
     expect(page.locator(".opblock-tag-section").first).to_be_visible()
+
+
+def test_a_question_unanswered_by_its_deadline_is_answered_late_in_the_browser(browser, site):
+    """test-output/screenshots/release-late-{1280,390}.png: the card says the question went
+    unanswered and still offers the approve form, which a release manager uses."""
+    from datetime import timedelta
+
+    c, clock = site.conductor, site.clock
+    rid = site.paused_release()
+    for _ in range(2):  # the same grey value again (fresh, not new evidence), then the deadline passes
+        clock.advance(timedelta(hours=5))
+        c.record_signal(rid, "crash_free_sessions", 99.2, samples=500, source="crashlytics")
+    clock.advance(timedelta(hours=3))
+    c.tick()
+    assert c.snapshot(rid).late is not None
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        ctx = browser.new_context(viewport={"width": width, "height": 900}, device_scale_factor=1)
+        page = ctx.new_page()
+        login(page, site, next_path=f"/release/{rid}")
+        expect(page.locator("#decision h2")).to_contain_text("unanswered by its deadline, you can still answer it")
+        expect(page.locator("#approve-button")).to_be_visible()
+        shoot(page, "release-late", width)
+        ctx.close()
+    page = browser.new_page()
+    login(page, site, next_path=f"/release/{rid}")
+    page.get_by_label("Reason for your decision").fill("read the crash clusters this morning")
+    page.locator("#approve-button").click()
+    expect(page.locator("body")).to_contain_text("Approved.")
+    assert c.snapshot(rid).release.stage == "rollout"
+    page.close()
